@@ -1,0 +1,1 @@
+//! ferrogate-coap (work in progress).

@@ -1,0 +1,1 @@
+//! ferrogate-lwm2m (work in progress).

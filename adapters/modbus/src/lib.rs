@@ -1,0 +1,1 @@
+//! ferrogate-modbus (work in progress).

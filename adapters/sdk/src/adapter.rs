@@ -1,0 +1,173 @@
+//! The [`Adapter`] trait, the context an adapter runs in, and the
+//! [`AdapterKind`] factory that turns a TOML section into running adapters.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::CommandRequest;
+use crate::config::{BuildContext, ConfigIssue, Pos, Section};
+use crate::model::Uplink;
+
+/// A boxed future, so the trait stays object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an adapter's run loop ended with a failure. The supervisor logs it,
+/// shows it in status, and restarts the adapter with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AdapterError(pub String);
+
+impl AdapterError {
+    pub fn new(message: impl Into<String>) -> Self {
+        AdapterError(message.into())
+    }
+}
+
+/// A protocol adapter: talks to its devices, sends [`Uplink`]s, executes
+/// commands.
+///
+/// `run` returns `Ok(())` only after `ctx.shutdown` was cancelled. Any other
+/// return is a failure, and the supervisor calls `run` again after a backoff
+/// with a fresh clone of the same context, so state kept in `self` (such as
+/// a per-device `seq`-independent cache) survives a restart.
+pub trait Adapter: Send + 'static {
+    fn run(&mut self, ctx: AdapterContext) -> BoxFuture<'_, Result<(), AdapterError>>;
+}
+
+/// One uplink message with the adapter it came from and the instant it was
+/// produced (for latency measurement).
+#[derive(Debug, Clone)]
+pub struct UplinkEnvelope {
+    pub adapter: Arc<str>,
+    pub uplink: Uplink,
+    pub produced: Instant,
+}
+
+/// The uplink channel was closed: the runtime is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("uplink closed")]
+pub struct UplinkClosed;
+
+/// Sends an adapter's messages into the runtime's pipeline. Bounded: when
+/// the pipeline is behind, `send` waits, which slows polling rather than
+/// losing data.
+#[derive(Debug, Clone)]
+pub struct UplinkSender {
+    adapter: Arc<str>,
+    tx: mpsc::Sender<UplinkEnvelope>,
+}
+
+impl UplinkSender {
+    pub fn new(adapter: impl Into<Arc<str>>, tx: mpsc::Sender<UplinkEnvelope>) -> Self {
+        UplinkSender {
+            adapter: adapter.into(),
+            tx,
+        }
+    }
+
+    pub async fn send(&self, uplink: Uplink) -> Result<(), UplinkClosed> {
+        self.tx
+            .send(UplinkEnvelope {
+                adapter: self.adapter.clone(),
+                uplink,
+                produced: Instant::now(),
+            })
+            .await
+            .map_err(|_| UplinkClosed)
+    }
+}
+
+/// Commands routed to this adapter. Cloneable so it survives restarts: the
+/// supervisor keeps one clone, the running adapter another.
+#[derive(Debug, Clone)]
+pub struct CommandInbox {
+    rx: Arc<Mutex<mpsc::Receiver<CommandRequest>>>,
+}
+
+impl CommandInbox {
+    pub fn new(rx: mpsc::Receiver<CommandRequest>) -> Self {
+        CommandInbox {
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+
+    /// The next command, or `None` once the runtime stopped routing.
+    pub async fn recv(&self) -> Option<CommandRequest> {
+        self.rx.lock().await.recv().await
+    }
+}
+
+/// Progress heartbeat. An adapter calls [`Health::beat`] each time its loop
+/// makes progress (a poll cycle, a datagram handled, an idle tick); the
+/// runtime stops the systemd watchdog pings when a beat is overdue.
+#[derive(Debug, Clone)]
+pub struct Health {
+    origin: Instant,
+    last_beat_ms: Arc<AtomicU64>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            origin: Instant::now(),
+            last_beat_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Health {
+    pub fn beat(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_beat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat (or since creation if none).
+    pub fn since_last_beat(&self) -> std::time::Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(now.saturating_sub(last))
+    }
+}
+
+/// Everything a running adapter receives from the runtime.
+#[derive(Debug, Clone)]
+pub struct AdapterContext {
+    /// The adapter instance's name, for logs.
+    pub name: String,
+    pub uplink: UplinkSender,
+    pub commands: CommandInbox,
+    pub shutdown: CancellationToken,
+    pub health: Health,
+}
+
+/// An adapter built from configuration, not yet running.
+pub struct BuiltAdapter {
+    /// Instance name (unique in the gateway), e.g. `modbus` or `modbus/line1`.
+    pub name: String,
+    /// The devices this adapter owns, with where each is defined, so the
+    /// runtime can reject duplicate names across adapters. Adapters whose
+    /// devices appear at run time (LwM2M) list none.
+    pub devices: Vec<(String, Pos)>,
+    pub adapter: Box<dyn Adapter>,
+}
+
+/// A protocol: the TOML table name it owns (`modbus`, `coap`, ...) and how
+/// to build adapters from that table.
+pub trait AdapterKind: Send + Sync {
+    /// The top-level TOML key of this protocol's configuration.
+    fn key(&self) -> &'static str;
+
+    /// Validate the section and build its adapters. Every problem found is
+    /// returned, not only the first. Must not start any I/O.
+    fn build(
+        &self,
+        section: &Section<'_>,
+        ctx: &BuildContext<'_>,
+    ) -> Result<Vec<BuiltAdapter>, Vec<ConfigIssue>>;
+}

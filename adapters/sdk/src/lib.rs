@@ -1,0 +1,26 @@
+//! ferrogate-sdk: the one contract between the ferrogate runtime and its
+//! protocol adapters.
+//!
+//! - [`model`]: what goes north (telemetry, device status, metadata, events).
+//! - [`command`]: what comes south (commands) and the single answer each gets.
+//! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
+//! - [`config`]: span-keeping access to an adapter's TOML section, so
+//!   validation errors point at `file:line:col`.
+//!
+//! An adapter crate depends on this crate only, never on the runtime.
+
+pub mod adapter;
+pub mod command;
+pub mod config;
+pub mod model;
+pub mod testing;
+
+pub use adapter::{
+    Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandInbox,
+    Health, UplinkEnvelope, UplinkSender,
+};
+pub use command::{Command, CommandError, CommandRequest, ErrorCode, Operation, Outcome};
+pub use model::{
+    DeviceEvent, DeviceMeta, DeviceState, DeviceStatus, PointError, PointErrorKind, PointMeta,
+    Reading, Telemetry, Timestamp, Uplink, Value,
+};

@@ -1,0 +1,1 @@
+//! ferrogate-serial (work in progress).

@@ -1,0 +1,1 @@
+//! Gateway configuration: `gateway.toml`, `conf.d/*.toml`, `profiles/*.toml`.

@@ -1,0 +1,1 @@
+//! The northbound path: JSON codec and topics, the durable outbox, and the MQTT session.

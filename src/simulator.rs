@@ -1,0 +1,1 @@
+//! The simulator adapter: devices with waveform points, for demos, tests and benchmarks.
