@@ -154,6 +154,9 @@ pub struct BuiltAdapter {
     /// runtime can reject duplicate names across adapters. Adapters whose
     /// devices appear at run time (LwM2M) list none.
     pub devices: Vec<(String, Pos)>,
+    /// Facts `ferrogate config check` prints for the integrator: resolved
+    /// Modicon addresses, a serial line's computed load.
+    pub notes: Vec<String>,
     pub adapter: Box<dyn Adapter>,
 }
 
