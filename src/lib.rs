@@ -1,7 +1,18 @@
 //! ferrogate runtime: configuration, the northbound path (codec, outbox,
 //! MQTT session), the adapter supervisor, and the daemon that wires them.
 
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+#[cfg(feature = "embedded-broker")]
+pub mod demo;
+pub mod directory;
+pub mod kinds;
+pub mod logging;
 pub mod north;
+pub mod router;
 pub mod simulator;
 pub mod supervisor;
+pub mod systemd;

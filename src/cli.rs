@@ -1,0 +1,69 @@
+//! Command-line front ends that need no running daemon: `config check`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use ferrogate_sdk::config::ConfigIssue;
+
+use crate::config;
+
+/// Exit code for an invalid configuration.
+pub const EXIT_INVALID_CONFIG: u8 = 1;
+
+/// `ferrogate config check`: 0 when valid, 1 with every error otherwise.
+pub fn config_check(dir: &Path, json: bool) -> ExitCode {
+    match config::load(dir, &crate::kinds::all()) {
+        Ok(loaded) => {
+            let devices: usize = loaded.adapters.iter().map(|a| a.devices.len()).sum();
+            if json {
+                let out = serde_json::json!({
+                    "ok": true,
+                    "files": loaded.files,
+                    "adapters": loaded.adapters.iter().map(|a| &a.name).collect::<Vec<_>>(),
+                    "devices": devices,
+                    "notes": loaded.notes,
+                });
+                println!("{out}");
+            } else {
+                for note in &loaded.notes {
+                    println!("note: {note}");
+                }
+                println!(
+                    "{}: configuration ok ({} files, {} adapters, {} devices)",
+                    dir.display(),
+                    loaded.files.len(),
+                    loaded.adapters.len(),
+                    devices
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(issues) => {
+            if json {
+                let errors: Vec<_> = issues.iter().map(issue_json).collect();
+                println!("{}", serde_json::json!({ "ok": false, "errors": errors }));
+            } else {
+                for issue in &issues {
+                    eprintln!("error: {issue}");
+                }
+                eprintln!(
+                    "{}: {} error{}",
+                    dir.display(),
+                    issues.len(),
+                    if issues.len() == 1 { "" } else { "s" }
+                );
+            }
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
+fn issue_json(issue: &ConfigIssue) -> serde_json::Value {
+    serde_json::json!({
+        "file": issue.pos.as_ref().map(|p| p.file.display().to_string()),
+        "line": issue.pos.as_ref().map(|p| p.line),
+        "col": issue.pos.as_ref().map(|p| p.col),
+        "message": issue.message,
+        "hint": issue.hint,
+    })
+}

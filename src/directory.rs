@@ -1,0 +1,140 @@
+//! The device directory: what the gateway knows about each device (which
+//! adapter owns it, its points, online or offline, last seen), learned from
+//! the uplink stream as it passes from the adapters to the northbound path.
+//!
+//! [`Tap`] sits between the adapters and the north side: it updates the
+//! directory, fans messages out to live watchers (`ferrogate tail`), and
+//! forwards everything north unchanged.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use ferrogate_sdk::{DeviceMeta, DeviceState, Timestamp, Uplink, UplinkEnvelope};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// One device as the runtime sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceEntry {
+    pub adapter: String,
+    pub meta: Option<DeviceMeta>,
+    pub state: Option<DeviceState>,
+    pub reason: Option<String>,
+    pub last_seen: Option<Timestamp>,
+    /// The last point error, for `ferrogate devices`.
+    pub last_error: Option<String>,
+    online: watch::Sender<bool>,
+}
+
+impl DeviceEntry {
+    fn new(adapter: &str) -> Self {
+        DeviceEntry {
+            adapter: adapter.to_string(),
+            meta: None,
+            state: None,
+            reason: None,
+            last_seen: None,
+            last_error: None,
+            online: watch::channel(true).0,
+        }
+    }
+
+    /// Whether the device is known to be offline (unknown counts as online:
+    /// the adapter decides).
+    pub fn is_offline(&self) -> bool {
+        self.state == Some(DeviceState::Offline)
+    }
+
+    /// A receiver that sees the device's online flag change.
+    pub fn watch_online(&self) -> watch::Receiver<bool> {
+        self.online.subscribe()
+    }
+}
+
+/// Every known device, shared by the router, the control socket and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    devices: Arc<RwLock<BTreeMap<String, DeviceEntry>>>,
+}
+
+impl Directory {
+    /// Register devices declared in configuration, before any uplink.
+    pub fn declare(&self, adapter: &str, devices: impl IntoIterator<Item = String>) {
+        let mut map = self.write();
+        for d in devices {
+            map.entry(d).or_insert_with(|| DeviceEntry::new(adapter));
+        }
+    }
+
+    pub fn get(&self, device: &str) -> Option<DeviceEntry> {
+        self.read().get(device).cloned()
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, DeviceEntry> {
+        self.read().clone()
+    }
+
+    /// Learn from one uplink message.
+    pub fn observe(&self, envelope: &UplinkEnvelope) {
+        let mut map = self.write();
+        let device = envelope.uplink.device();
+        let entry = match map.get_mut(device) {
+            Some(e) => e,
+            None => map
+                .entry(device.to_string())
+                .or_insert_with(|| DeviceEntry::new(&envelope.adapter)),
+        };
+        entry.adapter = envelope.adapter.to_string();
+        match &envelope.uplink {
+            Uplink::Meta(meta) => entry.meta = Some(meta.clone()),
+            Uplink::Status(status) => {
+                entry.state = Some(status.state);
+                entry.reason = status.reason.clone();
+                entry.online.send_replace(status.state == DeviceState::Online);
+                if status.state == DeviceState::Online {
+                    entry.last_seen = Some(status.ts);
+                }
+            }
+            Uplink::Telemetry(t) => {
+                if t.readings.iter().any(|r| r.value.is_ok()) {
+                    entry.last_seen = Some(t.ts);
+                }
+                if let Some(err) = t.readings.iter().find_map(|r| r.value.as_ref().err()) {
+                    entry.last_error = Some(err.to_string());
+                }
+            }
+            Uplink::Event(_) => {}
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, DeviceEntry>> {
+        self.devices.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, DeviceEntry>> {
+        self.devices.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Live copies of the uplink stream for watchers; a slow watcher misses
+/// messages (it is told how many), the north side never does.
+pub type LiveFeed = broadcast::Sender<Arc<UplinkEnvelope>>;
+
+/// Forward adapters' messages north, updating the directory on the way.
+/// Returns when every adapter-side sender is gone.
+pub async fn tap(
+    mut from_adapters: mpsc::Receiver<UplinkEnvelope>,
+    north: mpsc::Sender<UplinkEnvelope>,
+    directory: Directory,
+    live: LiveFeed,
+) {
+    while let Some(envelope) = from_adapters.recv().await {
+        directory.observe(&envelope);
+        if live.receiver_count() > 0 {
+            let _ = live.send(Arc::new(envelope.clone()));
+        }
+        if north.send(envelope).await.is_err() {
+            tracing::error!("northbound path closed; uplink tap stopping");
+            return;
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! The downlink router: turns a command request (from MQTT or the control
+//! socket; one code path for both) into exactly one result.
+//!
+//! Lifecycle of a request: parse and validate (`bad_request`), find the
+//! device (`unknown_device`) and check the operation against its metadata
+//! (`unknown_point`, `not_writable`, `invalid_value`, `out_of_range`); answer
+//! a repeated id from the idempotency cache without executing again; take a
+//! place in the device's queue (`busy` when full) and a rate-limit slot;
+//! wait for an offline device when its adapter's policy says hold
+//! (`device_offline` otherwise); start before the deadline (`expired`) and
+//! get the adapter's answer before it (`timeout`). Writes and executes are
+//! audited to the log and as a device event.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrogate_sdk::config::ConfigDuration;
+use ferrogate_sdk::{
+    Command, CommandError, CommandRequest, DeviceEvent, ErrorCode, Operation, Outcome, Timestamp,
+    Uplink, UplinkSender, Value,
+};
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::directory::{DeviceEntry, Directory};
+
+/// The `[commands]` table of gateway.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Deadline of a request without `timeout_ms`.
+    #[serde(default = "default_timeout")]
+    pub default_timeout: ConfigDuration,
+    /// Largest `timeout_ms` accepted.
+    #[serde(default = "max_timeout")]
+    pub max_timeout: ConfigDuration,
+    /// A command id seen again within this window gets the first result,
+    /// without executing again (QoS 1 redelivery never writes twice).
+    #[serde(default = "idempotency_window")]
+    pub idempotency_window: ConfigDuration,
+    /// Commands waiting per device before `busy`.
+    #[serde(default = "queue_depth")]
+    pub queue_depth: usize,
+    /// Commands executing at once per device (LwM2M clients take several).
+    #[serde(default = "in_flight")]
+    pub in_flight: usize,
+    /// Commands started per second per device; unset = unlimited.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Adapters (by name or name prefix, e.g. `lwm2m`) whose offline devices
+    /// get commands held until they return, within the deadline; others
+    /// fail fast with `device_offline`.
+    #[serde(default = "hold_when_offline")]
+    pub hold_when_offline: Vec<String>,
+}
+
+fn default_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn max_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(600))
+}
+fn idempotency_window() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(600))
+}
+fn queue_depth() -> usize {
+    32
+}
+fn in_flight() -> usize {
+    1
+}
+fn hold_when_offline() -> Vec<String> {
+    vec!["lwm2m".into()]
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            default_timeout: default_timeout(),
+            max_timeout: max_timeout(),
+            idempotency_window: idempotency_window(),
+            queue_depth: queue_depth(),
+            in_flight: in_flight(),
+            rate: None,
+            hold_when_offline: hold_when_offline(),
+        }
+    }
+}
+
+/// The operations a request may name besides read and write; adapters say
+/// which they support by answering or refusing them.
+const PROTOCOL_OPS: &[&str] = &[
+    "execute",
+    "discover",
+    "observe",
+    "cancel-observe",
+    "write-attr",
+    "create",
+    "delete",
+    "send",
+];
+
+/// A parsed request: `{"id","op","point"|"points"|"values"|"path","value","args","timeout_ms"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: String,
+    pub op: Operation,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Parse a request body. On failure, the id if one could be read, and a
+/// `bad_request` naming the problem.
+pub fn parse_request(payload: &[u8]) -> Result<Request, (Option<String>, CommandError)> {
+    let bad = |msg: String| CommandError::new(ErrorCode::BadRequest, msg);
+    let json: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| (None, bad(format!("request is not valid JSON: {e}"))))?;
+    let Some(obj) = json.as_object() else {
+        return Err((None, bad("request must be a JSON object".into())));
+    };
+    let id = match obj.get("id") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(_) => return Err((None, bad("`id` must be a non-empty string".into()))),
+        None => return Err((None, bad("missing `id`".into()))),
+    };
+    let fail = |msg: String| (Some(id.clone()), bad(msg));
+    const KNOWN: &[&str] = &[
+        "id", "op", "point", "points", "values", "path", "value", "args", "timeout_ms",
+    ];
+    if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(fail(format!(
+            "unknown field `{k}`; expected {}",
+            KNOWN.join(", ")
+        )));
+    }
+    let op_name = match obj.get("op") {
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(_) => return Err(fail("`op` must be a string".into())),
+        None => return Err(fail("missing `op`".into())),
+    };
+    let timeout_ms = match obj.get("timeout_ms") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => return Err(fail("`timeout_ms` must be a positive integer".into())),
+        },
+    };
+    let string_list = |key: &str| -> Result<Vec<String>, (Option<String>, CommandError)> {
+        match obj.get(key) {
+            None => Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| fail(format!("`{key}` must be a list of strings")))
+                })
+                .collect(),
+            Some(_) => Err(fail(format!("`{key}` must be a list of strings"))),
+        }
+    };
+    let point = match obj.get("point") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(fail("`point` must be a string".into())),
+    };
+    let op = match op_name {
+        "read" => {
+            let mut points = string_list("points")?;
+            points.extend(point);
+            Operation::Read { points }
+        }
+        "write" => {
+            let mut values = BTreeMap::new();
+            match (point, obj.get("value"), obj.get("values")) {
+                (Some(p), Some(v), None) => {
+                    values.insert(p, json_value(v).map_err(|m| (Some(id.clone()), m))?);
+                }
+                (None, None, Some(serde_json::Value::Object(map))) if !map.is_empty() => {
+                    for (p, v) in map {
+                        values.insert(p.clone(), json_value(v).map_err(|m| (Some(id.clone()), m))?);
+                    }
+                }
+                (None, None, Some(_)) => {
+                    return Err(fail("`values` must be a non-empty object of point: value".into()));
+                }
+                _ => {
+                    return Err(fail(
+                        "a write takes either `point` and `value`, or `values`".into(),
+                    ));
+                }
+            }
+            Operation::Write { values }
+        }
+        other if PROTOCOL_OPS.contains(&other) => {
+            let path = match obj.get("path") {
+                None => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(fail("`path` must be a string".into())),
+            };
+            Operation::Protocol {
+                op: other.to_string(),
+                path: path.or(point),
+                value: obj.get("value").cloned(),
+                args: obj.get("args").cloned().unwrap_or(serde_json::Value::Null),
+            }
+        }
+        other => {
+            return Err(fail(format!(
+                "unknown op `{other}`; expected read, write, {}",
+                PROTOCOL_OPS.join(", ")
+            )));
+        }
+    };
+    Ok(Request { id, op, timeout_ms })
+}
+
+fn json_value(v: &serde_json::Value) -> Result<Value, CommandError> {
+    Value::from_json(v).ok_or_else(|| {
+        CommandError::new(
+            ErrorCode::InvalidValue,
+            format!("`{v}` is not a point value (expected a number, bool or string)"),
+        )
+    })
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub device: String,
+    /// `None` when the request had no readable id.
+    pub id: Option<String>,
+    pub outcome: Outcome,
+    /// Whether this answer was replayed from the idempotency cache.
+    pub replayed: bool,
+}
+
+/// Per-device admission: queue depth, concurrency and rate.
+struct DeviceGate {
+    waiting: usize,
+    permits: Arc<Semaphore>,
+    next_slot: Instant,
+}
+
+enum Recent {
+    Running(watch::Receiver<Option<Outcome>>),
+    Done(Outcome),
+}
+
+/// Idempotency cache: (device, id) → the first outcome, for a window.
+#[derive(Default)]
+struct RecentIds {
+    entries: HashMap<(String, String), (Instant, Recent)>,
+    order: VecDeque<(Instant, (String, String))>,
+}
+
+impl RecentIds {
+    fn expire(&mut self, window: Duration) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < window {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+/// Routes commands to adapters. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CommandsConfig,
+    directory: Directory,
+    adapters: BTreeMap<String, mpsc::Sender<CommandRequest>>,
+    gates: Mutex<HashMap<String, DeviceGate>>,
+    recent: Mutex<RecentIds>,
+    audit: UplinkSender,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Router {
+    /// `adapters`: each adapter's command channel by adapter name; `audit`
+    /// carries audit events north.
+    pub fn new(
+        config: CommandsConfig,
+        directory: Directory,
+        adapters: BTreeMap<String, mpsc::Sender<CommandRequest>>,
+        audit: UplinkSender,
+    ) -> Self {
+        Router {
+            inner: Arc::new(Inner {
+                config,
+                directory,
+                adapters,
+                gates: Mutex::new(HashMap::new()),
+                recent: Mutex::new(RecentIds::default()),
+                audit,
+            }),
+        }
+    }
+
+    /// Handle one raw request for `device` and return its single answer.
+    pub async fn submit(&self, device: &str, payload: &[u8]) -> Answer {
+        let received = Instant::now();
+        match parse_request(payload) {
+            Ok(request) => self.execute(device, request, received).await,
+            Err((id, error)) => Answer {
+                device: device.to_string(),
+                id,
+                outcome: Err(error),
+                replayed: false,
+            },
+        }
+    }
+
+    /// Execute a parsed request (the control socket's entry point).
+    pub async fn execute(&self, device: &str, request: Request, received: Instant) -> Answer {
+        let id = request.id.clone();
+        let key = (device.to_string(), id.clone());
+        let window = self.inner.config.idempotency_window.0;
+
+        // Idempotency: a repeated id waits for, or replays, the first outcome.
+        let sender = {
+            let mut recent = lock(&self.inner.recent);
+            recent.expire(window);
+            match recent.entries.get(&key) {
+                Some((_, Recent::Done(outcome))) => {
+                    return self.answer(device, &id, outcome.clone(), true);
+                }
+                Some((_, Recent::Running(rx))) => Err(rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    let now = Instant::now();
+                    recent.entries.insert(key.clone(), (now, Recent::Running(rx)));
+                    recent.order.push_back((now, key.clone()));
+                    Ok(tx)
+                }
+            }
+        };
+        let tx = match sender {
+            Ok(tx) => tx,
+            Err(mut rx) => {
+                let outcome = match rx.wait_for(Option::is_some).await {
+                    Ok(v) => v.clone().unwrap_or_else(|| Err(internal("no outcome"))),
+                    Err(_) => Err(internal("the first delivery of this id was abandoned")),
+                };
+                return self.answer(device, &id, outcome, true);
+            }
+        };
+
+        let is_audited = matches!(
+            &request.op,
+            Operation::Write { .. } | Operation::Protocol { .. }
+        ) && !matches!(&request.op, Operation::Protocol { op, .. } if op == "discover");
+        let op_name = request.op.name().to_string();
+        let outcome = self.run(device, request, received).await;
+        if is_audited {
+            self.audit(device, &id, &op_name, &outcome).await;
+        }
+        tx.send_replace(Some(outcome.clone()));
+        if let Some(entry) = lock(&self.inner.recent).entries.get_mut(&key) {
+            entry.1 = Recent::Done(outcome.clone());
+        }
+        self.answer(device, &id, outcome, false)
+    }
+
+    fn answer(&self, device: &str, id: &str, outcome: Outcome, replayed: bool) -> Answer {
+        Answer {
+            device: device.to_string(),
+            id: Some(id.to_string()),
+            outcome,
+            replayed,
+        }
+    }
+
+    async fn run(&self, device: &str, request: Request, received: Instant) -> Outcome {
+        let config = &self.inner.config;
+        let timeout = match request.timeout_ms {
+            Some(ms) if Duration::from_millis(ms) > config.max_timeout.0 => {
+                return Err(CommandError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "timeout_ms {ms} exceeds the maximum of {} ms",
+                        config.max_timeout.0.as_millis()
+                    ),
+                ));
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => config.default_timeout.0,
+        };
+        let deadline = received + timeout;
+        let entry = self.inner.directory.get(device).ok_or_else(|| {
+            CommandError::new(ErrorCode::UnknownDevice, format!("no device `{device}`"))
+        })?;
+        check_allowed(&entry, &request.op)?;
+        let Some(adapter) = self.inner.adapters.get(&entry.adapter) else {
+            return Err(CommandError::new(
+                ErrorCode::UnknownDevice,
+                format!("device `{device}` belongs to no running adapter"),
+            ));
+        };
+
+        // Admission: queue depth, then concurrency and rate within the deadline.
+        let permits = {
+            let mut gates = lock(&self.inner.gates);
+            let gate = gates.entry(device.to_string()).or_insert_with(|| DeviceGate {
+                waiting: 0,
+                permits: Arc::new(Semaphore::new(config.in_flight.max(1))),
+                next_slot: Instant::now(),
+            });
+            if gate.waiting >= config.queue_depth {
+                return Err(CommandError::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "{} commands already queued for `{device}`",
+                        config.queue_depth
+                    ),
+                ));
+            }
+            gate.waiting += 1;
+            gate.permits.clone()
+        };
+        let admitted = self.admit(device, &permits, deadline).await;
+        if let Some(gate) = lock(&self.inner.gates).get_mut(device) {
+            gate.waiting = gate.waiting.saturating_sub(1);
+        }
+        let _permit = admitted?;
+
+        if let Some(entry) = self.inner.directory.get(device) {
+            if entry.is_offline() {
+                let holds = config
+                    .hold_when_offline
+                    .iter()
+                    .any(|p| entry.adapter.starts_with(p.as_str()));
+                if !holds {
+                    return Err(CommandError::new(
+                        ErrorCode::DeviceOffline,
+                        format!(
+                            "`{device}` is offline{}",
+                            entry
+                                .reason
+                                .as_ref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+                let mut online = entry.watch_online();
+                let back = tokio::time::timeout_at(deadline, online.wait_for(|up| *up)).await;
+                if !matches!(back, Ok(Ok(_))) {
+                    return Err(CommandError::new(
+                        ErrorCode::Expired,
+                        format!("`{device}` stayed offline until the deadline"),
+                    ));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(expired(device));
+        }
+
+        let (request, reply) = CommandRequest::new(Command {
+            id: request.id,
+            device: device.to_string(),
+            op: request.op,
+            deadline,
+        });
+        match adapter.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(CommandError::new(
+                    ErrorCode::Busy,
+                    format!("adapter `{}` has too many commands queued", entry.adapter),
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(CommandError::new(
+                    ErrorCode::DeviceOffline,
+                    format!("adapter `{}` is not running", entry.adapter),
+                ));
+            }
+        }
+        match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(CommandError::new(
+                ErrorCode::DeviceOffline,
+                format!(
+                    "adapter `{}` stopped before answering (restarting?)",
+                    entry.adapter
+                ),
+            )),
+            Err(_) => Err(CommandError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "`{device}` did not answer within {} ms",
+                    deadline.duration_since(received).as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Wait for a concurrency permit and a rate slot, both before the deadline.
+    async fn admit(
+        &self,
+        device: &str,
+        permits: &Arc<Semaphore>,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, CommandError> {
+        let permit = match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await
+        {
+            Ok(Ok(p)) => p,
+            _ => return Err(expired(device)),
+        };
+        if let Some(rate) = self.inner.config.rate.filter(|r| *r > 0.0) {
+            let slot = {
+                let mut gates = lock(&self.inner.gates);
+                let Some(gate) = gates.get_mut(device) else {
+                    return Ok(permit);
+                };
+                let slot = gate.next_slot.max(Instant::now());
+                gate.next_slot = slot + Duration::from_secs_f64(1.0 / rate);
+                slot
+            };
+            if slot >= deadline {
+                return Err(expired(device));
+            }
+            tokio::time::sleep_until(slot).await;
+        }
+        Ok(permit)
+    }
+
+    async fn audit(&self, device: &str, id: &str, op: &str, outcome: &Outcome) {
+        let mut data = BTreeMap::new();
+        data.insert("id".to_string(), id.into());
+        data.insert("op".to_string(), op.into());
+        data.insert("ok".to_string(), outcome.is_ok().into());
+        match outcome {
+            Ok(values) => {
+                tracing::info!(device, id, op, "command executed");
+                let values: serde_json::Map<_, _> = values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect();
+                data.insert("values".to_string(), values.into());
+            }
+            Err(e) => {
+                tracing::warn!(device, id, op, code = %e.code, error = %e.message, "command failed");
+                data.insert(
+                    "error".to_string(),
+                    serde_json::json!({"code": e.code.as_str(), "message": e.message}),
+                );
+            }
+        }
+        let event = DeviceEvent {
+            device: device.to_string(),
+            ts: Timestamp::now(),
+            event: "command".into(),
+            data,
+        };
+        if self.inner.audit.send(Uplink::Event(event)).await.is_err() {
+            tracing::warn!(device, id, "audit event not sent: uplink closed");
+        }
+    }
+}
+
+fn expired(device: &str) -> CommandError {
+    CommandError::new(
+        ErrorCode::Expired,
+        format!("the command for `{device}` could not start before its deadline"),
+    )
+}
+
+fn internal(message: &str) -> CommandError {
+    CommandError::new(ErrorCode::DeviceException, message.to_string())
+}
+
+/// Check an operation against the device's metadata: allow-list, known
+/// points, writability, value type and range.
+fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError> {
+    let Some(meta) = &entry.meta else {
+        return Ok(());
+    };
+    if let Some(allowed) = &meta.operations {
+        if !allowed.iter().any(|a| a == op.name()) {
+            return Err(CommandError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "operation `{}` is not allowed on `{}` (allowed: {})",
+                    op.name(),
+                    meta.device,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    if meta.points.is_empty() {
+        return Ok(());
+    }
+    let point = |name: &str| {
+        meta.points.iter().find(|p| p.name == name).ok_or_else(|| {
+            CommandError::new(
+                ErrorCode::UnknownPoint,
+                format!("device `{}` has no point `{name}`", meta.device),
+            )
+        })
+    };
+    match op {
+        Operation::Read { points } => {
+            for p in points {
+                point(p)?;
+            }
+        }
+        Operation::Write { values } => {
+            for (name, value) in values {
+                let p = point(name)?;
+                if !p.writable {
+                    return Err(CommandError::new(
+                        ErrorCode::NotWritable,
+                        format!("point `{name}` of `{}` is read-only", meta.device),
+                    ));
+                }
+                if let Some(x) = value.as_f64() {
+                    let below = p.min.is_some_and(|min| x < min);
+                    let above = p.max.is_some_and(|max| x > max);
+                    if below || above {
+                        return Err(CommandError::new(
+                            ErrorCode::OutOfRange,
+                            format!(
+                                "{x} is outside [{}, {}] for point `{name}`",
+                                p.min.map(|v| v.to_string()).unwrap_or("-inf".into()),
+                                p.max.map(|v| v.to_string()).unwrap_or("inf".into())
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Operation::Protocol { .. } => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(payload: &str) -> (Option<String>, CommandError) {
+        parse_request(payload.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn parses_each_request_form() {
+        let r = parse_request(br#"{"id":"1","op":"read","point":"t"}"#).unwrap();
+        assert_eq!(r.op, Operation::Read { points: vec!["t".into()] });
+        let r = parse_request(br#"{"id":7,"op":"read"}"#).unwrap();
+        assert_eq!(r.id, "7");
+        let r = parse_request(br#"{"id":"2","op":"write","point":"sp","value":21.5,"timeout_ms":500}"#).unwrap();
+        assert_eq!(r.timeout_ms, Some(500));
+        assert!(matches!(r.op, Operation::Write { values } if values["sp"] == Value::Float(21.5)));
+        let r = parse_request(br#"{"id":"3","op":"write","values":{"a":1,"b":true}}"#).unwrap();
+        assert!(matches!(r.op, Operation::Write { values } if values.len() == 2));
+        let r = parse_request(br#"{"id":"4","op":"execute","path":"/3/0/4","args":"0='x'"}"#).unwrap();
+        assert_eq!(r.op.name(), "execute");
+    }
+
+    #[test]
+    fn malformed_requests_name_the_problem() {
+        assert!(err("not json").1.message.contains("not valid JSON"));
+        assert!(err("[1]").1.message.contains("JSON object"));
+        assert!(err(r#"{"op":"read"}"#).1.message.contains("missing `id`"));
+        let (id, e) = err(r#"{"id":"9","op":"reboot"}"#);
+        assert_eq!(id.as_deref(), Some("9"));
+        assert!(e.message.contains("unknown op `reboot`"));
+        assert!(err(r#"{"id":"9"}"#).1.message.contains("missing `op`"));
+        assert!(err(r#"{"id":"9","op":"read","points":"a"}"#).1.message.contains("list of strings"));
+        assert!(err(r#"{"id":"9","op":"write","point":"a"}"#).1.message.contains("either"));
+        assert!(err(r#"{"id":"9","op":"read","timeout_ms":-1}"#).1.message.contains("positive"));
+        assert!(err(r#"{"id":"9","op":"read","colour":1}"#).1.message.contains("unknown field"));
+        let (_, e) = err(r#"{"id":"9","op":"write","point":"a","value":[1]}"#);
+        assert_eq!(e.code, ErrorCode::InvalidValue);
+        assert_eq!(err("{}").1.code, ErrorCode::BadRequest);
+    }
+}
