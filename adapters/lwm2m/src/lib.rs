@@ -1,1 +1,32 @@
-//! ferrogate-lwm2m (work in progress).
+//! ferrogate-lwm2m: ferrogate as an LwM2M server, bridging LwM2M clients
+//! to the gateway's message model.
+//!
+//! Pure protocol code, no I/O:
+//! - [`path`]: LwM2M paths and `*` patterns.
+//! - [`value`]: resource types and typed values.
+//! - content formats: [`tlv`], [`senml`] (JSON and CBOR), [`lwm2m_json`],
+//!   [`text`], [`link`], [`cbor`], and [`content`] tying them together.
+//! - [`registry`]: object definitions (built-in core and IPSO objects, OMA
+//!   XML files) for typing, naming points and validating writes.
+//! - [`registration`]: the sans-IO registration table (lifetimes, queue
+//!   mode, NAT rebinding, held commands).
+
+mod builtin;
+pub mod cbor;
+pub mod content;
+pub mod link;
+pub mod lwm2m_json;
+mod object_xml;
+pub mod path;
+pub mod registration;
+pub mod registry;
+pub mod senml;
+pub mod text;
+pub mod tlv;
+pub mod value;
+
+pub use content::{ContentError, ContentFormat, PathValue};
+pub use path::{Path, PathPattern};
+pub use registration::{Binding, Registration, RegistrationTable, Version};
+pub use registry::{ObjectDef, ObjectRegistry, PointNaming, ResourceDef};
+pub use value::{ResourceType, ResourceValue};

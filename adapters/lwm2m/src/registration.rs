@@ -1,0 +1,844 @@
+//! The registration table (Core 1.1 §6.2, Registration Interface), sans-IO:
+//! fed with requests, source addresses and `Instant`s, it tracks who is
+//! registered, where to reach them, when their lifetime runs out, and the
+//! commands held for queue-mode clients until they next wake up.
+//!
+//! Identity is the endpoint name: a new Register for an endpoint replaces
+//! the old registration, and an Update from a new source address (NAT
+//! rebinding) moves the client without changing who it is.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::link::Link;
+use crate::path::Path;
+
+/// Lifetime when a Register has no `lt` (Core 1.1 §6.2.1: 86400 s).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The LwM2M version a client registered with (`lwm2m=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Version {
+    V1_0,
+    V1_1,
+    V1_2,
+}
+
+impl Version {
+    pub fn parse(text: &str) -> Option<Version> {
+        match text {
+            "1.0" => Some(Version::V1_0),
+            "1.1" => Some(Version::V1_1),
+            "1.2" => Some(Version::V1_2),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1_0 => "1.0",
+            Version::V1_1 => "1.1",
+            Version::V1_2 => "1.2",
+        }
+    }
+}
+
+/// The binding mode (`b=`): transports and whether the client sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Binding {
+    pub udp: bool,
+    pub tcp: bool,
+    pub sms: bool,
+    pub non_ip: bool,
+    /// Queue mode: `Q` in the 1.0 binding (`UQ`), or the 1.1 `Q` parameter.
+    pub queue: bool,
+}
+
+impl Binding {
+    /// `U`, `UQ`, `S`, `SQ`, `US`, `UQS` (1.0) or `U`, `T`, `S`, `N` and
+    /// combinations (1.1).
+    pub fn parse(text: &str) -> Option<Binding> {
+        let mut b = Binding::default();
+        if text.is_empty() {
+            return None;
+        }
+        for c in text.chars() {
+            match c {
+                'U' => b.udp = true,
+                'T' => b.tcp = true,
+                'S' => b.sms = true,
+                'N' => b.non_ip = true,
+                'Q' => b.queue = true,
+                _ => return None,
+            }
+        }
+        Some(b)
+    }
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (on, c) in [
+            (self.udp, 'U'),
+            (self.tcp, 'T'),
+            (self.sms, 'S'),
+            (self.non_ip, 'N'),
+            (self.queue, 'Q'),
+        ] {
+            if on {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Register or Update the table refuses (answered 4.00 or 4.04).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("missing endpoint name `ep`")]
+    MissingEndpoint,
+    #[error("invalid query parameter `{0}`")]
+    BadParameter(String),
+    #[error("unsupported LwM2M version `{0}`")]
+    UnsupportedVersion(String),
+    #[error("object list: {0}")]
+    ObjectList(String),
+    #[error("no registration at location `{0}`")]
+    UnknownLocation(String),
+}
+
+/// The parameters of a Register request (query string and payload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterRequest {
+    pub endpoint: String,
+    pub lifetime: Duration,
+    pub version: Version,
+    pub binding: Binding,
+    pub sms: Option<String>,
+    pub objects: ObjectList,
+}
+
+impl RegisterRequest {
+    /// From the Uri-Query options and the link-format payload.
+    pub fn parse<'a>(
+        queries: impl IntoIterator<Item = &'a str>,
+        payload: &[u8],
+    ) -> Result<RegisterRequest, RegistrationError> {
+        let mut endpoint = None;
+        let mut lifetime = DEFAULT_LIFETIME;
+        let mut version = Version::V1_0;
+        let mut binding = Binding {
+            udp: true,
+            ..Binding::default()
+        };
+        let mut queue = false;
+        let mut sms = None;
+        for q in queries {
+            let (k, v) = q.split_once('=').unwrap_or((q, ""));
+            match k {
+                "ep" if !v.is_empty() => endpoint = Some(v.to_string()),
+                "lt" => lifetime = parse_lifetime(v)?,
+                "lwm2m" => {
+                    version = Version::parse(v)
+                        .ok_or_else(|| RegistrationError::UnsupportedVersion(v.to_string()))?
+                }
+                "b" => {
+                    binding = Binding::parse(v)
+                        .ok_or_else(|| RegistrationError::BadParameter(q.to_string()))?
+                }
+                "Q" => queue = true,
+                "sms" => sms = Some(v.to_string()),
+                // other parameters (e.g. `d`, `et`) carry nothing we use
+                _ => {}
+            }
+        }
+        binding.queue |= queue;
+        Ok(RegisterRequest {
+            endpoint: endpoint.ok_or(RegistrationError::MissingEndpoint)?,
+            lifetime,
+            version,
+            binding,
+            sms,
+            objects: ObjectList::parse(payload)?,
+        })
+    }
+}
+
+/// The parameters of an Update: everything optional (Wakaama sends none).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateRequest {
+    pub lifetime: Option<Duration>,
+    pub binding: Option<Binding>,
+    pub queue: Option<bool>,
+    pub sms: Option<String>,
+    pub objects: Option<ObjectList>,
+}
+
+impl UpdateRequest {
+    pub fn parse<'a>(
+        queries: impl IntoIterator<Item = &'a str>,
+        payload: &[u8],
+    ) -> Result<UpdateRequest, RegistrationError> {
+        let mut req = UpdateRequest::default();
+        for q in queries {
+            let (k, v) = q.split_once('=').unwrap_or((q, ""));
+            match k {
+                "lt" => req.lifetime = Some(parse_lifetime(v)?),
+                "b" => {
+                    req.binding = Some(
+                        Binding::parse(v)
+                            .ok_or_else(|| RegistrationError::BadParameter(q.to_string()))?,
+                    )
+                }
+                "Q" => req.queue = Some(true),
+                "sms" => req.sms = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        if !payload.is_empty() {
+            req.objects = Some(ObjectList::parse(payload)?);
+        }
+        Ok(req)
+    }
+}
+
+fn parse_lifetime(v: &str) -> Result<Duration, RegistrationError> {
+    match v.parse::<u64>() {
+        Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+        _ => Err(RegistrationError::BadParameter(format!("lt={v}"))),
+    }
+}
+
+/// The objects and instances a client announced, and its alternate root
+/// path and preferred content format (`</>;rt="oma.lwm2m";ct=110`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectList {
+    /// Object (`/3`) and instance (`/3/0`) paths, with object versions.
+    pub entries: Vec<(Path, Option<String>)>,
+    pub root: Option<String>,
+    /// The `ct` the client announced on its root link.
+    pub content_format: Option<u16>,
+}
+
+impl ObjectList {
+    pub fn parse(payload: &[u8]) -> Result<ObjectList, RegistrationError> {
+        let links =
+            Link::parse_all(payload).map_err(|e| RegistrationError::ObjectList(e.to_string()))?;
+        let mut list = ObjectList::default();
+        // Links carry the alternate root as a prefix: strip it.
+        for link in &links {
+            if link.param("rt") == Some("oma.lwm2m") {
+                let root = link.target.trim_end_matches('/');
+                list.root = (!root.is_empty()).then(|| root.to_string());
+                list.content_format = link
+                    .param("ct")
+                    .and_then(|ct| ct.split_whitespace().next()?.parse().ok());
+            }
+        }
+        for link in links {
+            if link.param("rt") == Some("oma.lwm2m") {
+                continue;
+            }
+            let target = match &list.root {
+                Some(root) => link
+                    .target
+                    .strip_prefix(root.as_str())
+                    .unwrap_or(&link.target),
+                None => &link.target,
+            };
+            let path =
+                Path::parse(target).map_err(|e| RegistrationError::ObjectList(e.to_string()))?;
+            if path.depth() == 0 || path.depth() > 2 {
+                return Err(RegistrationError::ObjectList(format!(
+                    "`{}` is not an object or instance",
+                    link.target
+                )));
+            }
+            list.entries
+                .push((path, link.param("ver").map(str::to_string)));
+        }
+        Ok(list)
+    }
+
+    /// The instances, including objects announced with no instance
+    /// (`</3303>` is an object with none yet).
+    pub fn paths(&self) -> Vec<Path> {
+        self.entries.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// The distinct object ids.
+    pub fn objects(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self
+            .entries
+            .iter()
+            .filter_map(|(p, _)| p.object())
+            .collect();
+        ids.dedup();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// One registered client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub endpoint: String,
+    /// The Location-Path segments handed out (`rd`, `<id>`).
+    pub location: String,
+    pub peer: SocketAddr,
+    pub lifetime: Duration,
+    pub version: Version,
+    pub binding: Binding,
+    pub sms: Option<String>,
+    pub objects: ObjectList,
+    pub registered_at: Instant,
+    pub updated_at: Instant,
+    /// When the client was last heard from (any message): a queue-mode
+    /// client is reachable for a while after that.
+    pub last_seen: Instant,
+}
+
+impl Registration {
+    pub fn expires_at(&self) -> Instant {
+        self.updated_at + self.lifetime
+    }
+}
+
+/// A command waiting for a sleeping queue-mode client.
+#[derive(Debug)]
+struct Held<C> {
+    command: C,
+    deadline: Instant,
+}
+
+struct Entry<C> {
+    reg: Registration,
+    held: VecDeque<Held<C>>,
+}
+
+/// What a Register did.
+#[derive(Debug)]
+pub struct Registered<C> {
+    pub location: String,
+    /// The registration this one replaced (same endpoint registered again).
+    pub replaced: Option<Registration>,
+    /// Commands held for the endpoint, to send now that it is awake.
+    pub released: Vec<C>,
+}
+
+/// What an Update did.
+#[derive(Debug)]
+pub struct Updated<C> {
+    pub endpoint: String,
+    /// The previous source address, when the client came from a new one.
+    pub moved_from: Option<SocketAddr>,
+    pub objects_changed: bool,
+    pub released: Vec<C>,
+}
+
+/// Registrations by location, endpoint and source address, with lifetimes
+/// and held commands. `C` is whatever the caller holds for sleeping clients.
+pub struct RegistrationTable<C> {
+    entries: HashMap<String, Entry<C>>,
+    by_endpoint: HashMap<String, String>,
+    by_peer: HashMap<SocketAddr, String>,
+    expiries: BTreeSet<(Instant, String)>,
+    held_deadlines: BTreeSet<(Instant, String)>,
+    next_id: u64,
+    /// How long a queue-mode client stays reachable after it was last
+    /// heard from (Core 1.1 §6.2.2: CoAP MAX_TRANSMIT_WAIT, 93 s).
+    awake_window: Duration,
+}
+
+impl<C> RegistrationTable<C> {
+    pub fn new(awake_window: Duration) -> Self {
+        RegistrationTable {
+            entries: HashMap::new(),
+            by_endpoint: HashMap::new(),
+            by_peer: HashMap::new(),
+            expiries: BTreeSet::new(),
+            held_deadlines: BTreeSet::new(),
+            next_id: 0,
+            awake_window,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Handle a Register from `peer`.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        req: RegisterRequest,
+    ) -> Registered<C> {
+        let mut released = Vec::new();
+        let mut held = VecDeque::new();
+        let replaced = match self.by_endpoint.get(&req.endpoint).cloned() {
+            Some(old_loc) => {
+                let old = self.remove(&old_loc);
+                old.map(|e| {
+                    held = e.held;
+                    e.reg
+                })
+            }
+            None => None,
+        };
+        self.next_id += 1;
+        let location = format!("rd/{}", self.next_id);
+        let reg = Registration {
+            endpoint: req.endpoint,
+            location: location.clone(),
+            peer,
+            lifetime: req.lifetime,
+            version: req.version,
+            binding: req.binding,
+            sms: req.sms,
+            objects: req.objects,
+            registered_at: now,
+            updated_at: now,
+            last_seen: now,
+        };
+        released.extend(
+            held.drain(..)
+                .filter(|h| h.deadline > now)
+                .map(|h| h.command),
+        );
+        self.insert(reg, VecDeque::new());
+        Registered {
+            location,
+            replaced,
+            released,
+        }
+    }
+
+    /// Handle an Update at `location` from `peer`.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        location: &str,
+        peer: SocketAddr,
+        req: UpdateRequest,
+    ) -> Result<Updated<C>, RegistrationError> {
+        let Some(entry) = self.entries.get_mut(location) else {
+            return Err(RegistrationError::UnknownLocation(location.to_string()));
+        };
+        let reg = &mut entry.reg;
+        self.expiries
+            .remove(&(reg.expires_at(), location.to_string()));
+        let moved_from = (reg.peer != peer).then_some(reg.peer);
+        if moved_from.is_some() {
+            if self.by_peer.get(&reg.peer).map(String::as_str) == Some(location) {
+                self.by_peer.remove(&reg.peer);
+            }
+            reg.peer = peer;
+        }
+        if let Some(lt) = req.lifetime {
+            reg.lifetime = lt;
+        }
+        if let Some(b) = req.binding {
+            // from 1.1 on, queue mode is the separate `Q` parameter
+            let keep_queue = reg.version >= Version::V1_1 && reg.binding.queue;
+            reg.binding = Binding {
+                queue: b.queue || keep_queue,
+                ..b
+            };
+        }
+        if let Some(q) = req.queue {
+            reg.binding.queue = q;
+        }
+        if req.sms.is_some() {
+            reg.sms = req.sms;
+        }
+        let objects_changed = match req.objects {
+            Some(list) if list != reg.objects => {
+                reg.objects = list;
+                true
+            }
+            _ => false,
+        };
+        reg.updated_at = now;
+        reg.last_seen = now;
+        let endpoint = reg.endpoint.clone();
+        let expires = reg.expires_at();
+        self.expiries.insert((expires, location.to_string()));
+        self.by_peer.insert(peer, location.to_string());
+        let released = self.release(now, location);
+        Ok(Updated {
+            endpoint,
+            moved_from,
+            objects_changed,
+            released,
+        })
+    }
+
+    /// Handle a De-register; the held commands come back to be failed.
+    pub fn deregister(
+        &mut self,
+        location: &str,
+    ) -> Result<(Registration, Vec<C>), RegistrationError> {
+        self.remove(location)
+            .map(|e| (e.reg, e.held.into_iter().map(|h| h.command).collect()))
+            .ok_or_else(|| RegistrationError::UnknownLocation(location.to_string()))
+    }
+
+    /// Note that the client at `location` was heard from (a response, a
+    /// notification, a Send): a queue-mode client is awake again.
+    pub fn touch(&mut self, now: Instant, location: &str) {
+        if let Some(e) = self.entries.get_mut(location) {
+            e.reg.last_seen = now;
+        }
+    }
+
+    /// Registrations whose lifetime has passed, removed, with their held
+    /// commands.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Registration, Vec<C>)> {
+        let due: Vec<String> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, loc)| loc.clone())
+            .collect();
+        due.iter()
+            .filter_map(|loc| self.deregister(loc).ok())
+            .collect()
+    }
+
+    /// Held commands whose deadline has passed, removed, with the endpoint
+    /// each was for.
+    pub fn expire_held(&mut self, now: Instant) -> Vec<(String, C)> {
+        let due: Vec<(Instant, String)> = self
+            .held_deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in due {
+            self.held_deadlines.remove(&key);
+            let (_, loc) = key;
+            if let Some(entry) = self.entries.get_mut(&loc) {
+                let (gone, keep): (Vec<_>, Vec<_>) =
+                    entry.held.drain(..).partition(|h| h.deadline <= now);
+                entry.held = keep.into();
+                out.extend(
+                    gone.into_iter()
+                        .map(|h| (entry.reg.endpoint.clone(), h.command)),
+                );
+            }
+        }
+        out
+    }
+
+    /// The earliest instant at which [`expire`] or [`expire_held`] has
+    /// something to do.
+    ///
+    /// [`expire`]: RegistrationTable::expire
+    /// [`expire_held`]: RegistrationTable::expire_held
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.expiries.first().map(|(t, _)| *t);
+        let b = self.held_deadlines.first().map(|(t, _)| *t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a command for `endpoint` can be sent now: the client is not
+    /// in queue mode, or it was heard from within the awake window.
+    pub fn is_reachable(&self, now: Instant, endpoint: &str) -> bool {
+        self.by_endpoint(endpoint).is_some_and(|r| {
+            !r.binding.queue || now.saturating_duration_since(r.last_seen) < self.awake_window
+        })
+    }
+
+    /// Keep `command` until `endpoint` next registers or updates, or until
+    /// `deadline`. Gives the command back if the endpoint is unknown.
+    pub fn hold(&mut self, endpoint: &str, command: C, deadline: Instant) -> Result<(), C> {
+        let Some(loc) = self.by_endpoint.get(endpoint).cloned() else {
+            return Err(command);
+        };
+        let Some(entry) = self.entries.get_mut(&loc) else {
+            return Err(command);
+        };
+        entry.held.push_back(Held { command, deadline });
+        self.held_deadlines.insert((deadline, loc));
+        Ok(())
+    }
+
+    /// How many commands are held for `endpoint`.
+    pub fn held_count(&self, endpoint: &str) -> usize {
+        self.by_endpoint
+            .get(endpoint)
+            .and_then(|l| self.entries.get(l))
+            .map_or(0, |e| e.held.len())
+    }
+
+    pub fn by_location(&self, location: &str) -> Option<&Registration> {
+        self.entries.get(location).map(|e| &e.reg)
+    }
+
+    pub fn by_endpoint(&self, endpoint: &str) -> Option<&Registration> {
+        self.by_endpoint
+            .get(endpoint)
+            .and_then(|l| self.by_location(l))
+    }
+
+    /// The registration whose client last spoke from `peer`.
+    pub fn by_peer(&self, peer: SocketAddr) -> Option<&Registration> {
+        self.by_peer.get(&peer).and_then(|l| self.by_location(l))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Registration> {
+        self.entries.values().map(|e| &e.reg)
+    }
+
+    fn insert(&mut self, reg: Registration, held: VecDeque<Held<C>>) {
+        let loc = reg.location.clone();
+        self.expiries.insert((reg.expires_at(), loc.clone()));
+        self.by_endpoint.insert(reg.endpoint.clone(), loc.clone());
+        self.by_peer.insert(reg.peer, loc.clone());
+        for h in &held {
+            self.held_deadlines.insert((h.deadline, loc.clone()));
+        }
+        self.entries.insert(loc, Entry { reg, held });
+    }
+
+    fn remove(&mut self, location: &str) -> Option<Entry<C>> {
+        let entry = self.entries.remove(location)?;
+        self.expiries
+            .remove(&(entry.reg.expires_at(), location.to_string()));
+        if self
+            .by_endpoint
+            .get(&entry.reg.endpoint)
+            .map(String::as_str)
+            == Some(location)
+        {
+            self.by_endpoint.remove(&entry.reg.endpoint);
+        }
+        if self.by_peer.get(&entry.reg.peer).map(String::as_str) == Some(location) {
+            self.by_peer.remove(&entry.reg.peer);
+        }
+        for h in &entry.held {
+            self.held_deadlines
+                .remove(&(h.deadline, location.to_string()));
+        }
+        Some(entry)
+    }
+
+    fn release(&mut self, now: Instant, location: &str) -> Vec<C> {
+        let Some(entry) = self.entries.get_mut(location) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for h in entry.held.drain(..) {
+            self.held_deadlines
+                .remove(&(h.deadline, location.to_string()));
+            // a command whose deadline passed is left for expire_held's
+            // caller to answer; here it is simply not sent
+            if h.deadline > now {
+                out.push(h.command);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn register(
+        table: &mut RegistrationTable<u32>,
+        now: Instant,
+        ep: &str,
+        q: &[&str],
+        port: u16,
+    ) -> Registered<u32> {
+        let mut queries = vec![format!("ep={ep}")];
+        queries.extend(q.iter().map(|s| s.to_string()));
+        let req = RegisterRequest::parse(
+            queries.iter().map(String::as_str),
+            b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>,</3303/0>,</3303/1>",
+        )
+        .unwrap();
+        table.register(now, addr(port), req)
+    }
+
+    #[test]
+    fn register_parses_query_and_objects() {
+        let req = RegisterRequest::parse(
+            ["lwm2m=1.1", "ep=node-1", "b=U", "lt=300", "Q"],
+            b"</1>;ver=1.1,</1/0>,</3303/0>",
+        )
+        .unwrap();
+        assert_eq!(req.endpoint, "node-1");
+        assert_eq!(req.lifetime, Duration::from_secs(300));
+        assert_eq!(req.version, Version::V1_1);
+        assert!(req.binding.queue && req.binding.udp);
+        assert_eq!(req.objects.objects(), [1, 3303]);
+        assert_eq!(req.objects.entries[0].1.as_deref(), Some("1.1"));
+        let legacy = RegisterRequest::parse(["ep=old", "b=UQ"], b"</3/0>").unwrap();
+        assert_eq!(legacy.version, Version::V1_0);
+        assert!(legacy.binding.queue);
+        assert_eq!(legacy.lifetime, DEFAULT_LIFETIME);
+        assert_eq!(
+            RegisterRequest::parse(["lt=60"], b""),
+            Err(RegistrationError::MissingEndpoint)
+        );
+        assert!(RegisterRequest::parse(["ep=a", "lt=x"], b"").is_err());
+        assert!(RegisterRequest::parse(["ep=a", "lt=0"], b"").is_err());
+        assert!(RegisterRequest::parse(["ep=a", "lwm2m=2.0"], b"").is_err());
+        assert!(RegisterRequest::parse(["ep=a", "b=X"], b"").is_err());
+        assert!(RegisterRequest::parse(["ep=a"], b"</3/0/1/2>").is_err());
+        assert!(RegisterRequest::parse(["ep=a"], b"<3/0").is_err());
+    }
+
+    #[test]
+    fn alternate_root_path_is_stripped() {
+        let list =
+            ObjectList::parse(b"</lwm2m>;rt=\"oma.lwm2m\",</lwm2m/1/0>,</lwm2m/3/0>").unwrap();
+        assert_eq!(list.root.as_deref(), Some("/lwm2m"));
+        assert_eq!(list.paths()[1].to_string(), "/3/0");
+    }
+
+    #[test]
+    fn lifetime_expiry_and_update_extends_it() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let loc = register(&mut table, t0, "a", &["lt=60"], 1000).location;
+        assert_eq!(table.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        assert!(table.expire(t0 + Duration::from_secs(59)).is_empty());
+        table
+            .update(
+                t0 + Duration::from_secs(50),
+                &loc,
+                addr(1000),
+                UpdateRequest::default(),
+            )
+            .unwrap();
+        assert!(table.expire(t0 + Duration::from_secs(100)).is_empty());
+        let gone = table.expire(t0 + Duration::from_secs(110));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0.endpoint, "a");
+        assert!(table.is_empty());
+        assert_eq!(table.poll_timeout(), None);
+        assert!(matches!(
+            table.update(t0, &loc, addr(1000), UpdateRequest::default()),
+            Err(RegistrationError::UnknownLocation(_))
+        ));
+    }
+
+    #[test]
+    fn re_registration_replaces_and_keeps_held_commands() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let first = register(&mut table, t0, "a", &["b=UQ"], 1000).location;
+        let later = t0 + Duration::from_secs(200);
+        assert!(!table.is_reachable(later, "a"));
+        table.hold("a", 7, later + Duration::from_secs(60)).unwrap();
+        let second = register(&mut table, later + Duration::from_secs(1), "a", &[], 1001);
+        assert_ne!(second.location, first);
+        assert_eq!(second.replaced.map(|r| r.location), Some(first.clone()));
+        assert_eq!(second.released, [7]);
+        assert_eq!(table.len(), 1);
+        assert!(table.by_location(&first).is_none());
+        assert_eq!(
+            table.by_peer(addr(1001)).map(|r| r.endpoint.as_str()),
+            Some("a")
+        );
+        assert!(table.by_peer(addr(1000)).is_none());
+        assert!(table.hold("nobody", 1, later).is_err());
+    }
+
+    #[test]
+    fn queue_mode_holds_until_update_within_deadline() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let loc = register(&mut table, t0, "q", &["lwm2m=1.1", "Q", "lt=3600"], 1000).location;
+        assert!(table.is_reachable(t0 + Duration::from_secs(10), "q"));
+        let asleep = t0 + Duration::from_secs(100);
+        assert!(!table.is_reachable(asleep, "q"));
+        table
+            .hold("q", 1, asleep + Duration::from_secs(30))
+            .unwrap();
+        table
+            .hold("q", 2, asleep + Duration::from_secs(300))
+            .unwrap();
+        assert_eq!(table.held_count("q"), 2);
+        assert_eq!(table.poll_timeout(), Some(asleep + Duration::from_secs(30)));
+        assert_eq!(
+            table.expire_held(asleep + Duration::from_secs(31)),
+            [("q".to_string(), 1)]
+        );
+        let up = table
+            .update(
+                asleep + Duration::from_secs(60),
+                &loc,
+                addr(1000),
+                UpdateRequest::default(),
+            )
+            .unwrap();
+        assert_eq!(up.released, [2]);
+        assert_eq!(table.held_count("q"), 0);
+        assert!(table.is_reachable(asleep + Duration::from_secs(61), "q"));
+        assert_eq!(
+            table.poll_timeout(),
+            Some(t0 + Duration::from_secs(160) + Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn nat_rebinding_keeps_identity() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let loc = register(&mut table, t0, "n", &[], 1000).location;
+        let up = table
+            .update(t0, &loc, addr(2000), UpdateRequest::default())
+            .unwrap();
+        assert_eq!(up.moved_from, Some(addr(1000)));
+        assert_eq!(up.endpoint, "n");
+        assert_eq!(table.by_endpoint("n").map(|r| r.peer), Some(addr(2000)));
+        assert!(table.by_peer(addr(1000)).is_none());
+        assert_eq!(
+            table.by_peer(addr(2000)).map(|r| r.location.as_str()),
+            Some(loc.as_str())
+        );
+        let same = table
+            .update(t0, &loc, addr(2000), UpdateRequest::default())
+            .unwrap();
+        assert_eq!(same.moved_from, None);
+    }
+
+    #[test]
+    fn update_changes_lifetime_binding_and_objects() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let loc = register(&mut table, t0, "u", &["lt=60"], 1000).location;
+        let req = UpdateRequest::parse(["lt=120", "b=UQ"], b"</3/0>,</3303/0>").unwrap();
+        let up = table.update(t0, &loc, addr(1000), req).unwrap();
+        assert!(up.objects_changed);
+        let reg = table.by_location(&loc).unwrap();
+        assert_eq!(reg.lifetime, Duration::from_secs(120));
+        assert!(reg.binding.queue);
+        assert_eq!(reg.objects.paths().len(), 2);
+        let (gone, held) = table.deregister(&loc).unwrap();
+        assert_eq!(gone.endpoint, "u");
+        assert!(held.is_empty());
+        assert!(table.deregister(&loc).is_err());
+    }
+}
