@@ -1,0 +1,1010 @@
+//! State-machine tests on a fake clock: two endpoints wired back to back,
+//! with a network that can lose datagrams.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::block::BlockOption;
+use crate::message::{Method, option};
+
+const A: &str = "10.0.0.1:5683";
+const B: &str = "10.0.0.2:5683";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Net {
+    now: Instant,
+    a: Endpoint,
+    b: Endpoint,
+    /// Every datagram sent, by direction, for assertions.
+    log: Vec<(SocketAddr, Frame, Instant)>,
+}
+
+impl Net {
+    fn new(config: EndpointConfig) -> Net {
+        Net {
+            now: Instant::now(),
+            a: Endpoint::new(EndpointConfig {
+                seed: 11,
+                ..config.clone()
+            }),
+            b: Endpoint::new(EndpointConfig { seed: 22, ..config }),
+            log: Vec::new(),
+        }
+    }
+
+    /// Deliver every queued datagram (both ways) until quiet, dropping
+    /// those `lose` picks.
+    fn pump_lossy(&mut self, mut lose: impl FnMut(&SocketAddr, &Frame) -> bool) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                let frame = Frame::parse(&t.datagram).expect("a sent garbage");
+                assert_eq!(t.peer, addr(B));
+                self.log.push((addr(B), frame.clone(), self.now));
+                if !lose(&addr(B), &frame) {
+                    self.b.handle(self.now, addr(A), &t.datagram);
+                }
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                moved = true;
+                let frame = Frame::parse(&t.datagram).expect("b sent garbage");
+                self.log.push((addr(A), frame.clone(), self.now));
+                if !lose(&addr(A), &frame) {
+                    self.a.handle(self.now, addr(B), &t.datagram);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        self.pump_lossy(|_, _| false);
+    }
+
+    /// Advance the clock to the earliest timer of either endpoint.
+    fn advance(&mut self) -> bool {
+        let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(at) => {
+                self.now = self.now.max(at);
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn advance_by(&mut self, d: Duration) {
+        self.now += d;
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+    }
+
+    fn events_a(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.a.poll_event()).collect()
+    }
+
+    fn events_b(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.b.poll_event()).collect()
+    }
+
+    fn sent_to(&self, to: &str) -> Vec<&Frame> {
+        self.log
+            .iter()
+            .filter(|(p, _, _)| *p == addr(to))
+            .map(|(_, f, _)| f)
+            .collect()
+    }
+
+    fn take_request(&mut self) -> IncomingRequest {
+        let events = self.events_b();
+        match events.as_slice() {
+            [Event::Request(r)] => r.clone(),
+            other => panic!("expected one request, got {other:?}"),
+        }
+    }
+}
+
+fn no_limits() -> EndpointConfig {
+    EndpointConfig {
+        rate_limit: None,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn piggybacked_response_completes_the_exchange() {
+    let mut net = Net::new(no_limits());
+    let id = net
+        .a
+        .request(net.now, addr(B), Request::get("/temp"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    assert_eq!(req.request.path, vec!["temp"]);
+    net.b
+        .respond(
+            net.now,
+            req.handle,
+            Response::new(Code::CONTENT).with_payload(0, b"21".to_vec()),
+        )
+        .unwrap();
+    net.pump();
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Response { id: got, response, .. }]
+        if *got == id && response.payload == b"21")
+    );
+    assert_eq!(net.sent_to(A)[0].kind, Kind::Ack);
+    // nothing left to retransmit
+    net.advance_by(Duration::from_secs(300));
+    assert_eq!(net.sent_to(B).len(), 1);
+    assert_eq!(net.a.exchanges_in_progress(), 0);
+}
+
+#[test]
+fn con_is_retransmitted_with_exponential_backoff_then_times_out() {
+    let mut net = Net::new(no_limits());
+    let start = net.now;
+    let id = net.a.request(net.now, addr(B), Request::get("/x")).unwrap();
+    net.pump_lossy(|_, _| true);
+    while net.advance() {
+        net.pump_lossy(|_, _| true);
+    }
+    let sends: Vec<Instant> = net.log.iter().map(|(_, _, t)| *t).collect();
+    assert_eq!(sends.len(), 5, "1 transmission + MAX_RETRANSMIT=4");
+    let gaps: Vec<Duration> = sends.windows(2).map(|w| w[1] - w[0]).collect();
+    let first = gaps[0];
+    assert!(
+        first >= Duration::from_secs(2) && first <= Duration::from_secs(3),
+        "{gaps:?}"
+    );
+    for w in gaps.windows(2) {
+        assert_eq!(w[1], w[0] * 2, "{gaps:?}");
+    }
+    // every retransmission is the same message
+    let frames = net.sent_to(B);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.mid == frames[0].mid && f.token == frames[0].token)
+    );
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Failed { id: got, error: RequestError::Timeout, .. }] if *got == id)
+    );
+    let waited = net.now - start;
+    let wait = net.a.config().transmission.max_transmit_wait();
+    assert!(
+        waited >= Duration::from_secs(62) && waited <= wait,
+        "{waited:?}"
+    );
+    assert_eq!(net.a.stats().retransmissions, 4);
+}
+
+#[test]
+fn configured_transmission_parameters_are_used() {
+    let config = EndpointConfig {
+        transmission: TransmissionParams {
+            ack_timeout: Duration::from_millis(100),
+            ack_random_factor: 1.0,
+            max_retransmit: 2,
+            ..Default::default()
+        },
+        rate_limit: None,
+        ..Default::default()
+    };
+    let mut net = Net::new(config);
+    net.a.request(net.now, addr(B), Request::get("/x")).unwrap();
+    let start = net.now;
+    net.pump_lossy(|_, _| true);
+    while net.advance() {
+        net.pump_lossy(|_, _| true);
+    }
+    let sends: Vec<Duration> = net.log.iter().map(|(_, _, t)| *t - start).collect();
+    assert_eq!(
+        sends,
+        vec![
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_millis(300)
+        ]
+    );
+    assert_eq!(net.now - start, Duration::from_millis(700));
+}
+
+#[test]
+fn lost_ack_is_recovered_by_retransmission_and_the_duplicate_gets_the_cached_response() {
+    let mut net = Net::new(no_limits());
+    let id = net
+        .a
+        .request(
+            net.now,
+            addr(B),
+            Request::put("/sp").with_payload(0, b"5".to_vec()),
+        )
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    net.b
+        .respond(net.now, req.handle, Response::new(Code::CHANGED))
+        .unwrap();
+    // the piggybacked response is lost
+    net.pump_lossy(|to, _| *to == addr(A));
+    assert!(net.events_a().is_empty());
+    // the client retransmits; the server must not run the PUT again
+    net.advance_by(Duration::from_secs(3));
+    net.pump();
+    assert!(
+        net.events_b().is_empty(),
+        "duplicate delivered to the application"
+    );
+    assert_eq!(net.b.stats().duplicates, 1);
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Response { id: got, response, .. }]
+        if *got == id && response.code == Code::CHANGED)
+    );
+}
+
+#[test]
+fn duplicate_before_the_answer_is_not_delivered_twice() {
+    let mut net = Net::new(no_limits());
+    net.a
+        .request(net.now, addr(B), Request::get("/slow"))
+        .unwrap();
+    let t = net.a.poll_transmit().unwrap();
+    net.b.handle(net.now, addr(A), &t.datagram);
+    net.b.handle(net.now, addr(A), &t.datagram);
+    assert_eq!(net.events_b().len(), 1);
+    assert!(net.b.poll_transmit().is_none());
+}
+
+#[test]
+fn slow_answer_becomes_a_separate_response() {
+    let mut net = Net::new(no_limits());
+    let id = net
+        .a
+        .request(net.now, addr(B), Request::get("/slow"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    // piggyback window passes: an empty ACK stops the client's retransmission
+    net.advance();
+    net.pump();
+    let acks = net.sent_to(A);
+    assert!(matches!(acks.as_slice(), [f] if f.kind == Kind::Ack && f.code == Code::EMPTY));
+    net.advance_by(Duration::from_secs(30));
+    net.pump();
+    assert_eq!(
+        net.sent_to(B).len(),
+        1,
+        "client retransmitted after the empty ACK"
+    );
+    net.b
+        .respond(
+            net.now,
+            req.handle,
+            Response::new(Code::CONTENT).with_payload(0, b"late".to_vec()),
+        )
+        .unwrap();
+    net.pump();
+    let sent = net.sent_to(A);
+    assert_eq!(sent[1].kind, Kind::Con);
+    assert_eq!(
+        net.sent_to(B)[1].kind,
+        Kind::Ack,
+        "separate response acknowledged"
+    );
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Response { id: got, response, .. }]
+        if *got == id && response.payload == b"late")
+    );
+    // the server's CON was acknowledged: no retransmission
+    net.advance_by(Duration::from_secs(100));
+    net.pump();
+    assert_eq!(net.sent_to(A).len(), 2);
+}
+
+#[test]
+fn separate_response_never_coming_times_out() {
+    let config = EndpointConfig {
+        response_timeout: Duration::from_secs(10),
+        ..no_limits()
+    };
+    let mut net = Net::new(config);
+    let id = net
+        .a
+        .request(net.now, addr(B), Request::get("/never"))
+        .unwrap();
+    net.pump();
+    let _req = net.take_request();
+    net.advance();
+    net.pump();
+    let acked_at = net.now;
+    while net.advance() {
+        net.pump();
+        if !net.a.exchanges.is_empty() {
+            continue;
+        }
+        break;
+    }
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Failed { id: got, error: RequestError::Timeout, .. }] if *got == id)
+    );
+    assert_eq!(net.now - acked_at, Duration::from_secs(10));
+}
+
+#[test]
+fn reset_fails_the_request_and_unknown_responses_get_reset() {
+    let mut net = Net::new(no_limits());
+    let id = net.a.request(net.now, addr(B), Request::get("/x")).unwrap();
+    let t = net.a.poll_transmit().unwrap();
+    let sent = Frame::parse(&t.datagram).unwrap();
+    net.a
+        .handle(net.now, addr(B), &Frame::empty(Kind::Rst, sent.mid).emit());
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Failed { id: got, error: RequestError::Reset, .. }] if *got == id)
+    );
+
+    // a CON response nobody asked for
+    let stray = Frame {
+        kind: Kind::Con,
+        code: Code::CONTENT,
+        mid: 77,
+        token: vec![9, 9],
+        options: vec![],
+        payload: b"?".to_vec(),
+    };
+    net.a.handle(net.now, addr(B), &stray.emit());
+    let reply = Frame::parse(&net.a.poll_transmit().unwrap().datagram).unwrap();
+    assert_eq!(
+        (reply.kind, reply.mid, reply.code),
+        (Kind::Rst, 77, Code::EMPTY)
+    );
+    assert_eq!(net.a.stats().unknown_tokens, 1);
+    assert!(net.events_a().is_empty());
+}
+
+#[test]
+fn ping_gets_reset_and_malformed_con_gets_reset() {
+    let mut ep = Endpoint::new(no_limits());
+    let now = Instant::now();
+    ep.handle(now, addr(A), &[0x40, 0x00, 0x12, 0x34]);
+    let r = Frame::parse(&ep.poll_transmit().unwrap().datagram).unwrap();
+    assert_eq!((r.kind, r.mid), (Kind::Rst, 0x1234));
+    // CON with an option length running past the end
+    ep.handle(now, addr(A), &[0x40, 0x01, 0x00, 0x07, 0xb5, b'a']);
+    let r = Frame::parse(&ep.poll_transmit().unwrap().datagram).unwrap();
+    assert_eq!((r.kind, r.mid), (Kind::Rst, 7));
+    // garbage and a NON are dropped silently
+    ep.handle(now, addr(A), &[1, 2]);
+    ep.handle(now, addr(A), &[0x50, 0x01, 0x00, 0x08, 0xff]);
+    assert!(ep.poll_transmit().is_none());
+    assert_eq!(ep.stats().malformed, 3);
+    assert!(ep.poll_event().is_none());
+}
+
+#[test]
+fn unknown_critical_option_is_answered_bad_option() {
+    let mut ep = Endpoint::new(no_limits());
+    let now = Instant::now();
+    let req = Frame {
+        kind: Kind::Con,
+        code: Method::Get.code(),
+        mid: 5,
+        token: vec![1],
+        options: vec![(option::URI_PATH, b"a".to_vec()), (2049, vec![1])],
+        payload: vec![],
+    };
+    ep.handle(now, addr(A), &req.emit());
+    let r = Frame::parse(&ep.poll_transmit().unwrap().datagram).unwrap();
+    assert_eq!(
+        (r.kind, r.code, r.token.as_slice()),
+        (Kind::Ack, Code::BAD_OPTION, &[1u8][..])
+    );
+    // an unknown elective option is ignored
+    let req = Frame {
+        mid: 6,
+        options: vec![(2048, vec![1])],
+        ..req
+    };
+    ep.handle(now, addr(A), &req.emit());
+    assert!(matches!(ep.poll_event(), Some(Event::Request(_))));
+}
+
+#[test]
+fn non_request_gets_non_response() {
+    let mut net = Net::new(no_limits());
+    let id = net
+        .a
+        .request(net.now, addr(B), Request::post("/d").non_confirmable())
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    assert!(!req.request.confirmable);
+    net.b
+        .respond(net.now, req.handle, Response::new(Code::CHANGED))
+        .unwrap();
+    net.pump();
+    assert_eq!(net.sent_to(A)[0].kind, Kind::Non);
+    assert!(matches!(&net.events_a()[..], [Event::Response { id: got, .. }] if *got == id));
+}
+
+#[test]
+fn block1_upload_is_reassembled_and_acknowledged_per_block() {
+    let mut net = Net::new(no_limits());
+    let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let id = net
+        .a
+        .request(
+            net.now,
+            addr(B),
+            Request::post("/dev/1").with_payload(60, body.clone()),
+        )
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    assert_eq!(req.request.payload, body);
+    assert_eq!(req.request.content_format, Some(60));
+    // two 2.31 Continue, one for each of the first blocks
+    let continues = net
+        .sent_to(A)
+        .iter()
+        .filter(|f| f.code == Code::CONTINUE)
+        .count();
+    assert_eq!(continues, 2);
+    net.b
+        .respond(net.now, req.handle, Response::new(Code::CHANGED))
+        .unwrap();
+    net.pump();
+    let last = net.sent_to(A).last().cloned().cloned().unwrap();
+    let b1 = BlockOption::decode(last.option(option::BLOCK1).unwrap()).unwrap();
+    assert_eq!((b1.num, b1.more), (2, false));
+    assert!(
+        matches!(&net.events_a()[..], [Event::Response { id: got, response, .. }]
+        if *got == id && response.code == Code::CHANGED)
+    );
+    assert_eq!(net.b.block_transfers(), 0);
+}
+
+#[test]
+fn block1_beyond_the_reassembly_limit_is_refused_with_4_13() {
+    let mut net = Net::new(no_limits());
+    net.b.config.max_body = 2000;
+    let id = net
+        .a
+        .request(
+            net.now,
+            addr(B),
+            Request::post("/big").with_payload(0, vec![b'x'; 3000]),
+        )
+        .unwrap();
+    net.pump();
+    assert!(net.events_b().is_empty());
+    let events = net.events_a();
+    match &events[..] {
+        [
+            Event::Response {
+                id: got, response, ..
+            },
+        ] => {
+            assert_eq!(*got, id);
+            assert_eq!(response.code, Code::REQUEST_ENTITY_TOO_LARGE);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(net.b.block_transfers(), 0);
+}
+
+#[test]
+fn block1_out_of_sequence_is_refused_with_4_08() {
+    let mut ep = Endpoint::new(no_limits());
+    let now = Instant::now();
+    let block = BlockOption {
+        num: 3,
+        more: true,
+        szx: 2,
+    };
+    let req = Frame {
+        kind: Kind::Con,
+        code: Method::Put.code(),
+        mid: 1,
+        token: vec![1],
+        options: vec![(option::BLOCK1, block.encode())],
+        payload: vec![0; 64],
+    };
+    ep.handle(now, addr(A), &req.emit());
+    let r = Frame::parse(&ep.poll_transmit().unwrap().datagram).unwrap();
+    assert_eq!(r.code, Code::REQUEST_ENTITY_INCOMPLETE);
+}
+
+#[test]
+fn open_block_transfers_are_capped() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_block_transfers: 2,
+        ..no_limits()
+    });
+    let now = Instant::now();
+    for i in 0..3u16 {
+        let block = BlockOption {
+            num: 0,
+            more: true,
+            szx: 2,
+        };
+        let req = Frame {
+            kind: Kind::Con,
+            code: Method::Put.code(),
+            mid: i,
+            token: vec![1],
+            options: vec![
+                (option::URI_PATH, format!("r{i}").into_bytes()),
+                (option::BLOCK1, block.encode()),
+            ],
+            payload: vec![0; 64],
+        };
+        ep.handle(now, addr(A), &req.emit());
+        let r = Frame::parse(&ep.poll_transmit().unwrap().datagram).unwrap();
+        let want = if i < 2 {
+            Code::CONTINUE
+        } else {
+            Code::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(r.code, want, "transfer {i}");
+    }
+    assert_eq!(ep.block_transfers(), 2);
+    // abandoned transfers are forgotten after EXCHANGE_LIFETIME
+    ep.handle_timeout(now + Duration::from_secs(248));
+    assert_eq!(ep.block_transfers(), 0);
+}
+
+#[test]
+fn block2_download_is_reassembled() {
+    let mut net = Net::new(no_limits());
+    let body: Vec<u8> = (0..2500u32).map(|i| (i % 7) as u8).collect();
+    let id = net
+        .a
+        .request(net.now, addr(B), Request::get("/fw"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    net.b
+        .respond(
+            net.now,
+            req.handle,
+            Response::new(Code::CONTENT).with_payload(42, body.clone()),
+        )
+        .unwrap();
+    net.pump();
+    // the follow-ups were served from the cache, not the application
+    assert!(net.events_b().is_empty());
+    let blocks = net.sent_to(A).len();
+    assert_eq!(blocks, 3);
+    let events = net.events_a();
+    match &events[..] {
+        [
+            Event::Response {
+                id: got, response, ..
+            },
+        ] => {
+            assert_eq!(*got, id);
+            assert_eq!(response.payload, body);
+            assert_eq!(response.content_format, Some(42));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(net.b.block_transfers(), 0);
+}
+
+#[test]
+fn block2_download_beyond_the_limit_fails() {
+    let mut net = Net::new(no_limits());
+    net.a.config.max_body = 1500;
+    let id = net
+        .a
+        .request(net.now, addr(B), Request::get("/fw"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    net.b
+        .respond(
+            net.now,
+            req.handle,
+            Response::new(Code::CONTENT).with_payload(42, vec![1; 4000]),
+        )
+        .unwrap();
+    net.pump();
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Failed { id: got, error: RequestError::TooLarge(1500), .. }] if *got == id)
+    );
+}
+
+fn observe_setup(net: &mut Net) -> (RequestId, RelationId) {
+    let id = net
+        .a
+        .observe(net.now, addr(B), Request::get("/temp"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    assert_eq!(req.request.observe, Some(0));
+    let rel = net
+        .b
+        .accept_observe(
+            net.now,
+            req.handle,
+            Response::new(Code::CONTENT).with_payload(0, b"20".to_vec()),
+        )
+        .unwrap()
+        .expect("relation");
+    net.pump();
+    let events = net.events_a();
+    assert!(
+        matches!(&events[..], [Event::Response { id: got, response, .. }]
+        if *got == id && response.observe.is_some() && response.payload == b"20")
+    );
+    (id, rel)
+}
+
+#[test]
+fn observation_receives_non_and_con_notifications() {
+    let mut net = Net::new(no_limits());
+    let (id, rel) = observe_setup(&mut net);
+    net.b
+        .notify(
+            net.now,
+            rel,
+            Response::new(Code::CONTENT).with_payload(0, b"21".to_vec()),
+            false,
+        )
+        .unwrap();
+    net.b
+        .notify(
+            net.now,
+            rel,
+            Response::new(Code::CONTENT).with_payload(0, b"22".to_vec()),
+            true,
+        )
+        .unwrap();
+    net.pump();
+    let payloads: Vec<Vec<u8>> = net
+        .events_a()
+        .into_iter()
+        .map(|e| match e {
+            Event::Notification {
+                id: got, response, ..
+            } if got == id => response.payload,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(payloads, vec![b"21".to_vec(), b"22".to_vec()]);
+    // the CON notification was acknowledged: no retransmission follows
+    let before = net.sent_to(A).len();
+    net.advance_by(Duration::from_secs(10));
+    net.pump();
+    assert_eq!(net.sent_to(A).len(), before);
+    assert_eq!(net.b.relation_count(), 1);
+}
+
+#[test]
+fn reordered_notification_is_dropped() {
+    let mut net = Net::new(no_limits());
+    let (_id, rel) = observe_setup(&mut net);
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), false)
+        .unwrap();
+    let older = net.b.poll_transmit().unwrap();
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), false)
+        .unwrap();
+    let newer = net.b.poll_transmit().unwrap();
+    net.a.handle(net.now, addr(B), &newer.datagram);
+    net.a.handle(net.now, addr(B), &older.datagram);
+    assert_eq!(net.events_a().len(), 1);
+}
+
+#[test]
+fn cancel_deregisters_and_later_notifications_are_reset() {
+    let mut net = Net::new(no_limits());
+    let (id, rel) = observe_setup(&mut net);
+    net.a.cancel(net.now, id).unwrap();
+    net.pump();
+    let events = net.events_b();
+    assert!(
+        matches!(&events[0], Event::RelationEnded { relation, reason: RelationEnd::Deregistered, .. } if *relation == rel)
+    );
+    let Event::Request(dereg) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(dereg.request.observe, Some(1));
+    net.b
+        .respond(net.now, dereg.handle, Response::new(Code::CONTENT))
+        .unwrap();
+    net.pump();
+    assert!(net.events_a().is_empty());
+    assert_eq!(net.b.relation_count(), 0);
+    assert_eq!(net.a.exchanges_in_progress(), 0);
+}
+
+#[test]
+fn reset_notification_ends_the_relation() {
+    let mut net = Net::new(no_limits());
+    let (id, rel) = observe_setup(&mut net);
+    // the client forgets silently (e.g. it restarted)
+    let ex = net.a.exchanges.remove(&id.0).unwrap();
+    net.a.forget_exchange(id.0, &ex);
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), false)
+        .unwrap();
+    net.pump();
+    assert_eq!(net.sent_to(B).last().unwrap().kind, Kind::Rst);
+    assert!(matches!(
+        &net.events_b()[..],
+        [Event::RelationEnded {
+            reason: RelationEnd::Reset,
+            ..
+        }]
+    ));
+    assert_eq!(net.b.relation_count(), 0);
+}
+
+#[test]
+fn unacknowledged_con_notification_ends_the_relation() {
+    let mut net = Net::new(no_limits());
+    let (_id, rel) = observe_setup(&mut net);
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), true)
+        .unwrap();
+    net.pump_lossy(|_, _| true);
+    let start = net.now;
+    let events = loop {
+        net.advance();
+        net.pump_lossy(|_, _| true);
+        let events = net.events_b();
+        if !events.is_empty() {
+            break events;
+        }
+        assert!(
+            net.now - start < Duration::from_secs(100),
+            "relation never ended"
+        );
+    };
+    assert!(matches!(
+        &events[..],
+        [Event::RelationEnded {
+            reason: RelationEnd::Timeout,
+            ..
+        }]
+    ));
+    assert!(net.now - start <= net.b.config().transmission.max_transmit_wait());
+}
+
+#[test]
+fn observation_is_reregistered_after_max_age_and_lost_when_that_fails() {
+    let mut net = Net::new(no_limits());
+    let id = net
+        .a
+        .observe(net.now, addr(B), Request::get("/temp"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    let first = Response {
+        max_age: Some(10),
+        ..Response::new(Code::CONTENT)
+    };
+    net.b.accept_observe(net.now, req.handle, first).unwrap();
+    net.pump();
+    net.events_a();
+    let token = net.sent_to(B)[0].token.clone();
+    // Max-Age (10 s) plus the margin (5 s) pass without a notification
+    net.advance_by(Duration::from_secs(15));
+    net.pump();
+    let rereg = net.take_request();
+    assert_eq!(rereg.request.observe, Some(0));
+    assert_eq!(net.sent_to(B).last().unwrap().token, token, "same token");
+    let again = Response {
+        max_age: Some(10),
+        ..Response::new(Code::CONTENT)
+    };
+    net.b.accept_observe(net.now, rereg.handle, again).unwrap();
+    assert_eq!(
+        net.b.relation_count(),
+        1,
+        "re-registration reuses the relation"
+    );
+    net.pump();
+    assert!(matches!(&net.events_a()[..], [Event::Notification { .. }]));
+    // now the server disappears: the next re-registration times out
+    let start = net.now;
+    loop {
+        net.advance();
+        net.pump_lossy(|_, _| true);
+        let events = net.events_a();
+        if let Some(e) = events.first() {
+            assert!(
+                matches!(e, Event::Failed { id: got, error: RequestError::Timeout, .. } if *got == id)
+            );
+            break;
+        }
+        assert!(net.now - start < Duration::from_secs(300));
+    }
+}
+
+#[test]
+fn observation_refused_by_the_server_is_a_plain_response() {
+    let mut net = Net::new(no_limits());
+    net.b.config.max_observe_relations = 0;
+    let id = net
+        .a
+        .observe(net.now, addr(B), Request::get("/temp"))
+        .unwrap();
+    net.pump();
+    let req = net.take_request();
+    let rel = net
+        .b
+        .accept_observe(net.now, req.handle, Response::new(Code::CONTENT))
+        .unwrap();
+    assert_eq!(rel, None);
+    assert_eq!(net.b.stats().observe_relations_refused, 1);
+    net.pump();
+    assert!(
+        matches!(&net.events_a()[..], [Event::Response { id: got, response, .. }] if *got == id && response.observe.is_none())
+    );
+    assert_eq!(net.a.exchanges_in_progress(), 0);
+}
+
+#[test]
+fn error_notification_ends_the_observation() {
+    let mut net = Net::new(no_limits());
+    let (id, rel) = observe_setup(&mut net);
+    net.b
+        .end_observe(net.now, rel, Some(Response::new(Code::NOT_FOUND)))
+        .unwrap();
+    net.pump();
+    let events = net.events_a();
+    assert!(
+        matches!(events.last(), Some(Event::Failed { id: got, error: RequestError::ObservationEnded(Code::NOT_FOUND), .. }) if *got == id)
+    );
+}
+
+#[test]
+fn large_notification_is_fetched_block_wise() {
+    let mut net = Net::new(no_limits());
+    let (id, rel) = observe_setup(&mut net);
+    let body = vec![7u8; 2100];
+    net.b
+        .notify(
+            net.now,
+            rel,
+            Response::new(Code::CONTENT).with_payload(60, body.clone()),
+            false,
+        )
+        .unwrap();
+    net.pump();
+    let events = net.events_a();
+    match &events[..] {
+        [
+            Event::Notification {
+                id: got, response, ..
+            },
+        ] => {
+            assert_eq!(*got, id);
+            assert_eq!(response.payload, body);
+            assert!(response.observe.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        net.events_b().is_empty(),
+        "follow-ups served from the cache"
+    );
+}
+
+#[test]
+fn rate_limit_drops_a_flooding_source_only() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 10.0,
+            burst: 5.0,
+        }),
+        ..Default::default()
+    });
+    let now = Instant::now();
+    for mid in 0..20u16 {
+        let req = Frame {
+            kind: Kind::Non,
+            code: Method::Post.code(),
+            mid,
+            token: vec![],
+            options: vec![],
+            payload: vec![],
+        };
+        ep.handle(now, addr(A), &req.emit());
+    }
+    assert_eq!(ep.stats().rate_limited, 15);
+    let other = Frame {
+        kind: Kind::Non,
+        code: Method::Post.code(),
+        mid: 1,
+        token: vec![],
+        options: vec![],
+        payload: vec![],
+    };
+    ep.handle(now, addr(B), &other.emit());
+    assert_eq!(ep.stats().rate_limited, 15);
+    // tokens refill
+    ep.handle(
+        now + Duration::from_secs(1),
+        addr(A),
+        &Frame { mid: 100, ..other }.emit(),
+    );
+    assert_eq!(ep.stats().rate_limited, 15);
+}
+
+#[test]
+fn dedup_memory_is_bounded() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_dedup_entries: 100,
+        ..no_limits()
+    });
+    let now = Instant::now();
+    for mid in 0..1000u16 {
+        let req = Frame {
+            kind: Kind::Non,
+            code: Method::Post.code(),
+            mid,
+            token: vec![],
+            options: vec![],
+            payload: vec![],
+        };
+        ep.handle(now, addr(A), &req.emit());
+        while let Some(Event::Request(r)) = ep.poll_event() {
+            ep.respond(now, r.handle, Response::new(Code::CHANGED))
+                .unwrap();
+        }
+    }
+    assert!(ep.seen.len() <= 100);
+    assert!(ep.seen_order.len() <= 100);
+}
+
+#[test]
+fn unanswered_requests_are_forgotten() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_pending_requests: 2,
+        ..no_limits()
+    });
+    let now = Instant::now();
+    for mid in 0..3u16 {
+        let req = Frame {
+            kind: Kind::Con,
+            code: Method::Get.code(),
+            mid,
+            token: vec![],
+            options: vec![],
+            payload: vec![],
+        };
+        ep.handle(now, addr(A), &req.emit());
+    }
+    let refused = std::iter::from_fn(|| ep.poll_transmit())
+        .filter_map(|t| Frame::parse(&t.datagram).ok())
+        .filter(|f| f.code == Code::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!(refused, 1);
+    ep.handle_timeout(now + Duration::from_secs(61));
+    assert_eq!(ep.stats().unanswered_requests, 2);
+    assert!(ep.incoming.is_empty());
+}
