@@ -1,0 +1,319 @@
+//! One MQTT connection on rumqttc, MQTT 3.1.1 or 5 behind one type.
+//!
+//! Each connection gets a fresh client and event loop: rumqttc keeps
+//! queued and unacknowledged publishes across reconnects (or silently drops
+//! them), which would break the outbox's mapping of packet ids to records.
+//! A new client per connection means the order of `Outgoing::Publish(pkid)`
+//! events is exactly the order of this connection's publishes. The event
+//! loop is polled on its own task, so publishing never waits on itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5 as m5;
+use rumqttc::{TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::config::{BrokerAddr, MqttVersion};
+use super::record::Record;
+
+/// Everything needed to open a connection.
+#[derive(Clone)]
+pub struct LinkOptions {
+    pub addr: BrokerAddr,
+    pub version: MqttVersion,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub credentials: Option<(String, Secret)>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub max_packet_size: u32,
+    pub inflight: u16,
+    pub will_topic: String,
+    pub will_payload: Vec<u8>,
+}
+
+/// A password: never shown by `Debug` or logs.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for LinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkOptions")
+            .field("addr", &self.addr)
+            .field("version", &self.version)
+            .field("client_id", &self.client_id)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the connection reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The broker accepted the connection.
+    Connected,
+    /// A publish went on the wire with this packet id (0 for QoS 0), in
+    /// the order the publishes were requested.
+    Sent(u16),
+    /// The broker acknowledged packet `pkid`; `rejected` carries an MQTT 5
+    /// failure reason.
+    Acked { pkid: u16, rejected: Option<String> },
+    /// A message on a subscribed topic.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        response_topic: Option<String>,
+        correlation: Option<Vec<u8>>,
+    },
+    /// The connection ended.
+    Closed(String),
+}
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// A live connection attempt.
+pub struct Link {
+    client: Client,
+    events: mpsc::UnboundedReceiver<LinkEvent>,
+    poller: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Dropping the event loop closes the socket without DISCONNECT.
+        self.poller.abort();
+    }
+}
+
+fn qos4(q: u8) -> rumqttc::QoS {
+    if q == 0 {
+        rumqttc::QoS::AtMostOnce
+    } else {
+        rumqttc::QoS::AtLeastOnce
+    }
+}
+
+fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    if q == 0 {
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce
+    } else {
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+    }
+}
+
+impl Link {
+    /// Starts connecting; [`LinkEvent::Connected`] or [`LinkEvent::Closed`]
+    /// follows.
+    pub fn open(o: &LinkOptions) -> Link {
+        let transport = match &o.tls {
+            Some(cfg) => Transport::tls_with_config(TlsConfiguration::Rustls(cfg.clone())),
+            None => Transport::tcp(),
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        // Room for a full window plus birth and subscribe: publish() never
+        // waits for long.
+        let cap = o.inflight as usize + 16;
+        let (client, poller) = match o.version {
+            MqttVersion::V311 => {
+                let mut opts = rumqttc::MqttOptions::new(&o.client_id, &o.addr.host, o.addr.port);
+                opts.set_keep_alive(o.keep_alive)
+                    .set_clean_session(true)
+                    .set_max_packet_size(o.max_packet_size as usize, o.max_packet_size as usize)
+                    .set_inflight(o.inflight)
+                    .set_transport(transport)
+                    .set_last_will(rumqttc::LastWill::new(
+                        &o.will_topic,
+                        o.will_payload.clone(),
+                        rumqttc::QoS::AtLeastOnce,
+                        true,
+                    ));
+                if let Some((u, p)) = &o.credentials {
+                    opts.set_credentials(u, &p.0);
+                }
+                let (client, mut el) = rumqttc::AsyncClient::new(opts, cap);
+                let poller = tokio::spawn(async move {
+                    loop {
+                        let ev = match el.poll().await {
+                            Ok(rumqttc::Event::Incoming(p)) => match p {
+                                rumqttc::Packet::ConnAck(_) => LinkEvent::Connected,
+                                rumqttc::Packet::PubAck(a) => LinkEvent::Acked {
+                                    pkid: a.pkid,
+                                    rejected: None,
+                                },
+                                rumqttc::Packet::Publish(p) => LinkEvent::Message {
+                                    topic: p.topic,
+                                    payload: p.payload.to_vec(),
+                                    response_topic: None,
+                                    correlation: None,
+                                },
+                                _ => continue,
+                            },
+                            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                                LinkEvent::Sent(pkid)
+                            }
+                            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                                let _ = tx.send(LinkEvent::Closed("disconnected".into()));
+                                return;
+                            }
+                            Ok(_) => continue,
+                            Err(e) => {
+                                let _ = tx.send(LinkEvent::Closed(e.to_string()));
+                                return;
+                            }
+                        };
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                });
+                (Client::V4(client), poller)
+            }
+            MqttVersion::V5 => {
+                let mut opts =
+                    rumqttc::v5::MqttOptions::new(&o.client_id, &o.addr.host, o.addr.port);
+                opts.set_keep_alive(o.keep_alive)
+                    .set_clean_start(true)
+                    .set_max_packet_size(Some(o.max_packet_size))
+                    .set_outgoing_inflight_upper_limit(o.inflight)
+                    .set_transport(transport)
+                    .set_last_will(m5::LastWill::new(
+                        &o.will_topic,
+                        o.will_payload.clone(),
+                        qos5(1),
+                        true,
+                        None,
+                    ));
+                if let Some((u, p)) = &o.credentials {
+                    opts.set_credentials(u, &p.0);
+                }
+                let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, cap);
+                let poller = tokio::spawn(async move {
+                    loop {
+                        let ev = match el.poll().await {
+                            Ok(rumqttc::v5::Event::Incoming(p)) => match p {
+                                m5::Packet::ConnAck(_) => LinkEvent::Connected,
+                                m5::Packet::PubAck(a) => LinkEvent::Acked {
+                                    pkid: a.pkid,
+                                    rejected: match a.reason {
+                                        m5::PubAckReason::Success
+                                        | m5::PubAckReason::NoMatchingSubscribers => None,
+                                        other => Some(format!("{other:?}")),
+                                    },
+                                },
+                                m5::Packet::Publish(p) => {
+                                    let props = p.properties.unwrap_or_default();
+                                    LinkEvent::Message {
+                                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                                        payload: p.payload.to_vec(),
+                                        response_topic: props.response_topic,
+                                        correlation: props.correlation_data.map(|b| b.to_vec()),
+                                    }
+                                }
+                                _ => continue,
+                            },
+                            Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                                LinkEvent::Sent(pkid)
+                            }
+                            Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                                let _ = tx.send(LinkEvent::Closed("disconnected".into()));
+                                return;
+                            }
+                            Ok(_) => continue,
+                            Err(e) => {
+                                let _ = tx.send(LinkEvent::Closed(e.to_string()));
+                                return;
+                            }
+                        };
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                });
+                (Client::V5(client), poller)
+            }
+        };
+        Link {
+            client,
+            events,
+            poller,
+        }
+    }
+
+    /// The next event; `Closed` once the connection is gone.
+    pub async fn next(&mut self) -> LinkEvent {
+        self.events
+            .recv()
+            .await
+            .unwrap_or_else(|| LinkEvent::Closed("event loop stopped".into()))
+    }
+
+    /// Queues a stored record for publishing.
+    pub async fn publish(&self, r: &Record) -> Result<(), String> {
+        self.publish_parts(
+            &r.topic,
+            r.qos,
+            r.retain,
+            r.payload.clone(),
+            r.correlation.clone(),
+        )
+        .await
+    }
+
+    /// Queues a publish. Correlation data is sent only over MQTT 5.
+    pub async fn publish_parts(
+        &self,
+        topic: &str,
+        qos: u8,
+        retain: bool,
+        payload: Vec<u8>,
+        correlation: Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c
+                .publish(topic, qos4(qos), retain, payload)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => {
+                let props = m5::PublishProperties {
+                    correlation_data: correlation.map(Into::into),
+                    ..Default::default()
+                };
+                c.publish_with_properties(topic, qos5(qos), retain, payload, props)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub async fn subscribe(&self, filter: &str) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c
+                .subscribe(filter, qos4(1))
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .subscribe(filter, qos5(1))
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sends DISCONNECT (the broker then discards the last will).
+    pub async fn disconnect(&self) {
+        let _ = match &self.client {
+            Client::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+    }
+}

@@ -1,0 +1,223 @@
+//! The outbox writer: takes adapters' messages and command results, assigns
+//! telemetry `seq`, encodes them, and group-commits them to the outbox under
+//! the fsync policy. A failed write (disk full, I/O error) is retried with
+//! the same messages until it succeeds; meanwhile the bounded channels push
+//! back on the adapters instead of losing data.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrogate_sdk::{Timestamp, Uplink, UplinkEnvelope};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{self, Topics};
+use super::config::FsyncPolicy;
+use super::outbox::{NewMessage, Outbox};
+use super::{CommandResultMsg, lock};
+
+/// Messages taken from the channels per commit.
+const BATCH: usize = 1024;
+/// Wait between attempts after a failed write.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Longest time spent retrying a failed write at shutdown.
+const GIVE_UP_AT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+enum Item {
+    Uplink(UplinkEnvelope),
+    Result(CommandResultMsg),
+}
+
+pub(crate) struct Writer {
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub topics: Topics,
+    pub gateway: String,
+    pub qos: u8,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: Duration,
+    pub wake: Arc<Notify>,
+}
+
+impl Writer {
+    pub async fn run(
+        self,
+        mut uplinks: mpsc::Receiver<UplinkEnvelope>,
+        mut results: mpsc::Receiver<CommandResultMsg>,
+        stop: CancellationToken,
+    ) {
+        let this = Arc::new(self);
+        let mut sync_tick =
+            tokio::time::interval(this.fsync_interval.max(Duration::from_millis(1)));
+        let mut envs = Vec::with_capacity(BATCH);
+        loop {
+            let mut items: Vec<Item> = Vec::new();
+            tokio::select! {
+                n = uplinks.recv_many(&mut envs, BATCH) => {
+                    if n == 0 { break; }
+                    items.extend(envs.drain(..).map(Item::Uplink));
+                }
+                r = results.recv() => match r {
+                    Some(r) => items.push(Item::Result(r)),
+                    None => break,
+                },
+                _ = sync_tick.tick() => {
+                    // The interval policy's fsync; with "always" this only
+                    // retries an fsync that failed.
+                    let ob = this.outbox.clone();
+                    if let Ok(true) = tokio::task::spawn_blocking(move || sync(&ob)).await {
+                        this.wake.notify_one();
+                    }
+                    continue;
+                }
+                _ = stop.cancelled() => break,
+            }
+            while items.len() < BATCH {
+                match results.try_recv() {
+                    Ok(r) => items.push(Item::Result(r)),
+                    Err(_) => break,
+                }
+            }
+            this.store(items, &stop, None).await;
+        }
+        // Shutdown: store whatever is already queued, then make it durable.
+        let mut rest = Vec::new();
+        while let Ok(e) = uplinks.try_recv() {
+            rest.push(Item::Uplink(e));
+        }
+        while let Ok(r) = results.try_recv() {
+            rest.push(Item::Result(r));
+        }
+        if !rest.is_empty() {
+            this.store(
+                rest,
+                &stop,
+                Some(tokio::time::Instant::now() + GIVE_UP_AT_SHUTDOWN),
+            )
+            .await;
+        }
+    }
+
+    /// Commits `items`, retrying on write errors (until `give_up`, if set).
+    async fn store(
+        self: &Arc<Self>,
+        items: Vec<Item>,
+        stop: &CancellationToken,
+        mut give_up: Option<tokio::time::Instant>,
+    ) {
+        let mut items = items;
+        loop {
+            let me = self.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let ok = me.commit(&items);
+                (items, ok)
+            })
+            .await;
+            let Ok((back, ok)) = joined else { return };
+            if ok {
+                self.wake.notify_one();
+                return;
+            }
+            items = back;
+            let past = give_up.is_some_and(|g| tokio::time::Instant::now() >= g);
+            if past {
+                tracing::error!(
+                    lost = items.len(),
+                    "outbox still not writable at shutdown: messages not stored"
+                );
+                return;
+            }
+            if give_up.is_none() && stop.is_cancelled() {
+                give_up = Some(tokio::time::Instant::now() + GIVE_UP_AT_SHUTDOWN);
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+    }
+
+    /// One group commit. Blocking: runs on the blocking pool.
+    fn commit(&self, items: &[Item]) -> bool {
+        let mut ob = lock(&self.outbox);
+        for item in items {
+            match item {
+                Item::Uplink(env) => {
+                    let seq = match &env.uplink {
+                        Uplink::Telemetry(t) => ob.assign_seq(&t.device),
+                        _ => 0,
+                    };
+                    let e = codec::encode_uplink(
+                        &self.topics,
+                        &self.gateway,
+                        &env.adapter,
+                        &env.uplink,
+                        seq,
+                    );
+                    ob.append(NewMessage {
+                        topic: e.topic,
+                        payload: e.payload,
+                        qos: self.qos,
+                        retain: e.retain,
+                        device: env.uplink.device().to_string(),
+                        seq,
+                        correlation: None,
+                    });
+                }
+                Item::Result(r) => {
+                    let payload = codec::command_result(
+                        &self.gateway,
+                        &r.device,
+                        &r.id,
+                        &r.outcome,
+                        Timestamp::now(),
+                    );
+                    if let Some((topic, corr)) = &r.reply_to {
+                        ob.append(NewMessage {
+                            topic: topic.clone(),
+                            payload: payload.clone(),
+                            qos: self.qos,
+                            retain: false,
+                            device: r.device.clone(),
+                            seq: 0,
+                            correlation: (!corr.is_empty()).then(|| corr.clone()),
+                        });
+                    }
+                    ob.append(NewMessage {
+                        topic: self.topics.device(&r.device, "cmd/result"),
+                        payload,
+                        qos: self.qos,
+                        retain: false,
+                        device: r.device.clone(),
+                        seq: 0,
+                        correlation: None,
+                    });
+                }
+            }
+        }
+        if ob.commit().is_err() {
+            return false;
+        }
+        if self.fsync == FsyncPolicy::Always {
+            let target = ob.sync_target();
+            drop(ob);
+            if let Some(t) = target {
+                // On failure the data is written but not yet durable (nor
+                // visible); the periodic sync retries it.
+                let r = t.sync();
+                lock(&self.outbox).synced(&t, &r);
+            }
+        }
+        true
+    }
+}
+
+/// fsyncs what was written; true if that made new records visible.
+fn sync(outbox: &Mutex<Outbox>) -> bool {
+    let target = lock(outbox).sync_target();
+    match target {
+        Some(t) => {
+            let r = t.sync();
+            let ok = r.is_ok();
+            lock(outbox).synced(&t, &r);
+            ok
+        }
+        None => false,
+    }
+}
