@@ -1,1 +1,62 @@
-//! ferrogate-modbus (work in progress).
+//! ferrogate-modbus: the Modbus master adapter (TCP, RTU over a serial
+//! line, RTU over TCP).
+//!
+//! [`ModbusKind`] owns the `modbus` table of the configuration. It builds
+//! one adapter per `[[modbus.connection]]`, named `modbus/<connection>`,
+//! that polls the connection's devices and executes their commands.
+//!
+//! - [`point`], [`codec`]: point maps and register ⇄ value conversion.
+//! - [`pdu`], [`frame`]: the wire format (sans-IO).
+//! - [`planner`]: merging points into requests, splitting after refusals.
+//! - [`scheduler`]: what the line does next (sans-IO).
+//! - `transport`, `line`: the I/O shell and the running adapter.
+
+pub mod codec;
+pub mod frame;
+pub mod pdu;
+pub mod planner;
+pub mod point;
+pub mod scheduler;
+
+mod build;
+mod config;
+mod line;
+mod quality;
+mod report;
+mod transport;
+
+use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
+use ferrogate_sdk::{AdapterKind, BuiltAdapter};
+
+/// The Modbus protocol, configured under the `modbus` key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModbusKind;
+
+impl AdapterKind for ModbusKind {
+    fn key(&self) -> &'static str {
+        "modbus"
+    }
+
+    fn build(
+        &self,
+        section: &Section<'_>,
+        ctx: &BuildContext<'_>,
+    ) -> Result<Vec<BuiltAdapter>, Vec<ConfigIssue>> {
+        let built = build::build(section, ctx)?;
+        Ok(built
+            .lines
+            .into_iter()
+            .zip(built.notes)
+            .map(|(line, notes)| BuiltAdapter {
+                name: format!("modbus/{}", line.name),
+                devices: line
+                    .devices
+                    .iter()
+                    .map(|d| (d.name.clone(), d.pos.clone()))
+                    .collect(),
+                notes,
+                adapter: Box::new(line::ModbusLine::new(line)),
+            })
+            .collect())
+    }
+}

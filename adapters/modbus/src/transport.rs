@@ -1,0 +1,344 @@
+//! The I/O shell: moves request and response frames over a TCP socket or a
+//! serial port. One transaction at a time, each bounded by a timeout.
+//!
+//! - Modbus TCP: MBAP framing; replies with another transaction id are
+//!   discarded; after a timeout the connection is dropped, because a late
+//!   reply would otherwise be taken for the answer to the next request.
+//! - RTU (serial, or RTU over TCP through a device server): frames with
+//!   CRC, delimited by their expected length; bytes left on the line (a late
+//!   reply, noise) are drained before each request.
+//! - A lost connection is re-established with exponential backoff.
+
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_serial::SerialPortBuilderExt;
+
+use crate::frame;
+use crate::pdu::{self, Request, Response, ResponseError};
+
+/// Where a line is and how its bytes are framed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    Tcp { address: String },
+    RtuOverTcp { address: String },
+    Serial(SerialSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    pub path: String,
+    pub baud: u32,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+impl Endpoint {
+    fn is_rtu(&self) -> bool {
+        !matches!(self, Endpoint::Tcp { .. })
+    }
+}
+
+/// Why a transaction has no valid answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransactionError {
+    #[error("no response from unit {unit} within {after:?}")]
+    Timeout { unit: u8, after: Duration },
+    #[error("{0}")]
+    Exception(pdu::Exception),
+    /// The device answered with something that is not a valid answer.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+/// Reconnection timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub connect_timeout: Duration,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+pub struct Transport {
+    endpoint: Endpoint,
+    reconnect: Reconnect,
+    stream: Option<Pin<Box<dyn Stream>>>,
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+    transaction: u16,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Transport {
+    pub fn new(endpoint: Endpoint, reconnect: Reconnect) -> Self {
+        Transport {
+            endpoint,
+            reconnect,
+            stream: None,
+            next_attempt: None,
+            backoff: Duration::ZERO,
+            transaction: 0,
+            out: Vec::with_capacity(260),
+            buf: Vec::with_capacity(260),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    async fn open(&self) -> io::Result<Pin<Box<dyn Stream>>> {
+        match &self.endpoint {
+            Endpoint::Tcp { address } | Endpoint::RtuOverTcp { address } => {
+                let stream = timeout(self.reconnect.connect_timeout, TcpStream::connect(address))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+                stream.set_nodelay(true)?;
+                Ok(Box::pin(stream))
+            }
+            Endpoint::Serial(s) => {
+                let port = tokio_serial::new(&s.path, s.baud)
+                    .data_bits(match s.data_bits {
+                        7 => tokio_serial::DataBits::Seven,
+                        _ => tokio_serial::DataBits::Eight,
+                    })
+                    .parity(match s.parity {
+                        Parity::None => tokio_serial::Parity::None,
+                        Parity::Even => tokio_serial::Parity::Even,
+                        Parity::Odd => tokio_serial::Parity::Odd,
+                    })
+                    .stop_bits(if s.stop_bits == 2 {
+                        tokio_serial::StopBits::Two
+                    } else {
+                        tokio_serial::StopBits::One
+                    })
+                    .open_native_async()
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                Ok(Box::pin(port))
+            }
+        }
+    }
+
+    fn describe(&self) -> &str {
+        match &self.endpoint {
+            Endpoint::Tcp { address } | Endpoint::RtuOverTcp { address } => address,
+            Endpoint::Serial(s) => &s.path,
+        }
+    }
+
+    fn disconnect(&mut self, now: Instant) {
+        self.stream = None;
+        self.backoff = if self.backoff.is_zero() {
+            self.reconnect.min
+        } else {
+            (self.backoff * 2).min(self.reconnect.max)
+        };
+        self.next_attempt = Some(now + self.backoff);
+    }
+
+    /// Connect if not connected and the backoff allows it.
+    async fn ensure_connected(&mut self) -> Result<(), TransactionError> {
+        if self.stream.is_some() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some(at) = self.next_attempt
+            && at > now
+        {
+            return Err(TransactionError::Io(format!(
+                "not connected to {}; next attempt in {:?}",
+                self.describe(),
+                at - now
+            )));
+        }
+        match self.open().await {
+            Ok(stream) => {
+                tracing::info!(endpoint = self.describe(), "modbus connection established");
+                self.stream = Some(stream);
+                self.backoff = Duration::ZERO;
+                self.next_attempt = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.disconnect(Instant::now());
+                let message = format!("cannot connect to {}: {e}", self.describe());
+                tracing::debug!(endpoint = self.describe(), error = %e, "modbus connect failed");
+                Err(TransactionError::Io(message))
+            }
+        }
+    }
+
+    /// Send `request` to `unit` and wait at most `limit` for its answer.
+    pub async fn transact(
+        &mut self,
+        unit: u8,
+        request: &Request,
+        limit: Duration,
+    ) -> Result<Response, TransactionError> {
+        self.ensure_connected().await?;
+        let started = Instant::now();
+        let result = match timeout(limit, self.exchange(unit, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransactionError::Timeout { unit, after: limit }),
+        };
+        match &result {
+            Err(TransactionError::Io(e)) => {
+                tracing::warn!(endpoint = self.describe(), error = %e, "modbus connection lost");
+                self.disconnect(Instant::now());
+            }
+            // A late answer on TCP would be read as the next one's.
+            Err(TransactionError::Timeout { .. }) if !self.endpoint.is_rtu() => {
+                self.stream = None;
+                self.next_attempt = None;
+            }
+            _ => {}
+        }
+        tracing::trace!(unit, elapsed = ?started.elapsed(), ok = result.is_ok(), "modbus transaction");
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        unit: u8,
+        request: &Request,
+    ) -> Result<Response, TransactionError> {
+        let rtu = self.endpoint.is_rtu();
+        self.transaction = self.transaction.wrapping_add(1);
+        let transaction = self.transaction;
+        let mut pdu = Vec::with_capacity(260);
+        request.emit(&mut pdu);
+        self.out.clear();
+        if rtu {
+            frame::emit_rtu(unit, &pdu, &mut self.out);
+        } else {
+            frame::emit_tcp(transaction, unit, &pdu, &mut self.out);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(TransactionError::Io("not connected".into()));
+        };
+        let io_err = |e: io::Error| TransactionError::Io(e.to_string());
+        if rtu {
+            drain(stream).await.map_err(io_err)?;
+        }
+        stream.write_all(&self.out).await.map_err(io_err)?;
+        stream.flush().await.map_err(io_err)?;
+        let answer = if rtu {
+            read_rtu(stream, &mut self.buf, unit).await?
+        } else {
+            read_tcp(stream, &mut self.buf, transaction, unit).await?
+        };
+        pdu::parse_response(request, answer).map_err(|e| match e {
+            ResponseError::Exception(x) => TransactionError::Exception(x),
+            ResponseError::Malformed(m) => TransactionError::Malformed(m),
+        })
+    }
+}
+
+/// Discard whatever is already waiting on the line.
+async fn drain(stream: &mut Pin<Box<dyn Stream>>) -> io::Result<()> {
+    let mut scratch = [0u8; 256];
+    loop {
+        match timeout(Duration::ZERO, stream.read(&mut scratch)).await {
+            Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+            Ok(Ok(n)) => tracing::debug!(bytes = n, "drained stale bytes from the line"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+async fn read_exact(
+    stream: &mut Pin<Box<dyn Stream>>,
+    buf: &mut [u8],
+) -> Result<(), TransactionError> {
+    stream.read_exact(buf).await.map(|_| ()).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            TransactionError::Io("connection closed by the peer".into())
+        } else {
+            TransactionError::Io(e.to_string())
+        }
+    })
+}
+
+async fn read_tcp<'b>(
+    stream: &mut Pin<Box<dyn Stream>>,
+    buf: &'b mut Vec<u8>,
+    transaction: u16,
+    unit: u8,
+) -> Result<&'b [u8], TransactionError> {
+    loop {
+        let mut header = [0u8; frame::MBAP_LEN];
+        read_exact(stream, &mut header).await?;
+        let mbap = frame::parse_mbap(&header).map_err(|e| {
+            // The stream is out of step; only a new connection fixes it.
+            TransactionError::Io(format!("bad MBAP header: {e}"))
+        })?;
+        buf.resize(mbap.pdu_len, 0);
+        read_exact(stream, buf).await?;
+        if mbap.transaction != transaction {
+            tracing::debug!(
+                got = mbap.transaction,
+                expected = transaction,
+                "discarding a stale reply"
+            );
+            continue;
+        }
+        if mbap.unit != unit {
+            return Err(TransactionError::Malformed(format!(
+                "reply from unit {} to a request for unit {unit}",
+                mbap.unit
+            )));
+        }
+        return Ok(buf.as_slice());
+    }
+}
+
+async fn read_rtu<'b>(
+    stream: &mut Pin<Box<dyn Stream>>,
+    buf: &'b mut Vec<u8>,
+    unit: u8,
+) -> Result<&'b [u8], TransactionError> {
+    buf.clear();
+    let mut chunk = [0u8; 256];
+    let len = loop {
+        match frame::rtu_frame_len(buf) {
+            Ok(Some(len)) if buf.len() >= len => break len,
+            Ok(_) => {}
+            Err(e) => return Err(TransactionError::Malformed(e)),
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| TransactionError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(TransactionError::Io("connection closed by the peer".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let (from, pdu) = frame::parse_rtu(&buf[..len]).map_err(TransactionError::Malformed)?;
+    if from != unit {
+        return Err(TransactionError::Malformed(format!(
+            "reply from unit {from} to a request for unit {unit}"
+        )));
+    }
+    Ok(pdu)
+}
