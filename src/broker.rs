@@ -75,7 +75,9 @@ pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::net::TcpStream::connect(addr).is_err() {
         if std::time::Instant::now() > deadline {
-            return Err(BrokerError::Start(format!("not listening on {addr} after 5 s")));
+            return Err(BrokerError::Start(format!(
+                "not listening on {addr} after 5 s"
+            )));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

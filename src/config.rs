@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ferrogate_sdk::config::{BuildContext, ConfigDuration, ConfigIssue, Node, Pos, Section, SourceFile};
+use ferrogate_sdk::config::{
+    BuildContext, ConfigDuration, ConfigIssue, Node, Pos, Section, SourceFile,
+};
 use ferrogate_sdk::{AdapterKind, BuiltAdapter};
 use serde::Deserialize;
 
@@ -164,7 +166,10 @@ impl std::fmt::Debug for LoadedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedConfig")
             .field("gateway", &self.gateway)
-            .field("adapters", &self.adapters.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .field(
+                "adapters",
+                &self.adapters.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            )
             .field("files", &self.files)
             .finish()
     }
@@ -178,7 +183,9 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
     let conf_files = read_dir_files(&dir.join("conf.d"), &mut issues);
     let profile_files = read_dir_files(&dir.join("profiles"), &mut issues);
 
-    let gateway_doc = gateway_file.as_ref().and_then(|f| keep_ok(f.parse(), &mut issues));
+    let gateway_doc = gateway_file
+        .as_ref()
+        .and_then(|f| keep_ok(f.parse(), &mut issues));
     let conf_docs: Vec<_> = conf_files
         .iter()
         .map(|f| keep_ok(f.parse(), &mut issues))
@@ -214,8 +221,12 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         for (key, pos) in root.keys() {
             if !known.contains(&key) {
                 issues.push(
-                    ConfigIssue::at(pos, format!("unknown adapter kind `{key}`"))
-                        .with_hint(format!("conf.d files hold one table per protocol: {}", known.join(", "))),
+                    ConfigIssue::at(pos, format!("unknown adapter kind `{key}`")).with_hint(
+                        format!(
+                            "conf.d files hold one table per protocol: {}",
+                            known.join(", ")
+                        ),
+                    ),
                 );
             }
         }
@@ -297,22 +308,30 @@ fn read_dir_files(dir: &Path, issues: &mut Vec<ConfigIssue>) -> Vec<SourceFile> 
     paths.iter().filter_map(|p| read_file(p, issues)).collect()
 }
 
-fn parse_gateway(root: Node<'_>, dir: &Path, issues: &mut Vec<ConfigIssue>) -> Option<GatewayConfig> {
+fn parse_gateway(
+    root: Node<'_>,
+    dir: &Path,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<GatewayConfig> {
     for (key, pos) in root.keys() {
         if !GATEWAY_KEYS.contains(&key) {
             issues.push(
-                ConfigIssue::at(pos, format!("unknown key `{key}` in gateway.toml"))
-                    .with_hint(format!(
+                ConfigIssue::at(pos, format!("unknown key `{key}` in gateway.toml")).with_hint(
+                    format!(
                         "expected one of: {}; adapters and devices go in conf.d/*.toml",
                         GATEWAY_KEYS.join(", ")
-                    )),
+                    ),
+                ),
             );
         }
     }
     let start = issues.len();
     let gateway_id = match root.get("gateway_id") {
         None => {
-            issues.push(root.issue("missing `gateway_id`").with_hint("add e.g. gateway_id = \"site-a-gw1\""));
+            issues.push(
+                root.issue("missing `gateway_id`")
+                    .with_hint("add e.g. gateway_id = \"site-a-gw1\""),
+            );
             None
         }
         Some(node) => match node.as_str() {
@@ -403,7 +422,11 @@ fn table_or_default<T: serde::de::DeserializeOwned + Default>(
 ) -> Option<T> {
     match root.get(key) {
         None => Some(T::default()),
-        Some(node) => node.parse::<T>().map(|l| l.value).map_err(|e| issues.push(e)).ok(),
+        Some(node) => node
+            .parse::<T>()
+            .map(|l| l.value)
+            .map_err(|e| issues.push(e))
+            .ok(),
     }
 }
 
@@ -427,7 +450,10 @@ fn check_devices(adapters: &[BuiltAdapter]) -> Vec<ConfigIssue> {
     for adapter in adapters {
         for (name, pos) in &adapter.devices {
             if let Some(problem) = topic_level_problem(name) {
-                issues.push(ConfigIssue::at(pos.clone(), format!("invalid device name `{name}`: {problem}")));
+                issues.push(ConfigIssue::at(
+                    pos.clone(),
+                    format!("invalid device name `{name}`: {problem}"),
+                ));
             }
             match seen.get(name.as_str()) {
                 Some(first) => issues.push(

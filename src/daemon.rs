@@ -10,9 +10,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LoadedConfig};
+use crate::gateway::Core;
 use crate::north::North;
 use crate::north::config::{MqttConfig, MqttVersion};
-use crate::supervisor::{Backoff, Supervisor};
+use crate::north::{CommandResultMsg, InboundCommand};
+use crate::router::Router;
+use crate::supervisor::Backoff;
 use crate::systemd::{self, Notifier};
 
 /// How long adapters get to stop before the north side is flushed.
@@ -98,23 +101,35 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
     }
     let adapters_stop = CancellationToken::new();
     let north_stop = CancellationToken::new();
-    let north = North::start(&gw.gateway_id, &gw.mqtt, &gw.outbox, &gw.state_dir, north_stop.clone())
-        .await
-        .map_err(|e| DaemonError::North(e.to_string()))?;
+    let mut north = North::start(
+        &gw.gateway_id,
+        &gw.mqtt,
+        &gw.outbox,
+        &gw.state_dir,
+        north_stop.clone(),
+    )
+    .await
+    .map_err(|e| DaemonError::North(e.to_string()))?;
     let backoff = Backoff {
         min: gw.supervisor.restart_backoff_min.0,
         max: gw.supervisor.restart_backoff_max.0,
     };
     let stall_after = gw.supervisor.stall_after.0;
-    let supervisor = Supervisor::start(
+    let core = Core::start(
         std::mem::take(&mut loaded.adapters),
-        north.uplink_tx(),
+        gw.commands.clone(),
         backoff,
+        north.uplink_tx(),
         adapters_stop.clone(),
     );
+    let commands = tokio::spawn(serve_commands(
+        north.take_commands(),
+        north.result_tx(),
+        core.router.clone(),
+    ));
     tracing::info!(
         gateway = %loaded.gateway.gateway_id,
-        adapters = supervisor.states().len(),
+        adapters = core.supervisor.states().len(),
         "gateway running"
     );
     notifier.ready();
@@ -129,7 +144,8 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break }
             _ = watchdog_tick.tick() => {
-                let stalled: Vec<String> = supervisor
+                let stalled: Vec<String> = core
+                    .supervisor
                     .states()
                     .into_iter()
                     .filter(|(_, s)| s.health.since_last_beat() > stall_after)
@@ -146,13 +162,45 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
     }
 
     notifier.stopping();
+    commands.abort();
     adapters_stop.cancel();
-    if tokio::time::timeout(ADAPTER_STOP_GRACE, supervisor.join()).await.is_err() {
+    if tokio::time::timeout(ADAPTER_STOP_GRACE, core.join())
+        .await
+        .is_err()
+    {
         tracing::warn!("adapters did not stop in time");
     }
     north_stop.cancel();
-    if tokio::time::timeout(NORTH_STOP_GRACE, north.shutdown()).await.is_err() {
+    if tokio::time::timeout(NORTH_STOP_GRACE, north.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("northbound did not flush in time; the outbox keeps the rest");
     }
     Ok(())
+}
+
+/// Answer every command arriving from MQTT, each in its own task so a slow
+/// device does not hold up the others; the router serialises per device.
+async fn serve_commands(
+    mut inbound: tokio::sync::mpsc::Receiver<InboundCommand>,
+    results: tokio::sync::mpsc::Sender<CommandResultMsg>,
+    router: Router,
+) {
+    while let Some(command) = inbound.recv().await {
+        let router = router.clone();
+        let results = results.clone();
+        tokio::spawn(async move {
+            let answer = router.submit(&command.device, &command.payload).await;
+            let message = CommandResultMsg {
+                device: answer.device,
+                id: answer.id.unwrap_or_default(),
+                outcome: answer.outcome,
+                reply_to: command.reply_to,
+            };
+            if results.send(message).await.is_err() {
+                tracing::warn!("command result not published: northbound closed");
+            }
+        });
+    }
 }

@@ -45,7 +45,8 @@ fn run(port: u16, count: Option<u64>) -> Result<(), String> {
     })?;
     loaded.gateway.state_dir = base.join("state");
     loaded.gateway.control.socket = base.join("control.sock");
-    crate::daemon::start_embedded_broker(&mut loaded.gateway.mqtt, port).map_err(|e| e.to_string())?;
+    crate::daemon::start_embedded_broker(&mut loaded.gateway.mqtt, port)
+        .map_err(|e| e.to_string())?;
     let root = format!("ferrogate/{}", loaded.gateway.gateway_id);
     banner(port, &root);
 
@@ -66,8 +67,12 @@ fn run(port: u16, count: Option<u64>) -> Result<(), String> {
 }
 
 fn banner(port: u16, root: &str) {
-    println!("ferrogate demo: embedded MQTT broker on 127.0.0.1:{port}, simulated devices meter-1 and boiler-1");
-    println!("  watch from another terminal:  mosquitto_sub -h 127.0.0.1 -p {port} -t '{root}/#' -v");
+    println!(
+        "ferrogate demo: embedded MQTT broker on 127.0.0.1:{port}, simulated devices meter-1 and boiler-1"
+    );
+    println!(
+        "  watch from another terminal:  mosquitto_sub -h 127.0.0.1 -p {port} -t '{root}/#' -v"
+    );
     println!(
         "  write the boiler setpoint:    mosquitto_pub -h 127.0.0.1 -p {port} -t '{root}/devices/boiler-1/cmd' -m '{{\"id\":\"1\",\"op\":\"write\",\"point\":\"setpoint\",\"value\":65}}'"
     );
@@ -105,4 +110,3 @@ async fn print_flow(port: u16, root: String, count: Option<u64>, stop: Cancellat
         }
     }
 }
-

@@ -75,6 +75,11 @@ impl Directory {
 
     /// Learn from one uplink message.
     pub fn observe(&self, envelope: &UplinkEnvelope) {
+        // Events may come from the runtime itself (command audits): they
+        // neither create devices nor change who owns one.
+        if matches!(envelope.uplink, Uplink::Event(_)) {
+            return;
+        }
         let mut map = self.write();
         let device = envelope.uplink.device();
         let entry = match map.get_mut(device) {
@@ -83,13 +88,17 @@ impl Directory {
                 .entry(device.to_string())
                 .or_insert_with(|| DeviceEntry::new(&envelope.adapter)),
         };
-        entry.adapter = envelope.adapter.to_string();
         match &envelope.uplink {
-            Uplink::Meta(meta) => entry.meta = Some(meta.clone()),
+            Uplink::Meta(meta) => {
+                entry.adapter = envelope.adapter.to_string();
+                entry.meta = Some(meta.clone());
+            }
             Uplink::Status(status) => {
                 entry.state = Some(status.state);
                 entry.reason = status.reason.clone();
-                entry.online.send_replace(status.state == DeviceState::Online);
+                entry
+                    .online
+                    .send_replace(status.state == DeviceState::Online);
                 if status.state == DeviceState::Online {
                     entry.last_seen = Some(status.ts);
                 }

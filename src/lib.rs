@@ -9,6 +9,7 @@ pub mod daemon;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 pub mod directory;
+pub mod gateway;
 pub mod kinds;
 pub mod logging;
 pub mod north;

@@ -127,7 +127,15 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, (Option<String>, Command
     };
     let fail = |msg: String| (Some(id.clone()), bad(msg));
     const KNOWN: &[&str] = &[
-        "id", "op", "point", "points", "values", "path", "value", "args", "timeout_ms",
+        "id",
+        "op",
+        "point",
+        "points",
+        "values",
+        "path",
+        "value",
+        "args",
+        "timeout_ms",
     ];
     if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(fail(format!(
@@ -184,7 +192,9 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, (Option<String>, Command
                     }
                 }
                 (None, None, Some(_)) => {
-                    return Err(fail("`values` must be a non-empty object of point: value".into()));
+                    return Err(fail(
+                        "`values` must be a non-empty object of point: value".into(),
+                    ));
                 }
                 _ => {
                     return Err(fail(
@@ -310,6 +320,18 @@ impl Router {
         }
     }
 
+    /// Commands for `device` waiting for admission, and executing now.
+    pub fn pending(&self, device: &str) -> (usize, usize) {
+        let gates = lock(&self.inner.gates);
+        match gates.get(device) {
+            Some(g) => (
+                g.waiting,
+                self.inner.config.in_flight.max(1) - g.permits.available_permits(),
+            ),
+            None => (0, 0),
+        }
+    }
+
     /// Handle one raw request for `device` and return its single answer.
     pub async fn submit(&self, device: &str, payload: &[u8]) -> Answer {
         let received = Instant::now();
@@ -342,7 +364,9 @@ impl Router {
                 None => {
                     let (tx, rx) = watch::channel(None);
                     let now = Instant::now();
-                    recent.entries.insert(key.clone(), (now, Recent::Running(rx)));
+                    recent
+                        .entries
+                        .insert(key.clone(), (now, Recent::Running(rx)));
                     recent.order.push_back((now, key.clone()));
                     Ok(tx)
                 }
@@ -414,11 +438,13 @@ impl Router {
         // Admission: queue depth, then concurrency and rate within the deadline.
         let permits = {
             let mut gates = lock(&self.inner.gates);
-            let gate = gates.entry(device.to_string()).or_insert_with(|| DeviceGate {
-                waiting: 0,
-                permits: Arc::new(Semaphore::new(config.in_flight.max(1))),
-                next_slot: Instant::now(),
-            });
+            let gate = gates
+                .entry(device.to_string())
+                .or_insert_with(|| DeviceGate {
+                    waiting: 0,
+                    permits: Arc::new(Semaphore::new(config.in_flight.max(1))),
+                    next_slot: Instant::now(),
+                });
             if gate.waiting >= config.queue_depth {
                 return Err(CommandError::new(
                     ErrorCode::Busy,
@@ -662,15 +688,23 @@ mod tests {
     #[test]
     fn parses_each_request_form() {
         let r = parse_request(br#"{"id":"1","op":"read","point":"t"}"#).unwrap();
-        assert_eq!(r.op, Operation::Read { points: vec!["t".into()] });
+        assert_eq!(
+            r.op,
+            Operation::Read {
+                points: vec!["t".into()]
+            }
+        );
         let r = parse_request(br#"{"id":7,"op":"read"}"#).unwrap();
         assert_eq!(r.id, "7");
-        let r = parse_request(br#"{"id":"2","op":"write","point":"sp","value":21.5,"timeout_ms":500}"#).unwrap();
+        let r =
+            parse_request(br#"{"id":"2","op":"write","point":"sp","value":21.5,"timeout_ms":500}"#)
+                .unwrap();
         assert_eq!(r.timeout_ms, Some(500));
         assert!(matches!(r.op, Operation::Write { values } if values["sp"] == Value::Float(21.5)));
         let r = parse_request(br#"{"id":"3","op":"write","values":{"a":1,"b":true}}"#).unwrap();
         assert!(matches!(r.op, Operation::Write { values } if values.len() == 2));
-        let r = parse_request(br#"{"id":"4","op":"execute","path":"/3/0/4","args":"0='x'"}"#).unwrap();
+        let r =
+            parse_request(br#"{"id":"4","op":"execute","path":"/3/0/4","args":"0='x'"}"#).unwrap();
         assert_eq!(r.op.name(), "execute");
     }
 
@@ -683,10 +717,30 @@ mod tests {
         assert_eq!(id.as_deref(), Some("9"));
         assert!(e.message.contains("unknown op `reboot`"));
         assert!(err(r#"{"id":"9"}"#).1.message.contains("missing `op`"));
-        assert!(err(r#"{"id":"9","op":"read","points":"a"}"#).1.message.contains("list of strings"));
-        assert!(err(r#"{"id":"9","op":"write","point":"a"}"#).1.message.contains("either"));
-        assert!(err(r#"{"id":"9","op":"read","timeout_ms":-1}"#).1.message.contains("positive"));
-        assert!(err(r#"{"id":"9","op":"read","colour":1}"#).1.message.contains("unknown field"));
+        assert!(
+            err(r#"{"id":"9","op":"read","points":"a"}"#)
+                .1
+                .message
+                .contains("list of strings")
+        );
+        assert!(
+            err(r#"{"id":"9","op":"write","point":"a"}"#)
+                .1
+                .message
+                .contains("either")
+        );
+        assert!(
+            err(r#"{"id":"9","op":"read","timeout_ms":-1}"#)
+                .1
+                .message
+                .contains("positive")
+        );
+        assert!(
+            err(r#"{"id":"9","op":"read","colour":1}"#)
+                .1
+                .message
+                .contains("unknown field")
+        );
         let (_, e) = err(r#"{"id":"9","op":"write","point":"a","value":[1]}"#);
         assert_eq!(e.code, ErrorCode::InvalidValue);
         assert_eq!(err("{}").1.code, ErrorCode::BadRequest);

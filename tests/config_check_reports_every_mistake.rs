@@ -110,7 +110,12 @@ name = "x"
     assert_eq!(json["ok"], false);
     let errors = json["errors"].as_array().unwrap();
     let expected: [Expected; 10] = [
-        ("gateway.toml", 1, 14, "invalid gateway_id `site/a`: it must not contain `/`"),
+        (
+            "gateway.toml",
+            1,
+            14,
+            "invalid gateway_id `site/a`: it must not contain `/`",
+        ),
         ("gateway.toml", 3, 1, "unknown key `colour`"),
         ("gateway.toml", 9, 1, "unknown field `hostname`"),
         ("gateway.toml", 13, 9, "unknown variant `sometimes`"),
@@ -131,7 +136,11 @@ fn duplicate_device_names_across_files() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(d, "gateway.toml", "gateway_id = \"gw\"\n");
-    write(d, "conf.d/a.toml", "[[simulator.device]]\nname = \"pump\"\n");
+    write(
+        d,
+        "conf.d/a.toml",
+        "[[simulator.device]]\nname = \"pump\"\n",
+    );
     write(
         d,
         "conf.d/b.toml",
@@ -143,9 +152,17 @@ fn duplicate_device_names_across_files() {
     assert_reported(errors, ("b.toml", 5, 8, "duplicate device name `pump`"));
     let dup = errors
         .iter()
-        .find(|x| x["message"].as_str().unwrap_or("").contains("duplicate device"))
+        .find(|x| {
+            x["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("duplicate device")
+        })
         .expect("duplicate reported");
-    assert!(dup["hint"].as_str().unwrap().contains("a.toml:2:8"), "{dup}");
+    assert!(
+        dup["hint"].as_str().unwrap().contains("a.toml:2:8"),
+        "{dup}"
+    );
 }
 
 #[test]
