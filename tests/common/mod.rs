@@ -1,0 +1,516 @@
+//! Shared helpers for end-to-end tests: a real mosquitto on a free port, an
+//! MQTT subscriber that records what arrives, a TCP proxy the test can
+//! freeze, test certificates made with the openssl CLI, and waiting for a
+//! condition with a deadline (never sleeping as synchronisation).
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Fails with a clear message if `program` is not on PATH.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{program}` not found on PATH: install the Debian package `{package}` (apt-get install -y {package})")
+    })
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics with `what`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async variant of [`wait_for`].
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A mosquitto broker started by the test, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    extra: String,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// A plain broker on a free port, anonymous access allowed.
+    pub fn start() -> Mosquitto {
+        Self::start_with(free_port(), "")
+    }
+
+    /// A broker on `port` with extra configuration lines (TLS settings).
+    pub fn start_with(port: u16, extra: &str) -> Mosquitto {
+        let mut m = Mosquitto {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra.to_string(),
+            child: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// Starts the broker again on the same port (after [`Mosquitto::stop`]).
+    pub fn restart(&mut self) {
+        let bin = require("mosquitto", "mosquitto");
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n{}\n",
+                self.port, self.extra
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(&bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start mosquitto");
+            // Ready when the port accepts; retry if the old socket lingered.
+            let ready = loop {
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    break true;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                if Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if ready {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start on port {}: {:?}",
+                self.port,
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the broker (connections drop at once).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message as a subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub correlation: Option<Vec<u8>>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!("payload on {} is not JSON ({e}): {:?}", self.topic, String::from_utf8_lossy(&self.payload))
+        })
+    }
+}
+
+/// An MQTT 5 subscriber (rumqttc) that records every message it receives,
+/// reconnecting (with a persistent session) if the broker restarts.
+pub struct Subscriber {
+    pub seen: Arc<Mutex<Vec<Received>>>,
+    connected: Arc<AtomicBool>,
+    client: rumqttc::v5::AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` at QoS 1 and waits for the SUBACK.
+    pub async fn start(port: u16, filter: &str) -> Subscriber {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        let id = format!("test-sub-{}", free_port());
+        let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(3600))
+            .set_max_packet_size(Some(10 * 1024 * 1024));
+        let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 1000);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connected = Arc::new(AtomicBool::new(false));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let task = {
+            let seen = seen.clone();
+            let connected = connected.clone();
+            let subscribed = subscribed.clone();
+            tokio::spawn(async move {
+                loop {
+                    match el.poll().await {
+                        Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
+                            let props = p.properties.unwrap_or_default();
+                            seen.lock().unwrap().push(Received {
+                                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                                payload: p.payload.to_vec(),
+                                retain: p.retain,
+                                correlation: props.correlation_data.map(|b| b.to_vec()),
+                            });
+                        }
+                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => {
+                            connected.store(true, Ordering::SeqCst)
+                        }
+                        Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(_))) => {
+                            subscribed.store(true, Ordering::SeqCst)
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            connected.store(false, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            })
+        };
+        wait_until("subscriber SUBACK", Duration::from_secs(10), || {
+            subscribed.load(Ordering::SeqCst)
+        })
+        .await;
+        Subscriber {
+            seen,
+            connected,
+            client,
+            task,
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Messages received so far on `topic`.
+    pub fn on(&self, topic: &str) -> Vec<Received> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until some message on `topic` satisfies `pred`; returns it.
+    pub async fn wait_for(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Received {
+        let mut found = None;
+        wait_until(&format!("a matching message on {topic}"), timeout, || {
+            found = self.on(topic).into_iter().find(|m| pred(m));
+            found.is_some()
+        })
+        .await;
+        found.unwrap_or_else(|| unreachable!())
+    }
+
+    /// Publishes a message (for commands).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        props: Option<rumqttc::v5::mqttbytes::v5::PublishProperties>,
+    ) {
+        let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+        match props {
+            Some(p) => self
+                .client
+                .publish_with_properties(topic, qos, false, payload.to_vec(), p)
+                .await
+                .expect("publish"),
+            None => self
+                .client
+                .publish(topic, qos, false, payload.to_vec())
+                .await
+                .expect("publish"),
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Telemetry `seq` numbers per device, in arrival order, from the
+/// subscriber's messages on `{root}/devices/+/telemetry`.
+pub fn seqs_by_device(
+    msgs: &[Received],
+) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut out: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for m in msgs.iter().filter(|m| m.topic.ends_with("/telemetry")) {
+        let j = m.json();
+        let device = j["device"].as_str().unwrap_or_default().to_string();
+        out.entry(device).or_default().push(j["seq"].as_u64().unwrap_or(0));
+    }
+    out
+}
+
+/// Checks that `seqs` (arrival order, duplicates allowed) never goes back
+/// to an earlier new number and covers 1..=n with no gap; returns the
+/// number of duplicates.
+pub fn assert_complete_in_order(device: &str, seqs: &[u64], n: u64) -> usize {
+    let mut next = 1;
+    let mut dups = 0;
+    for &s in seqs {
+        if s == next {
+            next += 1;
+        } else if s < next {
+            dups += 1; // a resend of something already seen
+        } else {
+            panic!("device {device}: seq {s} arrived while {next} was still missing (gap or reorder)");
+        }
+    }
+    assert!(next > n, "device {device}: only 1..{} of 1..={n} arrived", next - 1);
+    dups
+}
+
+/// A TCP proxy between the gateway and the broker that the test can freeze:
+/// frozen, it keeps every connection open but forwards nothing, like a hung
+/// uplink.
+pub struct Proxy {
+    pub port: u16,
+    frozen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = {
+            let frozen = frozen.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        continue;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::spawn(pump(ri, wo, frozen.clone()));
+                    tokio::spawn(pump(ro, wi, frozen.clone()));
+                }
+            })
+        };
+        Proxy {
+            port,
+            frozen,
+            task,
+            connections,
+        }
+    }
+
+    pub fn freeze(&self, on: bool) {
+        self.frozen.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes one way; while frozen, swallows them and keeps the socket
+/// open, as a hung link does.
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.load(Ordering::SeqCst) {
+            continue;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    while frozen.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Test PKI made with the openssl CLI: a CA, a server certificate for
+/// 127.0.0.1/localhost, and a client certificate, all signed by the CA.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn generate() -> Pki {
+        let openssl = require("openssl", "openssl");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write ext");
+        std::fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("write ext");
+        run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+              "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ferrogate test CA",
+              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        for who in ["server", "client"] {
+            run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                  "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"), "-subj", &format!("/CN={who}")]);
+            run(&["x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-out", &format!("{who}.pem"), "-days", "2",
+                  "-extfile", &format!("{who}.ext")]);
+        }
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Whether `path` is on a filesystem we mounted (for tmpfs tests).
+pub fn mount_tmpfs(path: &Path, size: &str) -> bool {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn umount(path: &Path) {
+    let _ = Command::new("umount").arg(path).status();
+}
+
+/// Starts the northbound path for `gateway` against `url` with test-friendly
+/// timings; `tweak` adjusts the configs.
+pub async fn start_north(
+    gateway: &str,
+    url: &str,
+    state_dir: &Path,
+    tweak: impl FnOnce(&mut ferrogate::north::config::MqttConfig, &mut ferrogate::north::config::OutboxConfig),
+) -> ferrogate::north::North {
+    use ferrogate::north::config::{MqttConfig, OutboxConfig};
+    use ferrogate_sdk::config::ConfigDuration;
+    let mut mqtt = MqttConfig {
+        url: url.to_string(),
+        reconnect_min: ConfigDuration(Duration::from_millis(100)),
+        reconnect_max: ConfigDuration(Duration::from_millis(500)),
+        ..MqttConfig::default()
+    };
+    let mut outbox = OutboxConfig::default();
+    tweak(&mut mqtt, &mut outbox);
+    ferrogate::north::North::start(
+        gateway,
+        &mqtt,
+        &outbox,
+        state_dir,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("north starts")
+}
+
+/// A telemetry message with one reading per `(point, value)`.
+pub fn telemetry(device: &str, points: &[(&str, ferrogate_sdk::Value)]) -> ferrogate_sdk::Uplink {
+    let ts = ferrogate_sdk::Timestamp::now();
+    ferrogate_sdk::Uplink::Telemetry(ferrogate_sdk::Telemetry {
+        device: device.to_string(),
+        ts,
+        readings: points
+            .iter()
+            .map(|(p, v)| ferrogate_sdk::Reading::ok(*p, v.clone(), ts))
+            .collect(),
+    })
+}
