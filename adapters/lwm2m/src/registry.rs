@@ -164,6 +164,16 @@ impl ObjectRegistry {
         }
     }
 
+    /// Load the objects defined in one OMA object XML document.
+    pub fn load_xml(&mut self, text: &str) -> Result<Vec<u16>, String> {
+        let objects = crate::object_xml::parse(text)?;
+        let ids = objects.iter().map(|o| o.id).collect();
+        for o in objects {
+            self.insert(o);
+        }
+        Ok(ids)
+    }
+
     pub fn object(&self, id: u16) -> Option<&ObjectDef> {
         self.objects.get(&id)
     }

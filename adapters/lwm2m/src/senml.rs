@@ -78,9 +78,9 @@ pub fn resolve(records: &[SenmlRecord]) -> Vec<ResolvedRecord> {
             base_time = bt;
         }
         let name = format!("{base_name}{}", r.name.as_deref().unwrap_or(""));
-        let time = match (r.time, base_time) {
-            (None, b) if b == 0.0 => None,
-            (t, b) => Some(t.unwrap_or(0.0) + b),
+        let time = match r.time {
+            None if base_time == 0.0 => None,
+            t => Some(t.unwrap_or(0.0) + base_time),
         };
         out.push(ResolvedRecord {
             name,
