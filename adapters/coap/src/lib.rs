@@ -56,8 +56,10 @@
 //! [`Endpoint::poll_transmit`] yields; [`driver`] does exactly that.
 
 pub mod block;
+pub mod driver;
 pub mod endpoint;
 pub mod message;
+pub mod senml;
 
 pub use coap_lite;
 pub use endpoint::{
