@@ -22,13 +22,22 @@ async fn contract(version: MqttVersion) {
     let broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "ferrogate/gw1/#").await;
     let state = tempfile::tempdir().unwrap();
-    let mut north = start_north("gw1", &broker.url(), state.path(), |m, _| m.version = version).await;
+    let mut north = start_north("gw1", &broker.url(), state.path(), |m, _| {
+        m.version = version
+    })
+    .await;
     let uplink = UplinkSender::new("modbus", north.uplink_tx());
 
     let birth = sub.wait_for("ferrogate/gw1/status", WAIT, |_| true).await;
     let b = birth.json();
-    assert_eq!((b["gateway"].clone(), b["state"].clone()), (json!("gw1"), json!("online")));
-    assert!(b["ts"].as_u64().unwrap() > 1_600_000_000_000, "ts is epoch ms: {b}");
+    assert_eq!(
+        (b["gateway"].clone(), b["state"].clone()),
+        (json!("gw1"), json!("online"))
+    );
+    assert!(
+        b["ts"].as_u64().unwrap() > 1_600_000_000_000,
+        "ts is epoch ms: {b}"
+    );
     assert_eq!(b["version"], json!(env!("CARGO_PKG_VERSION")));
 
     for i in 0..3 {
@@ -121,7 +130,10 @@ async fn contract(version: MqttVersion) {
         Some(props),
     )
     .await;
-    let cmd = tokio::time::timeout(WAIT, commands.recv()).await.unwrap().unwrap();
+    let cmd = tokio::time::timeout(WAIT, commands.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cmd.device, "meter-7");
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&cmd.payload).unwrap()["id"],
@@ -129,7 +141,10 @@ async fn contract(version: MqttVersion) {
     );
     let reply_to = match version {
         MqttVersion::V5 => {
-            assert_eq!(cmd.reply_to, Some(("app/replies/42".into(), b"corr-42".to_vec())));
+            assert_eq!(
+                cmd.reply_to,
+                Some(("app/replies/42".into(), b"corr-42".to_vec()))
+            );
             cmd.reply_to.clone()
         }
         // MQTT 3.1.1 has no response topic.
@@ -153,7 +168,10 @@ async fn contract(version: MqttVersion) {
         .send(CommandResultMsg {
             device: "meter-7".into(),
             id: "c2".into(),
-            outcome: Err(CommandError::new(ErrorCode::NotWritable, "voltage is read-only")),
+            outcome: Err(CommandError::new(
+                ErrorCode::NotWritable,
+                "voltage is read-only",
+            )),
             reply_to: None,
         })
         .await
@@ -163,8 +181,20 @@ async fn contract(version: MqttVersion) {
     let results: Vec<_> = sub.on(result_topic).iter().map(|m| m.json()).collect();
     let ok = &results[0];
     assert_eq!(
-        (ok["gateway"].clone(), ok["device"].clone(), ok["id"].clone(), ok["ok"].clone(), ok["values"].clone()),
-        (json!("gw1"), json!("meter-7"), json!("c1"), json!(true), json!({"setpoint":21.5}))
+        (
+            ok["gateway"].clone(),
+            ok["device"].clone(),
+            ok["id"].clone(),
+            ok["ok"].clone(),
+            ok["values"].clone()
+        ),
+        (
+            json!("gw1"),
+            json!("meter-7"),
+            json!("c1"),
+            json!(true),
+            json!({"setpoint":21.5})
+        )
     );
     assert!(ok["ts"].is_u64());
     let err = &results[1];
@@ -184,7 +214,9 @@ async fn contract(version: MqttVersion) {
     north.shutdown().await;
     // A clean shutdown publishes the offline status itself (no will needed).
     let off = sub
-        .wait_for("ferrogate/gw1/status", WAIT, |m| m.json()["state"] == json!("offline"))
+        .wait_for("ferrogate/gw1/status", WAIT, |m| {
+            m.json()["state"] == json!("offline")
+        })
         .await;
     assert_eq!(off.json(), json!({"gateway":"gw1","state":"offline"}));
 }
@@ -208,7 +240,9 @@ async fn seq_continues_after_restart() {
         let north = start_north("gw2", &broker.url(), state.path(), |_, _| {}).await;
         let up = UplinkSender::new("sim", north.uplink_tx());
         for _ in 0..5 {
-            up.send(telemetry("d1", &[("x", Value::Int(1))])).await.unwrap();
+            up.send(telemetry("d1", &[("x", Value::Int(1))]))
+                .await
+                .unwrap();
         }
         let want = 5 * (round + 1);
         wait_until("telemetry", WAIT, || sub.all().len() >= want).await;

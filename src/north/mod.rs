@@ -301,6 +301,12 @@ impl North {
         }
     }
 
+    /// The last telemetry `seq` stored for `device` (written to the outbox,
+    /// not necessarily sent yet).
+    pub fn last_seq(&self, device: &str) -> Option<u64> {
+        lock(&self.outbox).last_seq(device)
+    }
+
     /// Graceful stop within [`SHUTDOWN_BUDGET`]: store what is queued, send
     /// what the broker will take, publish the offline status, disconnect,
     /// fsync and save the cursor and the seq book.

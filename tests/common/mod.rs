@@ -36,7 +36,10 @@ pub fn free_port() -> u16 {
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -45,7 +48,10 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -83,8 +89,10 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n{}\n",
-                self.port, self.extra
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\n{}\n",
+                self.port,
+                self.dir.path().display(),
+                self.extra
             ),
         )
         .expect("write mosquitto.conf");
@@ -126,9 +134,20 @@ impl Mosquitto {
         }
     }
 
-    /// Kills the broker (connections drop at once).
+    /// Stops the broker with SIGTERM: connections drop, and persistent
+    /// sessions (the test subscriber's) are saved for the restart.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -157,7 +176,11 @@ pub struct Received {
 impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
-            panic!("payload on {} is not JSON ({e}): {:?}", self.topic, String::from_utf8_lossy(&self.payload))
+            panic!(
+                "payload on {} is not JSON ({e}): {:?}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
         })
     }
 }
@@ -194,6 +217,8 @@ impl Subscriber {
             let seen = seen.clone();
             let connected = connected.clone();
             let subscribed = subscribed.clone();
+            let resub = client.clone();
+            let filter = filter.to_string();
             tokio::spawn(async move {
                 loop {
                     match el.poll().await {
@@ -206,7 +231,10 @@ impl Subscriber {
                                 correlation: props.correlation_data.map(|b| b.to_vec()),
                             });
                         }
-                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => {
+                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(ack))) => {
+                            if !ack.session_present {
+                                let _ = resub.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                            }
                             connected.store(true, Ordering::SeqCst)
                         }
                         Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(_))) => {
@@ -299,14 +327,14 @@ impl Drop for Subscriber {
 
 /// Telemetry `seq` numbers per device, in arrival order, from the
 /// subscriber's messages on `{root}/devices/+/telemetry`.
-pub fn seqs_by_device(
-    msgs: &[Received],
-) -> std::collections::BTreeMap<String, Vec<u64>> {
+pub fn seqs_by_device(msgs: &[Received]) -> std::collections::BTreeMap<String, Vec<u64>> {
     let mut out: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
     for m in msgs.iter().filter(|m| m.topic.ends_with("/telemetry")) {
         let j = m.json();
         let device = j["device"].as_str().unwrap_or_default().to_string();
-        out.entry(device).or_default().push(j["seq"].as_u64().unwrap_or(0));
+        out.entry(device)
+            .or_default()
+            .push(j["seq"].as_u64().unwrap_or(0));
     }
     out
 }
@@ -323,10 +351,16 @@ pub fn assert_complete_in_order(device: &str, seqs: &[u64], n: u64) -> usize {
         } else if s < next {
             dups += 1; // a resend of something already seen
         } else {
-            panic!("device {device}: seq {s} arrived while {next} was still missing (gap or reorder)");
+            panic!(
+                "device {device}: seq {s} arrived while {next} was still missing (gap or reorder)"
+            );
         }
     }
-    assert!(next > n, "device {device}: only 1..{} of 1..={n} arrived", next - 1);
+    assert!(
+        next > n,
+        "device {device}: only 1..{} of 1..={n} arrived",
+        next - 1
+    );
     dups
 }
 
@@ -342,7 +376,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let frozen = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -441,15 +477,59 @@ impl Pki {
             "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
         )
         .expect("write ext");
-        run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-              "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ferrogate test CA",
-              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferrogate test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
         for who in ["server", "client"] {
-            run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                  "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"), "-subj", &format!("/CN={who}")]);
-            run(&["x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
-                  "-CAcreateserial", "-out", &format!("{who}.pem"), "-days", "2",
-                  "-extfile", &format!("{who}.ext")]);
+            run(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN={who}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
         }
         Pki { dir }
     }
@@ -479,7 +559,10 @@ pub async fn start_north(
     gateway: &str,
     url: &str,
     state_dir: &Path,
-    tweak: impl FnOnce(&mut ferrogate::north::config::MqttConfig, &mut ferrogate::north::config::OutboxConfig),
+    tweak: impl FnOnce(
+        &mut ferrogate::north::config::MqttConfig,
+        &mut ferrogate::north::config::OutboxConfig,
+    ),
 ) -> ferrogate::north::North {
     use ferrogate::north::config::{MqttConfig, OutboxConfig};
     use ferrogate_sdk::config::ConfigDuration;
@@ -513,4 +596,131 @@ pub fn telemetry(device: &str, points: &[(&str, ferrogate_sdk::Value)]) -> ferro
             .map(|(p, v)| ferrogate_sdk::Reading::ok(*p, v.clone(), ts))
             .collect(),
     })
+}
+
+/// A gateway in a child process (this test binary run again with
+/// `--ignored --exact child_writer`), so a test can SIGKILL it.
+pub struct ChildGateway {
+    child: Child,
+    pub stored: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+}
+
+impl ChildGateway {
+    /// `env` configures [`child_writer_main`]: NORTH_CHILD_URL, _STATE,
+    /// _GATEWAY, _DEVICES, _FSYNC, _META.
+    pub fn spawn(env: &[(&str, String)]) -> ChildGateway {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("current exe");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "child_writer",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn child gateway");
+        let stored = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let out = child.stdout.take().expect("stdout");
+        let s = stored.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut parts = line.split_whitespace();
+                if parts.next() == Some("stored") {
+                    if let (Some(d), Some(n)) =
+                        (parts.next(), parts.next().and_then(|n| n.parse().ok()))
+                    {
+                        s.lock().unwrap().insert(d.to_string(), n);
+                    }
+                }
+            }
+        });
+        ChildGateway { child, stored }
+    }
+
+    pub fn stored(&self, device: &str) -> u64 {
+        self.stored
+            .lock()
+            .unwrap()
+            .get(device)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// SIGKILL: no flush, no DISCONNECT, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of a child gateway: sends telemetry for each device as fast as
+/// the outbox takes it (1 ms apart) and prints `stored DEVICE SEQ` lines.
+pub async fn child_writer_main() {
+    use ferrogate_sdk::{DeviceMeta, DeviceState, DeviceStatus, Uplink, UplinkSender, Value};
+    let Ok(url) = std::env::var("NORTH_CHILD_URL") else {
+        return; // run as a normal (ignored) test: nothing to do
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let state = PathBuf::from(var("NORTH_CHILD_STATE"));
+    let devices: usize = var("NORTH_CHILD_DEVICES").parse().unwrap_or(1);
+    let always = var("NORTH_CHILD_FSYNC") != "interval";
+    let north = start_north(&var("NORTH_CHILD_GATEWAY"), &url, &state, |_, o| {
+        o.fsync = if always {
+            ferrogate::north::config::FsyncPolicy::Always
+        } else {
+            ferrogate::north::config::FsyncPolicy::Interval
+        };
+    })
+    .await;
+    let up = UplinkSender::new("sim", north.uplink_tx());
+    let names: Vec<String> = (0..devices).map(|i| format!("d{i}")).collect();
+    if var("NORTH_CHILD_META") == "1" {
+        for d in &names {
+            up.send(Uplink::Status(DeviceStatus {
+                device: d.clone(),
+                state: DeviceState::Online,
+                reason: None,
+                ts: ferrogate_sdk::Timestamp::now(),
+            }))
+            .await
+            .unwrap();
+            up.send(Uplink::Meta(DeviceMeta {
+                device: d.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        }
+    }
+    let mut last_print = Instant::now();
+    loop {
+        for d in &names {
+            up.send(telemetry(d, &[("x", Value::Int(1))]))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if last_print.elapsed() > Duration::from_millis(50) {
+            last_print = Instant::now();
+            for d in &names {
+                if let Some(n) = north.last_seq(d) {
+                    println!("stored {d} {n}");
+                }
+            }
+        }
+    }
 }
