@@ -734,13 +734,9 @@ fn commands(
             );
             continue;
         };
-        let template = match Template::parse(&c.template, ty) {
-            Ok(t) => t,
-            Err(e) => {
-                issues.push(o.issue(&at("template"), format!("command template: {e}")));
-                continue;
-            }
-        };
+        let template = Template::parse(&c.template, ty)
+            .map_err(|e| issues.push(o.issue(&at("template"), format!("command template: {e}"))))
+            .ok();
         if (c.min.is_some() || c.max.is_some()) && !ty.is_numeric() {
             issues.push(o.issue(&at("min"), "min/max apply to numeric commands only"));
         }
@@ -758,6 +754,9 @@ fn commands(
         };
         let reply = regex("reply", &c.reply);
         let error_reply = regex("error_reply", &c.error_reply);
+        let Some(template) = template else {
+            continue;
+        };
         out.push(CommandSpec {
             name: c.name.clone(),
             template,
