@@ -1,0 +1,152 @@
+//! Commands published on `{root}/devices/{device}/cmd` reach the device and
+//! come back on `cmd/result` (and, for MQTT 5 requests with a response topic
+//! and correlation data, on that topic with that data); audited writes
+//! appear as device events. Real mosquitto, real daemon binary.
+
+mod common;
+mod daemon;
+
+use std::time::Duration;
+
+use common::{Mosquitto, Subscriber};
+use daemon::{ConfigDir, Daemon, simulated_device};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+const ROOT: &str = "ferrogate/gw-cmd";
+
+async fn start(version: &str) -> (Mosquitto, ConfigDir, Daemon, Subscriber) {
+    let broker = Mosquitto::start();
+    let config = ConfigDir::new(
+        "gw-cmd",
+        broker.port,
+        version,
+        &simulated_device("boiler", "1s"),
+    );
+    let sub = Subscriber::start(broker.port, "#").await;
+    let gw = Daemon::start(config.path());
+    // Meta is published once the adapter runs: the device is routable then.
+    sub.wait_for(
+        &format!("{ROOT}/devices/boiler/meta"),
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    (broker, config, gw, sub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_request_is_answered_on_its_response_topic_too() {
+    let (_broker, _config, _gw, sub) = start("5").await;
+    let props = PublishProperties {
+        response_topic: Some("app/replies/42".into()),
+        correlation_data: Some(b"corr-42".to_vec().into()),
+        ..Default::default()
+    };
+    sub.publish(
+        &format!("{ROOT}/devices/boiler/cmd"),
+        br#"{"id":"w1","op":"write","point":"setpoint","value":55}"#,
+        Some(props),
+    )
+    .await;
+    let result = sub
+        .wait_for(
+            &format!("{ROOT}/devices/boiler/cmd/result"),
+            Duration::from_secs(20),
+            |m| m.json()["id"] == "w1",
+        )
+        .await;
+    let json = result.json();
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["device"], "boiler");
+    assert_eq!(json["values"]["setpoint"], 55.0);
+    let reply = sub
+        .wait_for("app/replies/42", Duration::from_secs(20), |_| true)
+        .await;
+    assert_eq!(reply.correlation.as_deref(), Some(&b"corr-42"[..]));
+    assert_eq!(reply.json()["id"], "w1");
+
+    // Audited: the write shows up as a device event.
+    let event = sub
+        .wait_for(
+            &format!("{ROOT}/devices/boiler/event"),
+            Duration::from_secs(20),
+            |m| m.json()["id"] == "w1",
+        )
+        .await;
+    assert_eq!(event.json()["event"], "command");
+    assert_eq!(event.json()["ok"], true);
+
+    // The value the device confirmed is what a fresh read returns.
+    sub.publish(
+        &format!("{ROOT}/devices/boiler/cmd"),
+        br#"{"id":"r1","op":"read","point":"setpoint"}"#,
+        None,
+    )
+    .await;
+    let read = sub
+        .wait_for(
+            &format!("{ROOT}/devices/boiler/cmd/result"),
+            Duration::from_secs(20),
+            |m| m.json()["id"] == "r1",
+        )
+        .await;
+    assert_eq!(read.json()["values"]["setpoint"], 55.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt311_commands_and_bad_requests() {
+    let (_broker, _config, _gw, sub) = start("3.1.1").await;
+    let cmd = format!("{ROOT}/devices/boiler/cmd");
+    let results = format!("{ROOT}/devices/boiler/cmd/result");
+    sub.publish(
+        &cmd,
+        br#"{"id":"a","op":"write","point":"setpoint","value":500}"#,
+        None,
+    )
+    .await;
+    sub.publish(
+        &cmd,
+        br#"{"id":"b","op":"write","point":"count","value":1}"#,
+        None,
+    )
+    .await;
+    sub.publish(&cmd, b"{this is not json", None).await;
+    sub.publish(&cmd, br#"{"id":"c","op":"explode"}"#, None)
+        .await;
+    sub.publish(
+        &format!("{ROOT}/devices/ghost/cmd"),
+        br#"{"id":"d","op":"read"}"#,
+        None,
+    )
+    .await;
+    let code = |id: &'static str, topic: String| {
+        let sub = &sub;
+        async move {
+            sub.wait_for(&topic, Duration::from_secs(20), |m| m.json()["id"] == id)
+                .await
+                .json()["error"]["code"]
+                .clone()
+        }
+    };
+    assert_eq!(code("a", results.clone()).await, "out_of_range");
+    assert_eq!(code("b", results.clone()).await, "not_writable");
+    assert_eq!(code("c", results.clone()).await, "bad_request");
+    assert_eq!(
+        code("d", format!("{ROOT}/devices/ghost/cmd/result")).await,
+        "unknown_device"
+    );
+    let malformed = sub
+        .wait_for(&results, Duration::from_secs(20), |m| {
+            m.json()["id"].is_null()
+        })
+        .await
+        .json();
+    assert_eq!(malformed["ok"], false);
+    assert_eq!(malformed["error"]["code"], "bad_request");
+    assert!(
+        malformed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+}
