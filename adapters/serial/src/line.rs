@@ -188,20 +188,18 @@ impl Line {
             request.respond(Err(offline()));
         }
         let until = Instant::now() + wait;
+        // Keep beating through long backoffs: waiting is progress too.
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut commands_open = true;
+        let commands = self.ctx.commands.clone();
         loop {
-            self.ctx.health.beat();
             tokio::select! {
                 _ = self.ctx.shutdown.cancelled() => return Ok(true),
                 _ = tokio::time::sleep_until(until) => return Ok(false),
-                request = self.ctx.commands.recv() => match request {
+                _ = tick.tick() => self.ctx.health.beat(),
+                request = commands.recv(), if commands_open => match request {
                     Some(request) => request.respond(Err(offline())),
-                    None => {
-                        // Nobody routes commands any more; just wait.
-                        tokio::select! {
-                            _ = self.ctx.shutdown.cancelled() => return Ok(true),
-                            _ = tokio::time::sleep_until(until) => return Ok(false),
-                        }
-                    }
+                    None => commands_open = false,
                 },
             }
         }
@@ -254,7 +252,7 @@ impl Line {
                                 return Ok(self.lose(reason, exchange));
                             }
                         }
-                        self.report_framing(false).await?;
+                        self.report_framing().await?;
                     }
                     Err(e) => return Ok(self.lose(format!("read failed: {e}"), exchange)),
                 },
@@ -287,7 +285,7 @@ impl Line {
                     if std::fs::metadata(&self.device.port.path).is_err() {
                         return Ok(self.lose(format!("{} disappeared", self.device.port.path), exchange));
                     }
-                    self.report_framing(true).await?;
+                    self.report_framing().await?;
                     self.flush_parse_report().await?;
                 }
             }
@@ -345,6 +343,16 @@ impl Line {
         request: CommandRequest,
     ) -> Result<Option<Exchange>, String> {
         let command_deadline = request.command.deadline;
+        if request.is_abandoned() {
+            return Ok(None);
+        }
+        if command_deadline <= Instant::now() {
+            request.respond(Err(CommandError::new(
+                ErrorCode::Expired,
+                "the deadline passed while the line was busy",
+            )));
+            return Ok(None);
+        }
         let device = self.device.clone();
         match request.command.op.clone() {
             Operation::Read { points } => {
@@ -810,25 +818,15 @@ impl Line {
         Ok(())
     }
 
-    /// Report new framer discards (garbage, oversize frames), rate-limited.
-    async fn report_framing(&mut self, flush_only: bool) -> Result<(), Closed> {
+    /// Report new framer discards (garbage, oversize frames), at most once
+    /// per interval; the event carries totals and what is new since the last
+    /// one, so discards between reports are not lost.
+    async fn report_framing(&mut self) -> Result<(), Closed> {
         let stats = self.framer_stats();
         let last = self.reported_framer;
         let new_discards = stats.discarded_bytes > last.discarded_bytes
             || stats.oversize_frames > last.oversize_frames;
-        if !new_discards {
-            return Ok(());
-        }
-        let now = std::time::Instant::now();
-        let due = if flush_only {
-            self.framing_limiter.flush(now)
-        } else {
-            self.framing_limiter.hit(now)
-        };
-        if flush_only && due.is_none() && self.framing_limiter.hit(now).is_none() {
-            return Ok(());
-        }
-        if !flush_only && due.is_none() {
+        if !new_discards || !self.framing_limiter.try_report(std::time::Instant::now()) {
             return Ok(());
         }
         self.reported_framer = stats;

@@ -62,6 +62,16 @@ impl ReportLimiter {
         }
     }
 
+    /// Whether a report of accumulated state may go out now; if so, the
+    /// interval starts again.
+    pub fn try_report(&mut self, now: Instant) -> bool {
+        let due = self.due(now);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+
     /// Occurrences held back that are now due for a summary report.
     pub fn flush(&mut self, now: Instant) -> Option<u64> {
         if self.suppressed > 0 && self.due(now) {
@@ -102,5 +112,7 @@ mod tests {
         assert_eq!(l.flush(t0 + Duration::from_secs(10)), Some(2));
         assert_eq!(l.flush(t0 + Duration::from_secs(30)), None);
         assert_eq!(l.hit(t0 + Duration::from_secs(30)), Some(0));
+        assert!(!l.try_report(t0 + Duration::from_secs(31)));
+        assert!(l.try_report(t0 + Duration::from_secs(40)));
     }
 }

@@ -135,6 +135,35 @@ type = "u64"
         .await
         .unwrap_err();
     assert_eq!(unknown.code, ErrorCode::UnknownPoint);
+
+    // Raw sends are refused unless the device allows them; other protocol
+    // operations do not exist on a serial line.
+    for (op, value) in [
+        ("send", Some(serde_json::json!("R\r\n"))),
+        ("observe", None),
+    ] {
+        let refused = running
+            .harness
+            .command(Command {
+                id: op.into(),
+                device: "analyser".into(),
+                op: Operation::Protocol {
+                    op: op.into(),
+                    path: None,
+                    value,
+                    args: serde_json::Value::Null,
+                },
+                deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code,
+            ErrorCode::BadRequest,
+            "{op}: {}",
+            refused.message
+        );
+    }
     responder.abort();
     running.stop().await;
 }
