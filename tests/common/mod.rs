@@ -24,6 +24,14 @@ pub fn require(program: &str, package: &str) -> PathBuf {
     })
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -89,7 +97,11 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\n{}\n",
+                // `user root`: started as root, mosquitto would otherwise
+                // drop to its own user and fail to read the test's 0700
+                // temporary directories (keys, persistence).
+                "{}listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\n{}\n",
+                if is_root() { "user root\n" } else { "" },
                 self.port,
                 self.dir.path().display(),
                 self.extra
@@ -102,7 +114,7 @@ impl Mosquitto {
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(Stdio::null())
                 .spawn()
                 .expect("start mosquitto");
             // Ready when the port accepts; retry if the old socket lingered.
@@ -123,12 +135,12 @@ impl Mosquitto {
                 return;
             }
             let _ = child.kill();
-            let out = child.wait_with_output().ok();
+            let _ = child.wait();
             assert!(
                 Instant::now() < deadline,
-                "mosquitto did not start on port {}: {:?}",
+                "mosquitto did not start on port {}; run `mosquitto -c {}` to see why",
                 self.port,
-                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                conf.display()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
