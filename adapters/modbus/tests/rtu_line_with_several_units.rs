@@ -32,7 +32,10 @@ fn check(t: &ferrogate_sdk::Telemetry, id: u64) {
     assert_eq!(value(t, "energy"), Value::UInt(1_000_000 + id));
     assert_eq!(value(t, "tag"), Value::String(format!("U{id:03}")));
     assert_eq!(value(t, "alarm"), Value::Bool(id % 2 == 1));
-    assert_eq!(value(t, "power"), Value::Float(f64::from(100.25f32 * id as f32)));
+    assert_eq!(
+        value(t, "power"),
+        Value::Float(f64::from(100.25f32 * id as f32))
+    );
 }
 
 #[tokio::test]
@@ -52,7 +55,10 @@ async fn three_units_on_one_serial_line() {
     );
     let mut running = start(&toml);
     assert!(
-        running.notes.iter().any(|n| n.contains("line bus: 115200 baud 8N1, 3 device(s)")),
+        running
+            .notes
+            .iter()
+            .any(|n| n.contains("line bus: 115200 baud 8N1, 3 device(s)")),
         "{:?}",
         running.notes
     );
