@@ -110,7 +110,7 @@ pub fn build(section: &Section<'_>, ctx: &BuildContext<'_>) -> Result<Built, Vec
             .iter()
             .position(|(c, _)| c.name == dev.connection);
         if line.is_none() && !names.contains_key(&dev.connection) {
-            let known: Vec<&str> = connections.iter().map(|(c, _)| c.name.as_str()).collect();
+            let known: Vec<&str> = names.keys().map(String::as_str).collect();
             issues.push(
                 dev.origin
                     .issue(
@@ -572,7 +572,7 @@ fn point(
             if cfg.bit.is_some() {
                 issues.push(issue(
                     "bit",
-                    format!("`bit` applies to registers, not to a {area}"),
+                    format!("`bit` applies to registers, not to {area}s"),
                 ));
             }
             PointType::Bool
@@ -585,8 +585,11 @@ fn point(
             }
             None => {
                 issues.push(
-                    issue("type", format!("a bool in a {area} needs `bit` (0..=15)"))
-                        .with_hint("or use area = \"coil\" / \"discrete\""),
+                    issue(
+                        "type",
+                        format!("a bool point in {area}s needs `bit` (0..=15)"),
+                    )
+                    .with_hint("or use area = \"coil\" / \"discrete\""),
                 );
                 PointType::Bit(0)
             }
@@ -596,7 +599,7 @@ fn point(
                 issue(
                     "type",
                     format!(
-                        "a {area} holds one bit; type `{}` needs registers",
+                        "{area}s hold one bit; type `{}` needs registers",
                         type_label(other)
                     ),
                 )
@@ -703,7 +706,7 @@ fn point(
         if !area.is_writable() {
             issues.push(issue(
                 "writable",
-                format!("a {area} cannot be written; only coils and holding registers can"),
+                format!("{area}s cannot be written; only coils and holding registers can"),
             ));
         } else if matches!(ty, PointType::Bit(_)) {
             issues.push(
