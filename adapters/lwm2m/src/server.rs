@@ -1,0 +1,994 @@
+//! The LwM2M server core, sans-IO: a CoAP [`Endpoint`] for the wire, the
+//! [`RegistrationTable`] for who is there, and the commands in flight. It is
+//! fed datagrams, commands and instants; it hands out datagrams, uplinks,
+//! command outcomes and its next deadline. The adapter moves bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrogate_coap::{
+    Code, Endpoint, EndpointConfig, Event, IncomingRequest, Method, RequestError, RequestId,
+    Response, Transmit,
+};
+use ferrogate_sdk::{
+    Command, CommandError, DeviceEvent, DeviceMeta, DeviceState, DeviceStatus, ErrorCode, Outcome,
+    PointError, PointErrorKind, PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
+};
+
+use crate::content::{self, ContentFormat, PathValue};
+use crate::operations::{self, ClientView, Plan, Planned, Step};
+use crate::path::{Path, PathPattern};
+use crate::registration::{
+    RegisterRequest, Registration, RegistrationTable, UpdateRequest, Version,
+};
+use crate::registry::{ObjectRegistry, PointNaming};
+
+/// How the server maps clients to the gateway's model.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub naming: PointNaming,
+    /// Paths observed on every client that has them, on registration.
+    pub auto_observe: Vec<PathPattern>,
+    /// Prepended to the endpoint name to make the device name.
+    pub device_prefix: String,
+    /// How long a queue-mode client is reachable after it was heard from.
+    pub awake_window: Duration,
+    pub coap: EndpointConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            naming: PointNaming::Registry,
+            auto_observe: Vec::new(),
+            device_prefix: String::new(),
+            awake_window: Duration::from_secs(93),
+            coap: EndpointConfig::default(),
+        }
+    }
+}
+
+/// A command with the key the caller answers it by.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub key: u64,
+    pub command: Command,
+    pub deadline: Instant,
+}
+
+/// What the server hands out besides datagrams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Uplink(Uplink),
+    Completed { key: u64, outcome: Outcome },
+}
+
+/// A command being executed: its requests and what they gathered.
+struct Running {
+    job: Job,
+    endpoint: String,
+    requests: Vec<RequestId>,
+    values: BTreeMap<String, Value>,
+    error: Option<CommandError>,
+}
+
+/// Why we sent a request.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// An automatic or command-made observation; values become telemetry.
+    Observation,
+    /// Part of a command.
+    Job(u64),
+}
+
+struct Sent {
+    endpoint: String,
+    planned: Planned,
+    purpose: Purpose,
+}
+
+/// An established (or registering) observation of one client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Observation {
+    path: Path,
+    id: RequestId,
+}
+
+pub struct Lwm2mServer {
+    coap: Endpoint,
+    table: RegistrationTable<Job>,
+    registry: Arc<ObjectRegistry>,
+    config: ServerConfig,
+    sent: HashMap<RequestId, Sent>,
+    running: HashMap<u64, Running>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    observations: HashMap<String, Vec<Observation>>,
+    formats: HashMap<String, ContentFormat>,
+    outputs: VecDeque<Output>,
+}
+
+impl Lwm2mServer {
+    pub fn new(config: ServerConfig, registry: Arc<ObjectRegistry>) -> Self {
+        Lwm2mServer {
+            coap: Endpoint::new(config.coap.clone()),
+            table: RegistrationTable::new(config.awake_window),
+            registry,
+            config,
+            sent: HashMap::new(),
+            running: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            observations: HashMap::new(),
+            formats: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn registrations(&self) -> &RegistrationTable<Job> {
+        &self.table
+    }
+
+    /// The device name of an endpoint.
+    pub fn device_name(&self, endpoint: &str) -> String {
+        format!("{}{endpoint}", self.config.device_prefix)
+    }
+
+    fn endpoint_of<'a>(&self, device: &'a str) -> Option<&'a str> {
+        device.strip_prefix(self.config.device_prefix.as_str())
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.coap.poll_transmit()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.coap.poll_timeout(),
+            self.table.poll_timeout(),
+            self.deadlines.first().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A datagram arrived from `peer`.
+    pub fn handle(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {
+        self.coap.handle(now, peer, datagram);
+        self.drain_events(now);
+    }
+
+    /// Time passed: retransmissions, lifetimes, held and running command
+    /// deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.coap.handle_timeout(now);
+        self.drain_events(now);
+        for (reg, held) in self.table.expire(now) {
+            tracing::info!(endpoint = %reg.endpoint, "LwM2M registration lifetime expired");
+            self.client_gone(now, &reg, held, "lifetime expired", "expired");
+        }
+        for (endpoint, job) in self.table.expire_held(now) {
+            self.complete(
+                job.key,
+                Err(CommandError::new(
+                    ErrorCode::Timeout,
+                    format!("queue-mode client `{endpoint}` did not wake up before the deadline"),
+                )),
+            );
+        }
+        let due: Vec<(Instant, u64)> = self
+            .deadlines
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
+        for (at, key) in due {
+            self.deadlines.remove(&(at, key));
+            if let Some(run) = self.running.remove(&key) {
+                for id in &run.requests {
+                    self.sent.remove(id);
+                    let _ = self.coap.cancel(now, *id);
+                }
+                self.outputs.push_back(Output::Completed {
+                    key,
+                    outcome: Err(CommandError::new(
+                        ErrorCode::Timeout,
+                        format!(
+                            "client `{}` did not answer before the deadline",
+                            run.endpoint
+                        ),
+                    )),
+                });
+            }
+        }
+    }
+
+    /// Execute a command: now if the client is reachable, or when it next
+    /// wakes up (queue mode), within the command's deadline.
+    pub fn command(&mut self, now: Instant, job: Job) {
+        let Some(endpoint) = self.endpoint_of(&job.command.device).map(str::to_string) else {
+            let msg = format!("`{}` is not an LwM2M device", job.command.device);
+            return self.complete(
+                job.key,
+                Err(CommandError::new(ErrorCode::UnknownDevice, msg)),
+            );
+        };
+        if self.table.by_endpoint(&endpoint).is_none() {
+            let msg = format!("LwM2M client `{endpoint}` is not registered");
+            return self.complete(
+                job.key,
+                Err(CommandError::new(ErrorCode::DeviceOffline, msg)),
+            );
+        }
+        if job.deadline <= now {
+            return self.complete(
+                job.key,
+                Err(CommandError::new(
+                    ErrorCode::Expired,
+                    "the deadline passed before the command was sent",
+                )),
+            );
+        }
+        if self.table.is_reachable(now, &endpoint) {
+            self.start(now, &endpoint, job);
+        } else {
+            tracing::debug!(endpoint = %endpoint, command = %job.command.id, "holding command for sleeping queue-mode client");
+            let deadline = job.deadline;
+            if let Err(job) = self.table.hold(&endpoint, job, deadline) {
+                self.complete(
+                    job.key,
+                    Err(CommandError::new(
+                        ErrorCode::DeviceOffline,
+                        "not registered",
+                    )),
+                );
+            }
+        }
+    }
+
+    fn view(&self, reg: &Registration) -> ClientView<'_> {
+        ClientView {
+            registry: &self.registry,
+            naming: self.config.naming,
+            format: self.format_for(reg),
+            composite: reg.version >= Version::V1_1,
+            instances: reg.objects.paths(),
+        }
+    }
+
+    /// The format to read in: what the client announced or was found to
+    /// accept, else SenML CBOR for 1.1+ and TLV for 1.0.
+    fn format_for(&self, reg: &Registration) -> ContentFormat {
+        if let Some(f) = self.formats.get(&reg.endpoint) {
+            return *f;
+        }
+        let announced = reg
+            .objects
+            .content_format
+            .and_then(ContentFormat::from_number)
+            .filter(|f| f.is_multi_value());
+        match (announced, reg.version) {
+            (Some(f), _) => f,
+            (None, Version::V1_0) => ContentFormat::Tlv,
+            (None, _) => ContentFormat::SenmlCbor,
+        }
+    }
+
+    fn start(&mut self, now: Instant, endpoint: &str, job: Job) {
+        let Some(reg) = self.table.by_endpoint(endpoint) else {
+            return self.complete(
+                job.key,
+                Err(CommandError::new(
+                    ErrorCode::DeviceOffline,
+                    "not registered",
+                )),
+            );
+        };
+        let peer = reg.peer;
+        let plan = operations::plan(&job.command.op, &self.view(reg));
+        let planned = match plan {
+            Err(e) => return self.complete(job.key, Err(e)),
+            Ok(Plan::CancelObserve(path)) => {
+                let outcome = self.cancel_observation(now, endpoint, path);
+                return self.complete(job.key, outcome);
+            }
+            Ok(Plan::Requests(r)) => r,
+        };
+        let key = job.key;
+        self.deadlines.insert((job.deadline, key));
+        self.running.insert(
+            key,
+            Running {
+                job,
+                endpoint: endpoint.to_string(),
+                requests: Vec::new(),
+                values: BTreeMap::new(),
+                error: None,
+            },
+        );
+        for p in planned {
+            self.send(now, peer, endpoint, p, Purpose::Job(key));
+        }
+        self.finish_if_done(key);
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        endpoint: &str,
+        planned: Planned,
+        purpose: Purpose,
+    ) {
+        let result = if planned.observe {
+            self.coap.observe(now, peer, planned.request.clone())
+        } else {
+            self.coap.request(now, peer, planned.request.clone())
+        };
+        match result {
+            Ok(id) => {
+                if planned.observe
+                    && let Some(Step::Read { path }) = Some(&planned.step)
+                {
+                    let list = self.observations.entry(endpoint.to_string()).or_default();
+                    list.retain(|o| o.path != *path);
+                    list.push(Observation { path: *path, id });
+                }
+                if let Purpose::Job(key) = purpose
+                    && let Some(run) = self.running.get_mut(&key)
+                {
+                    run.requests.push(id);
+                }
+                self.sent.insert(
+                    id,
+                    Sent {
+                        endpoint: endpoint.to_string(),
+                        planned,
+                        purpose,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint, error = %e, "cannot send LwM2M request");
+                if let Purpose::Job(key) = purpose {
+                    self.fail_part(key, CommandError::new(ErrorCode::Busy, e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn cancel_observation(&mut self, now: Instant, endpoint: &str, path: Path) -> Outcome {
+        let list = self.observations.entry(endpoint.to_string()).or_default();
+        let Some(pos) = list.iter().position(|o| o.path == path) else {
+            return Err(CommandError::new(
+                ErrorCode::BadRequest,
+                format!("{path} is not observed"),
+            ));
+        };
+        let obs = list.remove(pos);
+        self.sent.remove(&obs.id);
+        let _ = self.coap.cancel(now, obs.id);
+        Ok(BTreeMap::new())
+    }
+
+    fn complete(&mut self, key: u64, outcome: Outcome) {
+        self.outputs.push_back(Output::Completed { key, outcome });
+    }
+
+    fn fail_part(&mut self, key: u64, error: CommandError) {
+        if let Some(run) = self.running.get_mut(&key) {
+            run.error.get_or_insert(error);
+        }
+        self.finish_if_done(key);
+    }
+
+    /// Complete a command once none of its requests is outstanding.
+    fn finish_if_done(&mut self, key: u64) {
+        let Some(run) = self.running.get(&key) else {
+            return;
+        };
+        if run
+            .requests
+            .iter()
+            .any(|id| self.sent.contains_key(id) && !self.is_established_observation(id))
+        {
+            return;
+        }
+        if let Some(run) = self.running.remove(&key) {
+            self.deadlines.remove(&(run.job.deadline, key));
+            let outcome = match run.error {
+                Some(e) => Err(e),
+                None => Ok(run.values),
+            };
+            self.complete(key, outcome);
+        }
+    }
+
+    /// An observation whose first answer came stays in `sent` for its
+    /// notifications but no longer holds its command open.
+    fn is_established_observation(&self, id: &RequestId) -> bool {
+        self.sent
+            .get(id)
+            .is_some_and(|s| matches!(s.purpose, Purpose::Observation))
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        while let Some(event) = self.coap.poll_event() {
+            match event {
+                Event::Request(incoming) => self.on_request(now, incoming),
+                Event::Response {
+                    id,
+                    peer: _,
+                    response,
+                } => self.on_response(now, id, response, true),
+                Event::Notification {
+                    id,
+                    peer: _,
+                    response,
+                } => self.on_response(now, id, response, false),
+                Event::Failed { id, peer: _, error } => self.on_failed(id, error),
+                Event::RelationEnded { .. } => {}
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ requests
+
+    fn on_request(&mut self, now: Instant, incoming: IncomingRequest) {
+        let req = &incoming.request;
+        let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+        let response = match (req.method, path.as_slice()) {
+            (Method::Post, ["rd"]) => self.on_register(now, &incoming),
+            (Method::Post, ["rd", id]) => self.on_update(now, &incoming, &format!("rd/{id}")),
+            (Method::Delete, ["rd", id]) => self.on_deregister(now, &format!("rd/{id}")),
+            (Method::Post, ["dp"]) => self.on_send(now, &incoming),
+            (_, ["rd"] | ["rd", _] | ["dp"]) => Response::new(Code::METHOD_NOT_ALLOWED),
+            _ => Response::new(Code::NOT_FOUND),
+        };
+        if let Err(e) = self.coap.respond(now, incoming.handle, response) {
+            tracing::debug!(error = %e, "could not answer an LwM2M request");
+        }
+    }
+
+    fn on_register(&mut self, now: Instant, incoming: &IncomingRequest) -> Response {
+        let req = &incoming.request;
+        let parsed =
+            match RegisterRequest::parse(req.query.iter().map(String::as_str), &req.payload) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
+                    return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
+                }
+            };
+        let registered = self.table.register(now, incoming.peer, parsed);
+        if let Some(old) = &registered.replaced {
+            self.drop_observations(now, &old.endpoint);
+            self.formats.remove(&old.endpoint);
+        }
+        let Some(reg) = self.table.by_location(&registered.location).cloned() else {
+            return Response::new(Code::INTERNAL_SERVER_ERROR);
+        };
+        tracing::info!(endpoint = %reg.endpoint, peer = %reg.peer, version = reg.version.as_str(), "LwM2M client registered");
+        let device = self.device_name(&reg.endpoint);
+        self.status(&device, DeviceState::Online, "registered");
+        self.event(&device, "registered", &reg, None);
+        self.meta(&reg);
+        self.auto_observe(now, &reg);
+        for job in registered.released {
+            self.start(now, &reg.endpoint, job);
+        }
+        let mut response = Response::new(Code::CREATED);
+        response.location_path = registered.location.split('/').map(str::to_string).collect();
+        response
+    }
+
+    fn on_update(&mut self, now: Instant, incoming: &IncomingRequest, location: &str) -> Response {
+        let req = &incoming.request;
+        let parsed = match UpdateRequest::parse(req.query.iter().map(String::as_str), &req.payload)
+        {
+            Ok(p) => p,
+            Err(e) => return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string()),
+        };
+        let updated = match self.table.update(now, location, incoming.peer, parsed) {
+            Ok(u) => u,
+            // the client re-registers on 4.04 (Core 1.1 §6.2.2)
+            Err(e) => return Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string()),
+        };
+        let Some(reg) = self.table.by_location(location).cloned() else {
+            return Response::new(Code::INTERNAL_SERVER_ERROR);
+        };
+        let device = self.device_name(&reg.endpoint);
+        if let Some(old) = updated.moved_from {
+            tracing::info!(endpoint = %reg.endpoint, from = %old, to = %reg.peer, "LwM2M client moved (NAT rebinding); re-establishing observations");
+            self.reobserve(now, &reg);
+        }
+        self.status(&device, DeviceState::Online, "updated");
+        self.event(&device, "updated", &reg, updated.moved_from);
+        if updated.objects_changed {
+            self.meta(&reg);
+            self.auto_observe(now, &reg);
+        }
+        for job in updated.released {
+            self.start(now, &reg.endpoint, job);
+        }
+        Response::new(Code::CHANGED)
+    }
+
+    fn on_deregister(&mut self, now: Instant, location: &str) -> Response {
+        match self.table.deregister(location) {
+            Ok((reg, held)) => {
+                tracing::info!(endpoint = %reg.endpoint, "LwM2M client de-registered");
+                self.client_gone(now, &reg, held, "deregistered", "deregistered");
+                Response::new(Code::DELETED)
+            }
+            Err(e) => Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string()),
+        }
+    }
+
+    fn on_send(&mut self, now: Instant, incoming: &IncomingRequest) -> Response {
+        let Some(reg) = self.table.by_peer(incoming.peer).cloned() else {
+            return Response::new(Code::NOT_FOUND)
+                .with_diagnostic("Send from a client that is not registered from this address");
+        };
+        self.table.touch(now, &reg.location);
+        let req = &incoming.request;
+        let Some(format) = req
+            .content_format
+            .and_then(ContentFormat::from_number)
+            .filter(|f| matches!(f, ContentFormat::SenmlJson | ContentFormat::SenmlCbor))
+        else {
+            return Response::new(Code::UNSUPPORTED_CONTENT_FORMAT)
+                .with_diagnostic("Send carries SenML JSON (110) or SenML CBOR (112)");
+        };
+        match content::decode(format, Path::ROOT, &req.payload, &self.registry) {
+            Ok(values) => {
+                self.telemetry(&reg.endpoint, values);
+                Response::new(Code::CHANGED)
+            }
+            Err(e) => {
+                let device = self.device_name(&reg.endpoint);
+                tracing::warn!(device = %device, error = %e, "undecodable LwM2M Send");
+                self.decode_error_event(&device, "/dp", &e.to_string());
+                Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string())
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ responses
+
+    fn on_response(&mut self, now: Instant, id: RequestId, response: Response, first: bool) {
+        let Some(sent) = self.sent.get(&id) else {
+            return;
+        };
+        let endpoint = sent.endpoint.clone();
+        if let Some(reg) = self.table.by_endpoint(&endpoint) {
+            let loc = reg.location.clone();
+            self.table.touch(now, &loc);
+        }
+        let purpose = sent.purpose.clone();
+        let planned = sent.planned.clone();
+        let Some(reg) = self.table.by_endpoint(&endpoint).cloned() else {
+            self.sent.remove(&id);
+            return;
+        };
+        // 4.06: the client does not speak the format asked for; step down
+        if response.code == Code::NOT_ACCEPTABLE
+            && let Some(next) = planned.accept.and_then(operations::fallback)
+        {
+            self.sent.remove(&id);
+            self.forget_observation(&endpoint, id);
+            self.formats.insert(endpoint.clone(), next);
+            let mut retry = planned.clone();
+            retry.request.accept = Some(next.number());
+            retry.accept = Some(next);
+            if retry.step == Step::Composite {
+                let paths = self.running_paths(&purpose, &reg);
+                if let Ok(body) = content::encode_paths(next, &paths) {
+                    retry.request = retry.request.with_payload(next.number(), body);
+                } else if let Ok(Plan::Requests(plan)) = self.replan_reads(&paths, &reg, next) {
+                    if let Purpose::Job(key) = purpose
+                        && let Some(run) = self.running.get_mut(&key)
+                    {
+                        run.requests.retain(|r| *r != id);
+                    }
+                    for p in plan {
+                        self.send(now, reg.peer, &endpoint, p, purpose.clone());
+                    }
+                    return;
+                }
+            }
+            if let Purpose::Job(key) = purpose
+                && let Some(run) = self.running.get_mut(&key)
+            {
+                run.requests.retain(|r| *r != id);
+            }
+            self.send(now, reg.peer, &endpoint, retry, purpose);
+            return;
+        }
+        match purpose {
+            Purpose::Observation => {
+                if !response.code.is_success() || (first && response.observe.is_none()) {
+                    self.sent.remove(&id);
+                    self.forget_observation(&endpoint, id);
+                    if !response.code.is_success() {
+                        tracing::warn!(endpoint = %endpoint, code = %response.code, "observation refused");
+                    }
+                }
+                if response.code.is_success() {
+                    self.observed_values(&reg, &planned, &response);
+                }
+            }
+            Purpose::Job(key) => {
+                let view = self.view(&reg);
+                let part = if response.code.is_success() {
+                    operations::outcome(&planned.step, &response, &view)
+                } else {
+                    Err(operations::code_error(response.code, &planned.step))
+                };
+                drop(view);
+                if planned.observe && response.code.is_success() && response.observe.is_some() {
+                    // the observation outlives its command: notifications
+                    // become telemetry
+                    if let Some(s) = self.sent.get_mut(&id) {
+                        s.purpose = Purpose::Observation;
+                    }
+                } else {
+                    self.sent.remove(&id);
+                    if planned.observe {
+                        self.forget_observation(&endpoint, id);
+                    }
+                }
+                if let Some(run) = self.running.get_mut(&key) {
+                    match part {
+                        Ok(values) => run.values.extend(values),
+                        Err(e) => {
+                            run.error.get_or_insert(e);
+                        }
+                    }
+                }
+                self.finish_if_done(key);
+            }
+        }
+    }
+
+    fn running_paths(&self, purpose: &Purpose, reg: &Registration) -> Vec<Path> {
+        let Purpose::Job(key) = purpose else {
+            return Vec::new();
+        };
+        let Some(run) = self.running.get(key) else {
+            return Vec::new();
+        };
+        match &run.job.command.op {
+            ferrogate_sdk::Operation::Read { points } if points.is_empty() => reg
+                .objects
+                .paths()
+                .into_iter()
+                .filter(|p| p.depth() == 2 && p.object() != Some(0))
+                .collect(),
+            ferrogate_sdk::Operation::Read { points } => points
+                .iter()
+                .filter_map(|p| self.registry.point_path(p))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn replan_reads(
+        &self,
+        paths: &[Path],
+        reg: &Registration,
+        format: ContentFormat,
+    ) -> Result<Plan, CommandError> {
+        let mut view = self.view(reg);
+        view.format = format;
+        view.composite = false;
+        operations::plan(
+            &ferrogate_sdk::Operation::Read {
+                points: paths
+                    .iter()
+                    .map(|p| p.to_string().trim_start_matches('/').to_string())
+                    .collect(),
+            },
+            &view,
+        )
+    }
+
+    fn on_failed(&mut self, id: RequestId, error: RequestError) {
+        let Some(sent) = self.sent.remove(&id) else {
+            return;
+        };
+        self.forget_observation(&sent.endpoint, id);
+        match sent.purpose {
+            Purpose::Observation => {
+                tracing::info!(endpoint = %sent.endpoint, error = %error, "observation ended");
+            }
+            Purpose::Job(key) => {
+                let code = match error {
+                    RequestError::Timeout => ErrorCode::Timeout,
+                    _ => ErrorCode::DeviceException,
+                };
+                self.fail_part(key, CommandError::new(code, error.to_string()));
+            }
+        }
+    }
+
+    fn forget_observation(&mut self, endpoint: &str, id: RequestId) {
+        if let Some(list) = self.observations.get_mut(endpoint) {
+            list.retain(|o| o.id != id);
+        }
+    }
+
+    // ------------------------------------------------------------ model
+
+    fn observed_values(&mut self, reg: &Registration, planned: &Planned, response: &Response) {
+        let Step::Read { path } = planned.step else {
+            return;
+        };
+        let format = match operations::response_format(response, planned.accept) {
+            Ok(f) => f,
+            Err(e) => {
+                let device = self.device_name(&reg.endpoint);
+                return self.decode_error_event(&device, &path.to_string(), &e.message);
+            }
+        };
+        match content::decode(format, path, &response.payload, &self.registry) {
+            Ok(values) => self.telemetry(&reg.endpoint, values),
+            Err(e) => {
+                let device = self.device_name(&reg.endpoint);
+                tracing::warn!(device = %device, path = %path, error = %e, "undecodable notification");
+                let point = self.registry.point_name(&path, self.config.naming);
+                let ts = Timestamp::now();
+                self.outputs
+                    .push_back(Output::Uplink(Uplink::Telemetry(Telemetry {
+                        device,
+                        ts,
+                        readings: vec![Reading::failed(
+                            point,
+                            PointError::new(PointErrorKind::Decode, e.to_string()),
+                            ts,
+                        )],
+                    })));
+            }
+        }
+    }
+
+    fn telemetry(&mut self, endpoint: &str, values: Vec<PathValue>) {
+        if values.is_empty() {
+            return;
+        }
+        let ts = Timestamp::now();
+        let readings = values
+            .into_iter()
+            .map(|v| {
+                let at = match v.time {
+                    // SenML: absolute when at least 2^28 s, else relative to now
+                    Some(t) if t >= 268_435_456.0 => Timestamp((t * 1000.0) as u64),
+                    Some(t) => Timestamp((ts.0 as f64 + t * 1000.0).max(0.0) as u64),
+                    None => ts,
+                };
+                Reading::ok(
+                    self.registry.point_name(&v.path, self.config.naming),
+                    v.value.to_model(),
+                    at,
+                )
+            })
+            .collect();
+        self.outputs
+            .push_back(Output::Uplink(Uplink::Telemetry(Telemetry {
+                device: self.device_name(endpoint),
+                ts,
+                readings,
+            })));
+    }
+
+    fn decode_error_event(&mut self, device: &str, path: &str, message: &str) {
+        self.outputs
+            .push_back(Output::Uplink(Uplink::Event(DeviceEvent {
+                device: device.to_string(),
+                ts: Timestamp::now(),
+                event: "decode_error".into(),
+                data: BTreeMap::from([
+                    ("path".to_string(), path.into()),
+                    ("error".to_string(), message.into()),
+                ]),
+            })));
+    }
+
+    fn status(&mut self, device: &str, state: DeviceState, reason: &str) {
+        self.outputs
+            .push_back(Output::Uplink(Uplink::Status(DeviceStatus {
+                device: device.to_string(),
+                state,
+                reason: Some(reason.to_string()),
+                ts: Timestamp::now(),
+            })));
+    }
+
+    fn event(
+        &mut self,
+        device: &str,
+        event: &str,
+        reg: &Registration,
+        moved_from: Option<SocketAddr>,
+    ) {
+        let mut data = BTreeMap::from([
+            ("endpoint".to_string(), reg.endpoint.clone().into()),
+            ("lifetime_s".to_string(), reg.lifetime.as_secs().into()),
+            ("binding".to_string(), reg.binding.to_string().into()),
+            ("lwm2m_version".to_string(), reg.version.as_str().into()),
+            ("address".to_string(), reg.peer.to_string().into()),
+        ]);
+        if let Some(from) = moved_from {
+            data.insert("moved_from".to_string(), from.to_string().into());
+        }
+        self.outputs
+            .push_back(Output::Uplink(Uplink::Event(DeviceEvent {
+                device: device.to_string(),
+                ts: Timestamp::now(),
+                event: event.to_string(),
+                data,
+            })));
+    }
+
+    fn meta(&mut self, reg: &Registration) {
+        let mut points = Vec::new();
+        for inst in reg.objects.paths().into_iter().filter(|p| p.depth() == 2) {
+            let Some(object) = inst.object().and_then(|o| self.registry.object(o)) else {
+                continue;
+            };
+            if object.id == 0 {
+                continue;
+            }
+            for res in object
+                .resources
+                .values()
+                .filter(|r| r.operations.read || r.operations.write)
+            {
+                let Some(path) = inst.child(res.id) else {
+                    continue;
+                };
+                points.push(PointMeta {
+                    name: self.registry.point_name(&path, self.config.naming),
+                    data_type: res.ty.as_str().to_string(),
+                    unit: res.units.clone(),
+                    writable: res.operations.write,
+                    min: res.range.map(|r| r.0),
+                    max: res.range.map(|r| r.1),
+                    description: Some(format!("{} {}", path, res.name)),
+                });
+            }
+        }
+        let objects: Vec<serde_json::Value> = reg
+            .objects
+            .entries
+            .iter()
+            .map(|(p, ver)| match ver {
+                Some(v) => serde_json::json!({"path": p.to_string(), "ver": v}),
+                None => serde_json::json!({"path": p.to_string()}),
+            })
+            .collect();
+        let attributes = BTreeMap::from([
+            ("lwm2m_endpoint".to_string(), reg.endpoint.clone().into()),
+            ("lwm2m_version".to_string(), reg.version.as_str().into()),
+            ("binding".to_string(), reg.binding.to_string().into()),
+            ("lifetime_s".to_string(), reg.lifetime.as_secs().into()),
+            ("objects".to_string(), objects.into()),
+        ]);
+        self.outputs
+            .push_back(Output::Uplink(Uplink::Meta(DeviceMeta {
+                device: self.device_name(&reg.endpoint),
+                points,
+                operations: None,
+                attributes,
+            })));
+    }
+
+    // ------------------------------------------------------------ observations
+
+    fn auto_observe(&mut self, now: Instant, reg: &Registration) {
+        let format = self.format_for(reg);
+        let instances = reg.objects.paths();
+        let observed: Vec<Path> = self
+            .observations
+            .get(&reg.endpoint)
+            .map(|l| l.iter().map(|o| o.path).collect())
+            .unwrap_or_default();
+        let wanted: Vec<Path> = self
+            .config
+            .auto_observe
+            .iter()
+            .flat_map(|p| p.expand(&instances))
+            .filter(|p| !observed.contains(p))
+            .collect();
+        for path in wanted {
+            let planned = Planned {
+                request: ferrogate_coap::Request::get(&path.to_string())
+                    .with_accept(format.number()),
+                step: Step::Read { path },
+                observe: true,
+                accept: Some(format),
+            };
+            self.send(now, reg.peer, &reg.endpoint, planned, Purpose::Observation);
+        }
+    }
+
+    /// After a NAT rebinding the client's observations are keyed by its old
+    /// address: cancel them and observe the same paths again.
+    fn reobserve(&mut self, now: Instant, reg: &Registration) {
+        let old = self.observations.remove(&reg.endpoint).unwrap_or_default();
+        let format = self.format_for(reg);
+        for obs in old {
+            let sent = self.sent.remove(&obs.id);
+            let _ = self.coap.cancel(now, obs.id);
+            let purpose = sent.map(|s| s.purpose).unwrap_or(Purpose::Observation);
+            let planned = Planned {
+                request: ferrogate_coap::Request::get(&obs.path.to_string())
+                    .with_accept(format.number()),
+                step: Step::Read { path: obs.path },
+                observe: true,
+                accept: Some(format),
+            };
+            self.send(now, reg.peer, &reg.endpoint, planned, purpose);
+        }
+    }
+
+    fn drop_observations(&mut self, now: Instant, endpoint: &str) {
+        for obs in self.observations.remove(endpoint).unwrap_or_default() {
+            self.sent.remove(&obs.id);
+            let _ = self.coap.cancel(now, obs.id);
+        }
+    }
+
+    /// A client de-registered or expired: fail what was held or running
+    /// for it, stop observing, report it offline.
+    fn client_gone(
+        &mut self,
+        now: Instant,
+        reg: &Registration,
+        held: Vec<Job>,
+        reason: &str,
+        event: &str,
+    ) {
+        self.drop_observations(now, &reg.endpoint);
+        self.formats.remove(&reg.endpoint);
+        for job in held {
+            self.complete(
+                job.key,
+                Err(CommandError::new(
+                    ErrorCode::DeviceOffline,
+                    format!("client {reason}"),
+                )),
+            );
+        }
+        let keys: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.endpoint == reg.endpoint)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(run) = self.running.remove(&key) {
+                self.deadlines.remove(&(run.job.deadline, key));
+                for id in run.requests {
+                    self.sent.remove(&id);
+                    let _ = self.coap.cancel(now, id);
+                }
+                self.complete(
+                    key,
+                    Err(CommandError::new(
+                        ErrorCode::DeviceOffline,
+                        format!("client {reason}"),
+                    )),
+                );
+            }
+        }
+        let device = self.device_name(&reg.endpoint);
+        self.status(&device, DeviceState::Offline, reason);
+        self.event(&device, event, reg, None);
+    }
+}
