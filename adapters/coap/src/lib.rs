@@ -55,12 +55,20 @@
 //! from [`Endpoint::poll_timeout`] passes, and sends everything
 //! [`Endpoint::poll_transmit`] yields; [`driver`] does exactly that.
 
+mod adapter;
 pub mod block;
+pub mod config;
+pub mod device;
 pub mod driver;
 pub mod endpoint;
+pub mod ingest;
 pub mod message;
+pub mod pattern;
+pub mod payload;
 pub mod senml;
+pub mod status;
 
+pub use adapter::{CoapAdapter, CoapKind};
 pub use coap_lite;
 pub use endpoint::{
     Endpoint, EndpointConfig, EndpointError, Event, IncomingRequest, RateLimit, RelationEnd,

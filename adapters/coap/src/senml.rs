@@ -297,7 +297,7 @@ pub(crate) fn read_scalar(
             let raw = d
                 .input()
                 .get(p + 1..p + 3)
-                .ok_or_else(|| minicbor::decode::Error::end_of_input())?;
+                .ok_or_else(minicbor::decode::Error::end_of_input)?;
             d.set_position(p + 3);
             CborScalar::Float(half_to_f64(u16::from_be_bytes([raw[0], raw[1]])))
         }

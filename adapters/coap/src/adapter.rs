@@ -1,0 +1,288 @@
+//! The ferrogate adapter: [`CoapKind`] builds it from `[coap]`, and its
+//! run loop owns one socket (driver) that serves the ingest server and the
+//! device client at once, answers commands, and beats health.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
+use ferrogate_sdk::{
+    Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, DeviceMeta,
+    Reading, Telemetry, Timestamp, Uplink,
+};
+use tokio::task::JoinSet;
+
+use crate::config::{CoapPlan, DevicePlan, Mode, plan};
+use crate::device::{ResourceTask, execute};
+use crate::driver::{self, Incoming};
+use crate::ingest::Ingest;
+use crate::message::{Code, Response};
+use crate::status::StatusBoard;
+
+/// The CoAP protocol: TOML key `coap`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoapKind;
+
+impl AdapterKind for CoapKind {
+    fn key(&self) -> &'static str {
+        "coap"
+    }
+
+    fn build(
+        &self,
+        section: &Section<'_>,
+        _ctx: &BuildContext<'_>,
+    ) -> Result<Vec<BuiltAdapter>, Vec<ConfigIssue>> {
+        if section.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = plan(section)?;
+        if plan.ingest.is_none() && plan.devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut notes = vec![format!("CoAP socket: udp {}", plan.bind)];
+        if let Some(ingest) = &plan.ingest {
+            let paths: Vec<&str> = ingest.paths.iter().map(|p| p.as_str()).collect();
+            notes.push(format!("ingest paths: {}", paths.join(", ")));
+        }
+        for d in &plan.devices {
+            let polled = d.resources.iter().filter(|r| r.mode == Mode::Poll).count();
+            let observed = d
+                .resources
+                .iter()
+                .filter(|r| r.mode == Mode::Observe)
+                .count();
+            notes.push(format!(
+                "device {}: {} polled, {} observed resource(s){}",
+                d.name,
+                polled,
+                observed,
+                d.address
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_else(|| " (push only)".into())
+            ));
+        }
+        Ok(vec![BuiltAdapter {
+            name: "coap".to_string(),
+            devices: plan
+                .devices
+                .iter()
+                .map(|d| (d.name.clone(), d.pos.clone()))
+                .collect(),
+            notes,
+            adapter: Box::new(CoapAdapter::new(plan)),
+        }])
+    }
+}
+
+/// The running adapter.
+pub struct CoapAdapter {
+    plan: Arc<CoapPlan>,
+}
+
+impl CoapAdapter {
+    pub fn new(plan: CoapPlan) -> Self {
+        CoapAdapter {
+            plan: Arc::new(plan),
+        }
+    }
+}
+
+impl Adapter for CoapAdapter {
+    fn run(&mut self, ctx: AdapterContext) -> BoxFuture<'_, Result<(), AdapterError>> {
+        let plan = self.plan.clone();
+        Box::pin(run(plan, ctx))
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterError> {
+    let socket = tokio::net::UdpSocket::bind(plan.bind).await.map_err(|e| {
+        AdapterError::new(format!("cannot bind the CoAP socket to {}: {e}", plan.bind))
+    })?;
+    let stop = ctx.shutdown.child_token();
+    let mut endpoint = plan.endpoint.clone();
+    endpoint.seed = seed();
+    let (coap, mut incoming) = driver::spawn(socket, endpoint, stop.clone());
+    tracing::info!(adapter = %ctx.name, local = %coap.local_addr(), "CoAP adapter listening");
+
+    for device in &plan.devices {
+        let meta = DeviceMeta {
+            device: device.name.clone(),
+            points: device.points.clone(),
+            operations: None,
+            attributes: attributes(device),
+        };
+        if ctx.uplink.send(Uplink::Meta(meta)).await.is_err() {
+            stop.cancel();
+            return Ok(());
+        }
+    }
+
+    let status = StatusBoard::new(ctx.uplink.clone());
+    let mut tasks = JoinSet::new();
+    for device in &plan.devices {
+        let device = Arc::new(device.clone());
+        for resource in &device.resources {
+            if device.address.is_some() && resource.mode != Mode::None {
+                tasks.spawn(
+                    ResourceTask {
+                        coap: coap.clone(),
+                        device: device.clone(),
+                        resource: resource.clone(),
+                        uplink: ctx.uplink.clone(),
+                        status: status.clone(),
+                        shutdown: stop.clone(),
+                    }
+                    .run(),
+                );
+            }
+        }
+    }
+
+    let mut ingest = plan
+        .ingest
+        .clone()
+        .map(|p| Ingest::new(p, plan.devices.iter().map(|d| d.name.clone())));
+    let devices: BTreeMap<String, Arc<DevicePlan>> = plan
+        .devices
+        .iter()
+        .map(|d| (d.name.clone(), Arc::new(d.clone())))
+        .collect();
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    let mut commands_open = true;
+    let result = loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break Ok(()),
+            _ = beat.tick() => ctx.health.beat(),
+            request = incoming.recv() => match request {
+                Some(request) => {
+                    ctx.health.beat();
+                    on_ingest(&ctx, &status, ingest.as_mut(), request).await;
+                }
+                None => break Err(AdapterError::new("the CoAP driver stopped")),
+            },
+            command = ctx.commands.recv(), if commands_open => match command {
+                Some(request) => {
+                    let coap = coap.clone();
+                    let device = devices.get(&request.command.device).cloned();
+                    tasks.spawn(async move {
+                        let outcome = match device {
+                            Some(device) => {
+                                let deadline = request.command.deadline;
+                                match tokio::time::timeout_at(deadline, execute(&coap, &device, &request.command)).await {
+                                    Ok(outcome) => outcome,
+                                    Err(_) => Err(ferrogate_sdk::CommandError::new(
+                                        ferrogate_sdk::ErrorCode::Timeout,
+                                        "the device did not answer before the command's deadline",
+                                    )),
+                                }
+                            }
+                            None => Err(ferrogate_sdk::CommandError::new(
+                                ferrogate_sdk::ErrorCode::UnknownDevice,
+                                format!("`{}` is not a configured CoAP device", request.command.device),
+                            )),
+                        };
+                        request.respond(outcome);
+                    });
+                }
+                None => commands_open = false,
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        tracing::error!(adapter = %ctx.name, "a CoAP task panicked");
+                    }
+                }
+            }
+        }
+    };
+    stop.cancel();
+    // Tasks watch `stop`; give them a moment, then abandon the rest.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    result
+}
+
+fn attributes(device: &DevicePlan) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    out.insert("protocol".into(), "coap".into());
+    if let Some(a) = device.address {
+        out.insert("address".into(), a.to_string().into());
+    }
+    out
+}
+
+async fn on_ingest(
+    ctx: &AdapterContext,
+    status: &StatusBoard,
+    ingest: Option<&mut Ingest>,
+    request: Incoming,
+) {
+    let Some(ingest) = ingest else {
+        request.responder.respond(
+            Response::new(Code::NOT_FOUND).with_diagnostic("this gateway accepts no readings"),
+        );
+        return;
+    };
+    let now = Timestamp::now();
+    match ingest.accept(&request.request, now) {
+        Err(response) => {
+            tracing::debug!(adapter = %ctx.name, peer = %request.peer, path = %request.request.path_string(),
+                code = %response.code, "CoAP ingest request refused");
+            request.responder.respond(response);
+        }
+        Ok(accepted) => {
+            if accepted.first_seen {
+                let meta = DeviceMeta {
+                    device: accepted.device.clone(),
+                    attributes: [("protocol".to_string(), serde_json::Value::from("coap"))]
+                        .into_iter()
+                        .collect(),
+                    ..DeviceMeta::default()
+                };
+                if ctx.uplink.send(Uplink::Meta(meta)).await.is_err() {
+                    request
+                        .responder
+                        .respond(Response::new(Code::SERVICE_UNAVAILABLE));
+                    return;
+                }
+            }
+            status.report(&accepted.device, "ingest", Ok(())).await;
+            let readings: Vec<Reading> = accepted
+                .samples
+                .into_iter()
+                .map(|s| Reading::ok(s.point, s.value, s.ts))
+                .collect();
+            let sent = readings.is_empty()
+                || ctx
+                    .uplink
+                    .send(Uplink::Telemetry(Telemetry {
+                        device: accepted.device.clone(),
+                        ts: now,
+                        readings,
+                    }))
+                    .await
+                    .is_ok();
+            // Acknowledge only what the pipeline took: otherwise the device
+            // should send again.
+            let response = if sent {
+                Response::new(Code::CHANGED)
+            } else {
+                Response::new(Code::SERVICE_UNAVAILABLE).with_diagnostic("gateway shutting down")
+            };
+            request.responder.respond(response);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The ingest server's decisions: which device a POST/PUT is for, whether
+//! that device may send, and the readings in its body. Answers follow RFC
+//! 7252 §5.9: 2.04 Changed, 4.00 Bad Request (undecodable body), 4.03
+//! Forbidden (unknown device), 4.04 Not Found (no path template matches),
+//! 4.05 Method Not Allowed, 4.15 Unsupported Content-Format.
+
+use std::collections::BTreeSet;
+
+use ferrogate_sdk::Timestamp;
+
+use crate::config::IngestPlan;
+use crate::message::{Code, Method, Request, Response};
+use crate::payload::{self, Sample};
+
+/// Readings accepted from a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub device: String,
+    pub samples: Vec<Sample>,
+    /// The device is not configured and was let in by an allow pattern
+    /// for the first time: announce it.
+    pub first_seen: bool,
+}
+
+/// Routes pushed readings to devices.
+#[derive(Debug)]
+pub struct Ingest {
+    plan: IngestPlan,
+    known: BTreeSet<String>,
+    seen_unknown: BTreeSet<String>,
+    /// Cap on how many distinct allowed-unknown devices are remembered.
+    max_unknown: usize,
+}
+
+impl Ingest {
+    pub fn new(plan: IngestPlan, known: impl IntoIterator<Item = String>) -> Self {
+        Ingest {
+            plan,
+            known: known.into_iter().collect(),
+            seen_unknown: BTreeSet::new(),
+            max_unknown: 10_000,
+        }
+    }
+
+    /// Decide on one request: the readings, or the error response.
+    pub fn accept(&mut self, request: &Request, now: Timestamp) -> Result<Accepted, Response> {
+        if !matches!(request.method, Method::Post | Method::Put) {
+            return Err(Response::new(Code::METHOD_NOT_ALLOWED)
+                .with_diagnostic("readings are sent with POST or PUT"));
+        }
+        let Some(m) = self
+            .plan
+            .paths
+            .iter()
+            .find_map(|t| t.matches(&request.path))
+        else {
+            return Err(Response::new(Code::NOT_FOUND).with_diagnostic("no device path matches"));
+        };
+        let known = self.known.contains(&m.device);
+        let mut first_seen = false;
+        if !known {
+            if !self.plan.allow.iter().any(|p| p.matches(&m.device)) {
+                return Err(Response::new(Code::FORBIDDEN).with_diagnostic("unknown device"));
+            }
+            if !self.seen_unknown.contains(&m.device) {
+                if self.seen_unknown.len() >= self.max_unknown {
+                    return Err(Response::new(Code::SERVICE_UNAVAILABLE)
+                        .with_diagnostic("too many devices"));
+                }
+                self.seen_unknown.insert(m.device.clone());
+                first_seen = true;
+            }
+        }
+        if !payload::is_supported(request.content_format) {
+            if first_seen {
+                self.seen_unknown.remove(&m.device);
+            }
+            return Err(Response::new(Code::UNSUPPORTED_CONTENT_FORMAT)
+                .with_diagnostic("use text/plain, JSON, CBOR, SenML JSON or SenML CBOR"));
+        }
+        let samples = match payload::decode(
+            request.content_format,
+            &request.payload,
+            m.point.as_deref(),
+            now,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                if first_seen {
+                    self.seen_unknown.remove(&m.device);
+                }
+                return Err(Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string()));
+            }
+        };
+        let samples = samples
+            .into_iter()
+            .map(|s| Sample {
+                point: strip_device(&s.point, &m.device, m.point.as_deref()),
+                ..s
+            })
+            .collect();
+        Ok(Accepted {
+            device: m.device,
+            samples,
+            first_seen,
+        })
+    }
+}
+
+/// SenML names often carry the device (`bn: "meter-1/"`): keep the point
+/// part. Under a `{point}` path, multi-value payloads are that point's
+/// fields (`point.field`).
+fn strip_device(name: &str, device: &str, path_point: Option<&str>) -> String {
+    let name = name.trim_start_matches('/');
+    let rest = name
+        .strip_prefix(device)
+        .and_then(|r| r.strip_prefix(['/', ':', '.']))
+        .unwrap_or(name);
+    match path_point {
+        Some(p) if rest != p => format!("{p}.{rest}"),
+        _ => rest.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pattern::{NamePattern, PathTemplate};
+    use ferrogate_sdk::Value;
+
+    fn ingest() -> Ingest {
+        Ingest::new(
+            IngestPlan {
+                paths: vec![
+                    PathTemplate::parse("/{device}/{point}").unwrap(),
+                    PathTemplate::parse("/{device}").unwrap(),
+                ],
+                allow: vec![NamePattern::parse("lab-*").unwrap()],
+            },
+            ["meter-1".to_string()],
+        )
+    }
+
+    fn post(path: &str, cf: u16, body: &[u8]) -> Request {
+        Request::post(path).with_payload(cf, body.to_vec())
+    }
+
+    const NOW: Timestamp = Timestamp(1);
+
+    #[test]
+    fn routes_and_rejects() {
+        let mut i = ingest();
+        let a = i.accept(&post("/meter-1/temp", 0, b"21.5"), NOW).unwrap();
+        assert_eq!(
+            (a.device.as_str(), a.samples[0].point.as_str()),
+            ("meter-1", "temp")
+        );
+        assert_eq!(a.samples[0].value, Value::Float(21.5));
+        let code = |r: Result<Accepted, Response>| r.unwrap_err().code;
+        assert_eq!(
+            code(i.accept(&post("/ghost/temp", 0, b"1"), NOW)),
+            Code::FORBIDDEN
+        );
+        assert_eq!(
+            code(i.accept(&post("/a/b/c", 0, b"1"), NOW)),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            code(i.accept(&Request::get("/meter-1"), NOW)),
+            Code::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            code(i.accept(&post("/meter-1", 41, b"<x/>"), NOW)),
+            Code::UNSUPPORTED_CONTENT_FORMAT
+        );
+        assert_eq!(
+            code(i.accept(&post("/meter-1", 50, b"{"), NOW)),
+            Code::BAD_REQUEST
+        );
+        assert_eq!(
+            code(i.accept(&post("/meter-1", 0, b"1"), NOW)),
+            Code::BAD_REQUEST,
+            "no point name"
+        );
+    }
+
+    #[test]
+    fn allowed_unknown_devices_are_announced_once() {
+        let mut i = ingest();
+        let a = i.accept(&post("/lab-7", 50, br#"{"t":1}"#), NOW).unwrap();
+        assert!(a.first_seen);
+        let a = i.accept(&post("/lab-7", 50, br#"{"t":2}"#), NOW).unwrap();
+        assert!(!a.first_seen);
+    }
+
+    #[test]
+    fn senml_names_lose_the_device_prefix() {
+        let mut i = ingest();
+        let a = i
+            .accept(
+                &post(
+                    "/meter-1",
+                    110,
+                    br#"[{"bn":"meter-1/","n":"v","v":230},{"bn":"","n":"meter-1:i","v":2}]"#,
+                ),
+                NOW,
+            )
+            .unwrap();
+        let names: Vec<&str> = a.samples.iter().map(|s| s.point.as_str()).collect();
+        assert_eq!(names, vec!["v", "i"]);
+        let a = i
+            .accept(&post("/meter-1/env", 50, br#"{"t":1}"#), NOW)
+            .unwrap();
+        assert_eq!(a.samples[0].point, "env.t");
+    }
+}
