@@ -11,11 +11,14 @@
 mod adapter;
 pub mod bytes;
 pub mod config;
+mod downlink;
 pub mod framer;
 mod line;
 mod meta;
 pub mod nmea;
 pub mod parse;
+mod port;
+mod readings;
 mod report;
 pub mod template;
 

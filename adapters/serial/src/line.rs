@@ -19,10 +19,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_serial::{SerialPort, SerialStream};
 
 use crate::bytes::printable;
-use crate::config::{CommandSpec, Device, FlowControl, Mode, Parity, PortSettings};
+use crate::config::{Device, Mode};
+use crate::downlink::{Reply, judge_reply, raw_payload, validate_write};
 use crate::framer::{Framer, FramerStats};
 use crate::meta::device_meta;
-use crate::parse::{self, Fields, ParseError};
+use crate::parse::{Fields, ParseError};
+use crate::port::open;
+use crate::readings::readings;
 use crate::report::{Backoff, ReportLimiter};
 
 /// Why a session on an open port ended.
@@ -541,7 +544,7 @@ impl Line {
                     }
                 };
                 let poll = matches!(self.device.mode, Mode::Poll { .. });
-                let readings = self.readings(&fields, ts, poll);
+                let readings = readings(&self.device, &fields, ts, poll);
                 if readings.is_empty() {
                     return Ok(Some(Exchange::Read {
                         request,
@@ -708,7 +711,7 @@ impl Line {
     ) -> Result<(), Closed> {
         self.answered().await?;
         let readings = match parsed {
-            Ok(fields) => self.readings(&fields, ts, true),
+            Ok(fields) => readings(&self.device, &fields, ts, true),
             Err(e) => {
                 self.parse_failed(frame, &e, true).await?;
                 let error =
@@ -737,7 +740,7 @@ impl Line {
     ) -> Result<(), Closed> {
         match parsed {
             Ok(fields) => {
-                let readings = self.readings(&fields, ts, false);
+                let readings = readings(&self.device, &fields, ts, false);
                 if !readings.is_empty() {
                     self.telemetry(readings, ts).await?;
                 }
@@ -745,36 +748,6 @@ impl Line {
             }
             Err(e) => self.parse_failed(frame, &e, false).await,
         }
-    }
-
-    /// Typed readings of a parsed frame. A point whose field is absent is
-    /// an error when the frame was the answer to a query, and simply not in
-    /// this frame otherwise.
-    fn readings(&self, fields: &Fields, ts: Timestamp, answer: bool) -> Vec<Reading> {
-        let parser = &self.device.parser;
-        self.device
-            .points
-            .iter()
-            .filter_map(|p| match parser.lookup(fields, &p.source) {
-                Some(field) => Some(match parse::typed(field, p.ty, p.scale, p.offset) {
-                    Ok(v) => Reading::ok(p.name.clone(), v, ts),
-                    Err(e) => Reading::failed(
-                        p.name.clone(),
-                        PointError::new(PointErrorKind::Decode, e),
-                        ts,
-                    ),
-                }),
-                None if answer => Some(Reading::failed(
-                    p.name.clone(),
-                    PointError::new(
-                        PointErrorKind::Decode,
-                        format!("`{}` missing from the reply", p.source),
-                    ),
-                    ts,
-                )),
-                None => None,
-            })
-            .collect()
     }
 
     async fn parse_failed(
@@ -906,99 +879,6 @@ async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {
             i.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Open a port with its line settings.
-fn open(settings: &PortSettings) -> Result<SerialStream, tokio_serial::Error> {
-    let builder = tokio_serial::new(&settings.path, settings.baud)
-        .data_bits(match settings.data_bits {
-            5 => tokio_serial::DataBits::Five,
-            6 => tokio_serial::DataBits::Six,
-            7 => tokio_serial::DataBits::Seven,
-            _ => tokio_serial::DataBits::Eight,
-        })
-        .parity(match settings.parity {
-            Parity::None => tokio_serial::Parity::None,
-            Parity::Even => tokio_serial::Parity::Even,
-            Parity::Odd => tokio_serial::Parity::Odd,
-        })
-        .stop_bits(if settings.stop_bits == 2 {
-            tokio_serial::StopBits::Two
-        } else {
-            tokio_serial::StopBits::One
-        })
-        .flow_control(match settings.flow_control {
-            FlowControl::None => tokio_serial::FlowControl::None,
-            FlowControl::Software => tokio_serial::FlowControl::Software,
-            FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
-        });
-    SerialStream::open(&builder)
-}
-
-/// Check a written value against its command: known, writable, right type,
-/// in range. Returns the value converted to the command's type.
-pub fn validate_write(device: &Device, name: &str, value: &Value) -> Result<Value, CommandError> {
-    let Some(spec) = device.command(name) else {
-        return Err(if device.points.iter().any(|p| p.name == name) {
-            CommandError::new(ErrorCode::NotWritable, format!("`{name}` is read-only"))
-        } else {
-            CommandError::new(
-                ErrorCode::UnknownPoint,
-                format!("{} has no point `{name}`", device.name),
-            )
-        });
-    };
-    let typed = parse::coerce(value, spec.ty)
-        .map_err(|e| CommandError::new(ErrorCode::InvalidValue, format!("`{name}`: {e}")))?;
-    if let Some(x) = typed.as_f64().filter(|_| spec.ty.is_numeric()) {
-        let below = spec.min.is_some_and(|min| x < min);
-        let above = spec.max.is_some_and(|max| x > max);
-        if below || above {
-            return Err(CommandError::new(
-                ErrorCode::OutOfRange,
-                format!(
-                    "`{name}` = {typed} is outside {}..={}",
-                    spec.min.map(|m| m.to_string()).unwrap_or_default(),
-                    spec.max.map(|m| m.to_string()).unwrap_or_default()
-                ),
-            ));
-        }
-    }
-    Ok(typed)
-}
-
-enum Reply {
-    Confirmed,
-    Refused,
-    Other,
-}
-
-fn judge_reply(spec: &CommandSpec, frame: &[u8]) -> Reply {
-    if spec
-        .error_reply
-        .as_ref()
-        .is_some_and(|re| re.is_match(frame))
-    {
-        Reply::Refused
-    } else if spec.reply.as_ref().is_none_or(|re| re.is_match(frame)) {
-        Reply::Confirmed
-    } else {
-        Reply::Other
-    }
-}
-
-/// The bytes of a raw send: `value` as text, or `args.hex`.
-fn raw_payload(
-    value: Option<&serde_json::Value>,
-    args: &serde_json::Value,
-) -> Result<Vec<u8>, String> {
-    if let Some(hex) = args.get("hex").and_then(serde_json::Value::as_str) {
-        return crate::bytes::ByteString::parse(&format!("0x{hex}")).map(|b| b.0);
-    }
-    match value {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.as_bytes().to_vec()),
-        _ => Err("send needs a non-empty string `value` or `args.hex`".into()),
     }
 }
 
