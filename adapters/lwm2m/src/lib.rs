@@ -11,8 +11,10 @@
 //! - [`registration`]: the sans-IO registration table (lifetimes, queue
 //!   mode, NAT rebinding, held commands).
 
+mod adapter;
 mod builtin;
 pub mod cbor;
+pub mod config;
 pub mod content;
 pub mod link;
 pub mod lwm2m_json;
@@ -27,6 +29,7 @@ pub mod text;
 pub mod tlv;
 pub mod value;
 
+pub use adapter::{Lwm2mAdapter, Lwm2mKind};
 pub use content::{ContentError, ContentFormat, PathValue};
 pub use path::{Path, PathPattern};
 pub use registration::{Binding, Registration, RegistrationTable, Version};

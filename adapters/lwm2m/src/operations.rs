@@ -252,7 +252,7 @@ fn protocol(
         "write" => {
             let p = command_path(path)?;
             let value = value.ok_or_else(|| bad("write needs a `value`"))?;
-            let values = write_values(client, p, value)?;
+            let values = write_values(client, p, value, false)?;
             let partial = match args.get("mode").and_then(|m| m.as_str()) {
                 None | Some("replace") => false,
                 Some("partial") => true,
@@ -347,7 +347,7 @@ fn protocol(
             let base = p
                 .child(instance.unwrap_or(0))
                 .ok_or_else(|| bad("bad instance"))?;
-            let values = write_values(client, base, value)?;
+            let values = write_values(client, base, value, true)?;
             let (format, encode_base) = match instance {
                 Some(_) => (write_format(client, &values), p),
                 None => (ContentFormat::Tlv, base),
@@ -385,6 +385,7 @@ fn write_values(
     client: &ClientView<'_>,
     base: Path,
     value: &serde_json::Value,
+    create: bool,
 ) -> Result<Vec<(Path, ResourceValue)>, CommandError> {
     let check = |path: Path, v: &serde_json::Value| {
         let model = Value::from_json(v).ok_or_else(|| {
@@ -393,11 +394,12 @@ fn write_values(
                 format!("{path}: {v} is not a single value"),
             )
         })?;
-        client
-            .registry
-            .check_write(&path, &model)
-            .map_err(refusal)
-            .map(|t| (path, t))
+        let typed = if create {
+            client.registry.typed_value(&path, &model)
+        } else {
+            client.registry.check_write(&path, &model)
+        };
+        typed.map_err(refusal).map(|t| (path, t))
     };
     match value {
         serde_json::Value::Object(map) => {

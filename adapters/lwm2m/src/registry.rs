@@ -275,12 +275,22 @@ impl ObjectRegistry {
         path: &Path,
         value: &ferrogate_sdk::Value,
     ) -> Result<ResourceValue, WriteRefusal> {
+        if self.resource(path).is_some_and(|def| !def.operations.write) {
+            return Err(WriteRefusal::NotWritable { path: *path });
+        }
+        self.typed_value(path, value)
+    }
+
+    /// A value typed and range-checked for a resource, without the
+    /// writability check: Create may set resources that are read-only.
+    pub fn typed_value(
+        &self,
+        path: &Path,
+        value: &ferrogate_sdk::Value,
+    ) -> Result<ResourceValue, WriteRefusal> {
         let Some(def) = self.resource(path) else {
             return Ok(untyped(value));
         };
-        if !def.operations.write {
-            return Err(WriteRefusal::NotWritable { path: *path });
-        }
         let typed = ResourceValue::from_model(value, def.ty).map_err(|reason| {
             WriteRefusal::InvalidValue {
                 path: *path,

@@ -1,0 +1,174 @@
+//! The tokio shell around the [`Lwm2mServer`] core: one UDP socket, the
+//! command inbox, the uplink sender and a timer. It only moves bytes,
+//! commands and outcomes; every decision is in the core.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
+use ferrogate_sdk::{
+    Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandError,
+    CommandRequest, ErrorCode,
+};
+use tokio::net::UdpSocket;
+
+use crate::config::{Settings, settings};
+use crate::server::{Job, Lwm2mServer, Output, ServerConfig};
+
+/// The LwM2M protocol: the `[lwm2m]` configuration table.
+pub struct Lwm2mKind;
+
+impl AdapterKind for Lwm2mKind {
+    fn key(&self) -> &'static str {
+        "lwm2m"
+    }
+
+    fn build(
+        &self,
+        section: &Section<'_>,
+        _ctx: &BuildContext<'_>,
+    ) -> Result<Vec<BuiltAdapter>, Vec<ConfigIssue>> {
+        let Some(settings) = settings(section)? else {
+            return Ok(Vec::new());
+        };
+        let mut notes = vec![format!(
+            "LwM2M server on udp://{}, {} object definitions",
+            settings.bind,
+            settings.registry.objects().count()
+        )];
+        if let Some(dir) = &settings.object_dir {
+            notes.push(format!(
+                "{} object definitions loaded from {}",
+                settings.loaded_objects.len(),
+                dir.display()
+            ));
+        }
+        if !settings.auto_observe.is_empty() {
+            let paths: Vec<String> = settings
+                .auto_observe
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            notes.push(format!(
+                "auto-observe on registration: {}",
+                paths.join(", ")
+            ));
+        }
+        Ok(vec![BuiltAdapter {
+            name: "lwm2m".to_string(),
+            devices: Vec::new(),
+            notes,
+            adapter: Box::new(Lwm2mAdapter {
+                settings: Arc::new(settings),
+            }),
+        }])
+    }
+}
+
+/// The running LwM2M server.
+pub struct Lwm2mAdapter {
+    settings: Arc<Settings>,
+}
+
+impl Adapter for Lwm2mAdapter {
+    fn run(&mut self, ctx: AdapterContext) -> BoxFuture<'_, Result<(), AdapterError>> {
+        let settings = self.settings.clone();
+        Box::pin(run(settings, ctx))
+    }
+}
+
+fn server_config(settings: &Settings) -> ServerConfig {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x1f2e_3d4c);
+    let mut config = ServerConfig {
+        naming: settings.naming,
+        auto_observe: settings.auto_observe.clone(),
+        device_prefix: settings.device_prefix.clone(),
+        awake_window: settings.queue_awake,
+        ..ServerConfig::default()
+    };
+    config.coap.seed = seed;
+    // a registration storm comes from many sources at once; the per-source
+    // limit still applies
+    config.coap.max_exchanges = 64 * 1024;
+    config.coap.max_pending_requests = 16 * 1024;
+    config
+}
+
+async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), AdapterError> {
+    let socket = UdpSocket::bind(settings.bind).await.map_err(|e| {
+        AdapterError::new(format!(
+            "cannot bind LwM2M server to {}: {e}",
+            settings.bind
+        ))
+    })?;
+    tracing::info!(adapter = %ctx.name, address = %settings.bind, "LwM2M server listening");
+    let mut server = Lwm2mServer::new(
+        server_config(&settings),
+        Arc::new(settings.registry.clone()),
+    );
+    let mut waiting: HashMap<u64, CommandRequest> = HashMap::new();
+    let mut next_key = 0u64;
+    let mut commands_open = true;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(t) = server.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.datagram, t.peer).await {
+                tracing::debug!(adapter = %ctx.name, peer = %t.peer, error = %e, "LwM2M send failed");
+            }
+        }
+        while let Some(out) = server.poll_output() {
+            match out {
+                Output::Uplink(uplink) => {
+                    if ctx.uplink.send(uplink).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Output::Completed { key, outcome } => {
+                    if let Some(req) = waiting.remove(&key) {
+                        req.respond(outcome);
+                    }
+                }
+            }
+        }
+        let wake = server.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                for (_, req) in waiting.drain() {
+                    req.respond(Err(CommandError::new(ErrorCode::DeviceOffline, "the gateway is shutting down")));
+                }
+                return Ok(());
+            }
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, peer)) => server.handle(Instant::now(), peer, buf.get(..n).unwrap_or(&[])),
+                // ICMP port unreachable from a vanished client surfaces here
+                Err(e) => tracing::debug!(adapter = %ctx.name, error = %e, "LwM2M receive error"),
+            },
+            request = ctx.commands.recv(), if commands_open => match request {
+                Some(request) => {
+                    next_key += 1;
+                    let job = Job {
+                        key: next_key,
+                        command: request.command.clone(),
+                        deadline: request.command.deadline.into_std(),
+                    };
+                    waiting.insert(next_key, request);
+                    server.command(Instant::now(), job);
+                }
+                None => commands_open = false,
+            },
+            _ = sleep_until(wake) => server.handle_timeout(Instant::now()),
+        }
+        ctx.health.beat();
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

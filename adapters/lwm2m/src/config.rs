@@ -1,0 +1,147 @@
+//! The `[lwm2m.server]` configuration table and its validation: every
+//! problem is reported with its file:line:col before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Section};
+use serde::Deserialize;
+
+use crate::path::PathPattern;
+use crate::registry::{ObjectRegistry, PointNaming};
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum NamingToml {
+    #[default]
+    Registry,
+    Path,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerToml {
+    #[serde(default = "default_bind")]
+    bind: String,
+    #[serde(default)]
+    device_prefix: String,
+    #[serde(default)]
+    point_naming: NamingToml,
+    #[serde(default)]
+    auto_observe: Vec<String>,
+    #[serde(default)]
+    object_dir: Option<String>,
+    #[serde(default = "default_awake")]
+    queue_awake: ConfigDuration,
+}
+
+fn default_bind() -> String {
+    "0.0.0.0:5683".to_string()
+}
+
+fn default_awake() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(93))
+}
+
+/// The validated settings of the LwM2M server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub device_prefix: String,
+    pub naming: PointNaming,
+    pub auto_observe: Vec<PathPattern>,
+    pub object_dir: Option<PathBuf>,
+    pub queue_awake: Duration,
+    pub registry: ObjectRegistry,
+    /// Object ids loaded from `object_dir`, for `config check` notes.
+    pub loaded_objects: Vec<u16>,
+}
+
+/// Read `[lwm2m.server]`; `Ok(None)` when the section is absent.
+pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIssue>> {
+    if section.is_empty() {
+        return Ok(None);
+    }
+    let mut issues = section.unknown_keys(&["server"]);
+    let node = match section.single("server") {
+        Ok(Some(node)) => node,
+        Ok(None) => {
+            issues.push(ConfigIssue {
+                pos: None,
+                message: "`[lwm2m]` has no `[lwm2m.server]` table".into(),
+                hint: Some("add `[lwm2m.server]` with at least `bind = \"0.0.0.0:5683\"`".into()),
+            });
+            return Err(issues);
+        }
+        Err(e) => {
+            issues.push(e);
+            return Err(issues);
+        }
+    };
+    let parsed = match node.parse::<ServerToml>() {
+        Ok(p) => p,
+        Err(e) => {
+            issues.push(e);
+            return Err(issues);
+        }
+    };
+    let origin = &parsed.origin;
+    let raw = &parsed.value;
+    let bind = match raw.bind.parse::<SocketAddr>() {
+        Ok(b) => Some(b),
+        Err(_) => {
+            issues.push(
+                origin
+                    .issue("bind", format!("`{}` is not a socket address", raw.bind))
+                    .with_hint(
+                        "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
+                    ),
+            );
+            None
+        }
+    };
+    let mut auto_observe = Vec::new();
+    for (i, text) in raw.auto_observe.iter().enumerate() {
+        match PathPattern::parse(text) {
+            Ok(p) => auto_observe.push(p),
+            Err(e) => issues.push(
+                origin
+                    .issue(&format!("auto_observe.{i}"), e.to_string())
+                    .with_hint("paths look like \"/3303/*/5700\" or \"/3/0/9\""),
+            ),
+        }
+    }
+    if raw.queue_awake.0.is_zero() {
+        issues.push(origin.issue("queue_awake", "queue_awake must be longer than 0s"));
+    }
+    let mut registry = ObjectRegistry::builtin();
+    let mut loaded_objects = Vec::new();
+    let object_dir = raw.object_dir.as_ref().map(PathBuf::from);
+    if let Some(dir) = &object_dir {
+        match registry.load_dir(dir) {
+            Ok(ids) => loaded_objects = ids,
+            Err(errors) => {
+                for e in errors {
+                    issues.push(origin.issue("object_dir", format!("object definition {e}")));
+                }
+            }
+        }
+    }
+    match (bind, issues.is_empty()) {
+        (Some(bind), true) => Ok(Some(Settings {
+            bind,
+            device_prefix: raw.device_prefix.clone(),
+            naming: match raw.point_naming {
+                NamingToml::Registry => PointNaming::Registry,
+                NamingToml::Path => PointNaming::Path,
+            },
+            auto_observe,
+            object_dir,
+            queue_awake: raw.queue_awake.0,
+            registry,
+            loaded_objects,
+        })),
+        _ => Err(issues),
+    }
+}
