@@ -145,6 +145,7 @@ struct DeviceToml {
     query: Option<ByteString>,
     timeout: Option<ConfigDuration>,
     offline_after: Option<u32>,
+    silence_timeout: Option<ConfigDuration>,
     reopen_min: Option<ConfigDuration>,
     reopen_max: Option<ConfigDuration>,
     error_report_interval: Option<ConfigDuration>,
@@ -244,6 +245,9 @@ pub struct Device {
     pub timeout: Duration,
     /// Consecutive unanswered polls before the device is reported offline.
     pub offline_after: u32,
+    /// Free-running: no frame for this long reports the device offline
+    /// (the port is open but the instrument went quiet).
+    pub silence_timeout: Option<Duration>,
     pub reopen_min: Duration,
     pub reopen_max: Duration,
     /// At most one parse/framing error event per interval.
@@ -360,6 +364,18 @@ pub fn device(node: &Node<'_>) -> Result<(Device, Origin), Vec<ConfigIssue>> {
         }
     };
 
+    if t.mode == ModeToml::Poll && t.silence_timeout.is_some() {
+        issues.push(
+            o.issue(
+                "silence_timeout",
+                "`silence_timeout` applies to free-running devices",
+            )
+            .with_hint("a polled device goes offline after `offline_after` unanswered polls"),
+        );
+    }
+    if t.silence_timeout.is_some_and(|d| d.is_zero()) {
+        issues.push(o.issue("silence_timeout", "silence_timeout must be more than zero"));
+    }
     let (Some(framing), Some(parser), Some(mode)) = (framing, parser, mode) else {
         return Err(issues);
     };
@@ -369,6 +385,7 @@ pub fn device(node: &Node<'_>) -> Result<(Device, Origin), Vec<ConfigIssue>> {
         mode,
         timeout,
         offline_after: t.offline_after.unwrap_or(3).max(1),
+        silence_timeout: t.silence_timeout.map(|d| d.0),
         reopen_min,
         reopen_max,
         error_report_interval: t

@@ -97,6 +97,7 @@ mod tests {
             mode: Mode::FreeRunning,
             timeout: Duration::from_secs(1),
             offline_after: 3,
+            silence_timeout: None,
             reopen_min: Duration::from_millis(100),
             reopen_max: Duration::from_secs(1),
             error_report_interval: Duration::from_secs(1),

@@ -100,6 +100,8 @@ pub struct Line {
     framing_limiter: ReportLimiter,
     state: Option<DeviceState>,
     unanswered_polls: u32,
+    /// When the last frame arrived (or the port opened), for silence_timeout.
+    last_frame: Instant,
     queue: VecDeque<CommandRequest>,
 }
 
@@ -116,6 +118,7 @@ impl Line {
             framing_limiter: ReportLimiter::new(interval),
             state: None,
             unanswered_polls: 0,
+            last_frame: Instant::now(),
             queue: VecDeque::new(),
         }
     }
@@ -210,6 +213,7 @@ impl Line {
 
     async fn session(&mut self, mut port: SerialStream) -> Result<End, Closed> {
         self.framer.reset();
+        self.last_frame = Instant::now();
         let mut poll = match &self.device.mode {
             Mode::Poll { period, .. } => {
                 let mut i = tokio::time::interval(*period);
@@ -249,6 +253,7 @@ impl Line {
                         self.ctx.health.beat();
                         self.framer.push(&buf[..n]);
                         while let Some(frame) = self.framer.next_frame() {
+                            self.heard_from().await?;
                             exchange = self.on_frame(&frame, exchange).await?;
                             // A confirmed write may have more values to send.
                             if let Err(reason) = self.send_pending_write(&mut port, &mut exchange).await {
@@ -290,6 +295,7 @@ impl Line {
                     }
                     self.report_framing().await?;
                     self.flush_parse_report().await?;
+                    self.check_silence().await?;
                 }
             }
         }
@@ -724,6 +730,28 @@ impl Line {
             }
         };
         self.telemetry(readings, ts).await
+    }
+
+    /// A frame arrived: a free-running instrument that had gone quiet is
+    /// back.
+    async fn heard_from(&mut self) -> Result<(), Closed> {
+        self.last_frame = Instant::now();
+        if self.device.mode == Mode::FreeRunning {
+            self.set_state(DeviceState::Online, "receiving data".into())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn check_silence(&mut self) -> Result<(), Closed> {
+        let Some(limit) = self.device.silence_timeout else {
+            return Ok(());
+        };
+        if self.device.mode == Mode::FreeRunning && self.last_frame.elapsed() >= limit {
+            let reason = format!("no data for {} ms", limit.as_millis());
+            self.set_state(DeviceState::Offline, reason).await?;
+        }
+        Ok(())
     }
 
     async fn answered(&mut self) -> Result<(), Closed> {
