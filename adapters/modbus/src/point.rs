@@ -237,3 +237,37 @@ impl Point {
         self.ty.is_numeric() && (self.scale != 1.0 || self.offset != 0.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn modicon_references() {
+        assert_eq!(resolve_modicon(40001), Ok((Area::Holding, 0)));
+        assert_eq!(resolve_modicon(30010), Ok((Area::Input, 9)));
+        assert_eq!(resolve_modicon(10001), Ok((Area::Discrete, 0)));
+        assert_eq!(resolve_modicon(1), Ok((Area::Coil, 0)));
+        assert_eq!(resolve_modicon(465536), Ok((Area::Holding, 65535)));
+        assert!(resolve_modicon(40000).is_err());
+        assert!(resolve_modicon(20001).is_err());
+        assert!(resolve_modicon(465537).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_reference_resolves_or_errs(reference in any::<u32>()) {
+            let _ = resolve_modicon(reference);
+        }
+
+        #[test]
+        fn six_digit_references_roundtrip(digit in prop_oneof![Just(0u32), Just(1), Just(3), Just(4)], address in 0u32..65536) {
+            let reference = digit * 100_000 + address + 1;
+            let expected = [Area::Coil, Area::Discrete, Area::Coil, Area::Input, Area::Holding][digit as usize];
+            if reference >= 100_000 {
+                prop_assert_eq!(resolve_modicon(reference), Ok((expected, address as u16)));
+            }
+        }
+    }
+}
