@@ -245,6 +245,9 @@ impl Line {
                 biased;
                 _ = shutdown.cancelled() => {
                     self.abandon(exchange, "gateway shutting down");
+                    for request in self.queue.drain(..) {
+                        request.respond(Err(CommandError::new(ErrorCode::DeviceOffline, "gateway shutting down")));
+                    }
                     return Ok(End::Shutdown);
                 }
                 read = port.read(&mut buf) => match read {
@@ -381,7 +384,13 @@ impl Line {
                     return Ok(None);
                 }
                 if matches!(device.mode, Mode::Poll { .. }) {
-                    self.send_query(port).await?;
+                    if let Err(reason) = self.send_query(port).await {
+                        request.respond(Err(CommandError::new(
+                            ErrorCode::DeviceOffline,
+                            reason.clone(),
+                        )));
+                        return Err(reason);
+                    }
                 }
                 let deadline = (Instant::now() + device.timeout).min(command_deadline);
                 Ok(Some(Exchange::Read {
@@ -416,7 +425,10 @@ impl Line {
                     confirmed: BTreeMap::new(),
                     deadline: command_deadline,
                 });
-                self.send_pending_write(port, &mut exchange).await?;
+                if let Err(reason) = self.send_pending_write(port, &mut exchange).await {
+                    self.abandon(exchange, &reason);
+                    return Err(reason);
+                }
                 Ok(exchange)
             }
             Operation::Protocol {
@@ -439,7 +451,13 @@ impl Line {
                         return Ok(None);
                     }
                 };
-                self.write(port, &data).await?;
+                if let Err(reason) = self.write(port, &data).await {
+                    request.respond(Err(CommandError::new(
+                        ErrorCode::DeviceOffline,
+                        reason.clone(),
+                    )));
+                    return Err(reason);
+                }
                 if args.get("reply").and_then(serde_json::Value::as_bool) == Some(true) {
                     let deadline = (Instant::now() + device.timeout).min(command_deadline);
                     return Ok(Some(Exchange::Raw { request, deadline }));
