@@ -1,0 +1,105 @@
+//! Broken `[lwm2m]` configuration is refused at build time with the
+//! file:line:col of each problem, and a good one builds one adapter.
+
+use ferrogate_lwm2m::Lwm2mKind;
+use ferrogate_sdk::testing::build;
+
+fn issues(toml: &str) -> Vec<String> {
+    match build(&Lwm2mKind, toml, &[]) {
+        Ok(_) => panic!("config accepted:\n{toml}"),
+        Err(issues) => issues.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn good_config_builds_one_adapter_without_static_devices() {
+    let built = build(
+        &Lwm2mKind,
+        "[lwm2m.server]\nbind = \"127.0.0.1:5683\"\ndevice_prefix = \"lw-\"\npoint_naming = \"path\"\nauto_observe = [\"/3303/*/5700\", \"/3/0/9\"]\nqueue_awake = \"30s\"\n",
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(built.len(), 1);
+    assert_eq!(built[0].name, "lwm2m");
+    assert!(built[0].devices.is_empty());
+    assert!(
+        built[0].notes.iter().any(|n| n.contains("/3303/*/5700")),
+        "{:?}",
+        built[0].notes
+    );
+    assert!(build(&Lwm2mKind, "", &[]).expect("no section").is_empty());
+}
+
+#[test]
+fn every_problem_has_a_position() {
+    let found =
+        issues("[lwm2m.server]\nbind = \"localhost\"\nauto_observe = [\"/3303/x\", \"/*/0\"]\n");
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].starts_with("conf.d/test.toml:2:8: `localhost` is not a socket address"),
+        "{found:?}"
+    );
+    assert!(found[1].starts_with("conf.d/test.toml:3:17:"), "{found:?}");
+    assert!(found[2].starts_with("conf.d/test.toml:3:28:"), "{found:?}");
+
+    let unknown = issues("[lwm2m.server]\nbind = \"0.0.0.0:5683\"\nlifetime = \"1s\"\n");
+    assert!(
+        unknown[0].contains("conf.d/test.toml:3:1")
+            && unknown[0].contains("unknown field `lifetime`"),
+        "{unknown:?}"
+    );
+    let naming = issues("[lwm2m.server]\npoint_naming = \"fancy\"\n");
+    assert!(
+        naming[0].contains(":2:16") && naming[0].contains("fancy"),
+        "{naming:?}"
+    );
+    let duration = issues("[lwm2m.server]\nqueue_awake = \"soon\"\n");
+    assert!(
+        duration[0].contains(":2:15") && duration[0].contains("invalid duration"),
+        "{duration:?}"
+    );
+    let stray = issues("[lwm2m]\nserver = {}\nclients = 3\n");
+    assert!(
+        stray[0].contains(":3:1") && stray[0].contains("unknown key `lwm2m.clients`"),
+        "{stray:?}"
+    );
+    let missing = issues("[lwm2m]\n");
+    assert!(missing[0].contains("[lwm2m.server]"), "{missing:?}");
+}
+
+#[test]
+fn object_xml_directory_is_loaded_and_its_errors_reported() {
+    let dir = std::env::temp_dir().join(format!("ferrogate-lwm2m-objects-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("3424.xml"),
+        "<LWM2M><Object><Name>Water Meter</Name><ObjectID>3424</ObjectID><MultipleInstances>Multiple</MultipleInstances><Resources><Item ID=\"1\"><Name>Cumulated water volume</Name><Operations>R</Operations><MultipleInstances>Single</MultipleInstances><Type>Float</Type><Units>m3</Units></Item></Resources></Object></LWM2M>",
+    )
+    .expect("write xml");
+    let toml = format!("[lwm2m.server]\nobject_dir = \"{}\"\n", dir.display());
+    let built = build(&Lwm2mKind, &toml, &[]).expect("valid");
+    assert!(
+        built[0]
+            .notes
+            .iter()
+            .any(|n| n.starts_with("1 object definitions loaded")),
+        "{:?}",
+        built[0].notes
+    );
+
+    std::fs::write(
+        dir.join("broken.xml"),
+        "<LWM2M><Object><Name>x</Name></Object></LWM2M>",
+    )
+    .expect("write xml");
+    let found = issues(&toml);
+    assert!(
+        found[0].contains(":2:14")
+            && found[0].contains("broken.xml")
+            && found[0].contains("ObjectID"),
+        "{found:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let missing = issues("[lwm2m.server]\nobject_dir = \"/nonexistent/ferrogate-objects\"\n");
+    assert!(missing[0].contains("cannot read directory"), "{missing:?}");
+}
