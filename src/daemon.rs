@@ -1,19 +1,23 @@
-//! The daemon: loads the configuration, starts the northbound path and the
-//! adapters, tells systemd it is ready, keeps the watchdog fed while every
-//! part makes progress, and shuts down within 5 s on SIGTERM or SIGINT.
+//! The daemon: loads the configuration, starts the northbound path, the
+//! adapters and the control socket, tells systemd it is ready, keeps the
+//! watchdog fed while every adapter makes progress, reloads on SIGHUP (or
+//! `ferrogate reload`) without touching the MQTT session or the outbox, and
+//! shuts down within 5 s on SIGTERM or SIGINT.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LoadedConfig};
+use crate::control::server::{self as control, ControlState, ReloadRequest};
 use crate::gateway::Core;
-use crate::north::North;
+use crate::logging::LogHandle;
 use crate::north::config::{MqttConfig, MqttVersion};
-use crate::north::{CommandResultMsg, InboundCommand};
+use crate::north::{CommandResultMsg, InboundCommand, North};
 use crate::router::Router;
 use crate::supervisor::Backoff;
 use crate::systemd::{self, Notifier};
@@ -22,6 +26,8 @@ use crate::systemd::{self, Notifier};
 const ADAPTER_STOP_GRACE: Duration = Duration::from_millis(1500);
 /// How long the north side gets to flush and disconnect.
 const NORTH_STOP_GRACE: Duration = Duration::from_millis(2500);
+/// How often adapter health is checked when systemd asks for no watchdog.
+const HEALTH_CHECK: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[cfg(feature = "embedded-broker")]
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
@@ -68,8 +76,24 @@ pub fn main(dir: &Path) -> ExitCode {
             return ExitCode::from(crate::cli::EXIT_INVALID_CONFIG);
         }
     };
-    crate::logging::init(&loaded.gateway.log.level);
-    match run_blocking(loaded) {
+    let log = crate::logging::init(&loaded.gateway.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(
+        loaded,
+        dir.to_path_buf(),
+        log,
+        CancellationToken::new(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway stopped");
@@ -79,28 +103,28 @@ pub fn main(dir: &Path) -> ExitCode {
     }
 }
 
-/// Run the gateway on a new multi-threaded runtime until a stop signal.
-pub fn run_blocking(loaded: LoadedConfig) -> Result<(), DaemonError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Runtime)?;
-    runtime.block_on(run(loaded, CancellationToken::new()))
-}
-
-/// Run until `stop` is cancelled or a SIGTERM/SIGINT arrives.
-pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<(), DaemonError> {
+/// Run until `stop` is cancelled or a SIGTERM/SIGINT arrives. `config_dir`
+/// is read again on reload.
+pub async fn run(
+    mut loaded: LoadedConfig,
+    config_dir: PathBuf,
+    log: LogHandle,
+    stop: CancellationToken,
+) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "NOTIFY_SOCKET unusable; not notifying systemd");
         Notifier::disabled()
     });
+    // As written in the files, before the embedded broker rewrites the URL:
+    // what a reload compares against.
+    let configured = loaded.gateway.clone();
     let gw = &mut loaded.gateway;
     if gw.mqtt.url == "embedded" {
         start_embedded_broker(&mut gw.mqtt, crate::broker::DEFAULT_PORT)?;
     }
     let adapters_stop = CancellationToken::new();
     let north_stop = CancellationToken::new();
+    let control_stop = CancellationToken::new();
     let mut north = North::start(
         &gw.gateway_id,
         &gw.mqtt,
@@ -115,7 +139,7 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
         max: gw.supervisor.restart_backoff_max.0,
     };
     let stall_after = gw.supervisor.stall_after.0;
-    let core = Core::start(
+    let mut core = Core::start(
         std::mem::take(&mut loaded.adapters),
         gw.commands.clone(),
         backoff,
@@ -127,34 +151,61 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
         north.result_tx(),
         core.router.clone(),
     ));
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let control_state = ControlState {
+        gateway_id: gw.gateway_id.clone(),
+        started: Instant::now(),
+        router: core.router.clone(),
+        directory: core.directory.clone(),
+        adapters: core.states(),
+        north: north.status_source(),
+        live: core.live.clone(),
+        reload: reload_tx,
+        log,
+        stall_after,
+    };
+    let control = control::serve(
+        &gw.control.socket,
+        gw.control.mode,
+        control_state,
+        control_stop.clone(),
+    )
+    .await?;
     tracing::info!(
-        gateway = %loaded.gateway.gateway_id,
-        adapters = core.supervisor.states().len(),
+        gateway = %gw.gateway_id,
+        adapters = core.states().snapshot().len(),
+        control = %gw.control.socket.display(),
         "gateway running"
     );
     notifier.ready();
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let watchdog = systemd::watchdog_period().unwrap_or(Duration::from_secs(3600));
-    let mut watchdog_tick = tokio::time::interval(watchdog);
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut watchdog_tick =
+        tokio::time::interval(systemd::watchdog_period().unwrap_or(HEALTH_CHECK));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                notifier.reloading();
+                let _ = reload(&mut core, &config_dir, &configured).await;
+                notifier.ready();
+            }
+            Some(reply) = reload_rx.recv() => {
+                notifier.reloading();
+                let _ = reply.send(reload(&mut core, &config_dir, &configured).await);
+                notifier.ready();
+            }
             _ = watchdog_tick.tick() => {
-                let stalled: Vec<String> = core
-                    .supervisor
-                    .states()
-                    .into_iter()
-                    .filter(|(_, s)| s.health.since_last_beat() > stall_after)
-                    .map(|(name, _)| name)
-                    .collect();
+                let stalled = core.states().stalled(stall_after);
                 if stalled.is_empty() {
                     notifier.watchdog();
                 } else {
-                    tracing::error!(adapters = ?stalled, "adapters stalled; withholding watchdog ping");
+                    tracing::error!(adapters = ?stalled, "adapters stalled; withholding the watchdog ping");
                     notifier.status(&format!("stalled: {}", stalled.join(", ")));
                 }
             }
@@ -162,6 +213,7 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
     }
 
     notifier.stopping();
+    control_stop.cancel();
     commands.abort();
     adapters_stop.cancel();
     if tokio::time::timeout(ADAPTER_STOP_GRACE, core.join())
@@ -177,14 +229,51 @@ pub async fn run(mut loaded: LoadedConfig, stop: CancellationToken) -> Result<()
     {
         tracing::warn!("northbound did not flush in time; the outbox keeps the rest");
     }
+    let _ = control.await;
     Ok(())
+}
+
+/// Load the configuration again and swap the adapters. Gateway-level
+/// settings (MQTT, outbox, control socket) need a restart; a change there
+/// is reported, not applied. An invalid configuration changes nothing.
+async fn reload(
+    core: &mut Core,
+    dir: &Path,
+    running: &config::GatewayConfig,
+) -> Result<serde_json::Value, Vec<String>> {
+    let loaded = match config::load(dir, &crate::kinds::all()) {
+        Ok(l) => l,
+        Err(issues) => {
+            let errors: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+            tracing::error!(errors = %errors.join("; "), "reload rejected; the running configuration stays");
+            return Err(errors);
+        }
+    };
+    let mut restart_needed = Vec::new();
+    if loaded.gateway.gateway_id != running.gateway_id {
+        restart_needed.push("gateway_id");
+    }
+    if format!("{:?}{:?}", loaded.gateway.mqtt, loaded.gateway.outbox)
+        != format!("{:?}{:?}", running.mqtt, running.outbox)
+    {
+        restart_needed.push("mqtt/outbox");
+    }
+    let summary = core.reload(loaded.adapters).await;
+    tracing::info!(added = ?summary.added, removed = ?summary.removed, "configuration reloaded");
+    Ok(serde_json::json!({
+        "adapters": summary.adapters,
+        "added": summary.added,
+        "removed": summary.removed,
+        "devices": core.directory.snapshot().len(),
+        "restart_needed_for": restart_needed,
+    }))
 }
 
 /// Answer every command arriving from MQTT, each in its own task so a slow
 /// device does not hold up the others; the router serialises per device.
 async fn serve_commands(
-    mut inbound: tokio::sync::mpsc::Receiver<InboundCommand>,
-    results: tokio::sync::mpsc::Sender<CommandResultMsg>,
+    mut inbound: mpsc::Receiver<InboundCommand>,
+    results: mpsc::Sender<CommandResultMsg>,
     router: Router,
 ) {
     while let Some(command) = inbound.recv().await {

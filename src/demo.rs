@@ -16,8 +16,8 @@ const DEVICES_TOML: &str = include_str!("../config/demo/conf.d/demo.toml");
 
 /// Run the demo until Ctrl-C, or until `count` messages were printed.
 pub fn main(port: u16, count: Option<u64>) -> ExitCode {
-    crate::logging::init("warn");
-    match run(port, count) {
+    let log = crate::logging::init("warn");
+    match run(port, count, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -32,7 +32,7 @@ fn write_config(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("conf.d/demo.toml"), DEVICES_TOML)
 }
 
-fn run(port: u16, count: Option<u64>) -> Result<(), String> {
+fn run(port: u16, count: Option<u64>, log: crate::logging::LogHandle) -> Result<(), String> {
     let base = std::env::temp_dir().join(format!("ferrogate-demo-{}", std::process::id()));
     let config_dir = base.join("config");
     write_config(&config_dir).map_err(|e| format!("cannot write the demo config: {e}"))?;
@@ -58,7 +58,7 @@ fn run(port: u16, count: Option<u64>) -> Result<(), String> {
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
         let viewer = tokio::spawn(print_flow(port, root, count, stop.clone()));
-        let result = crate::daemon::run(loaded, stop.clone()).await;
+        let result = crate::daemon::run(loaded, config_dir.clone(), log, stop.clone()).await;
         viewer.abort();
         result.map_err(|e| e.to_string())
     });

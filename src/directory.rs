@@ -65,6 +65,25 @@ impl Directory {
         }
     }
 
+    /// After a reload: forget devices of adapters that are gone and devices
+    /// no longer declared by an adapter that declares its devices; declare
+    /// the new ones. Devices an adapter learns at run time (LwM2M) stay.
+    pub fn reconcile(&self, declared: &[(String, Vec<String>)]) {
+        let mut map = self.write();
+        map.retain(
+            |name, entry| match declared.iter().find(|(a, _)| *a == entry.adapter) {
+                None => false,
+                Some((_, devices)) => devices.is_empty() || devices.contains(name),
+            },
+        );
+        for (adapter, devices) in declared {
+            for d in devices {
+                map.entry(d.clone())
+                    .or_insert_with(|| DeviceEntry::new(adapter));
+            }
+        }
+    }
+
     pub fn get(&self, device: &str) -> Option<DeviceEntry> {
         self.read().get(device).cloned()
     }

@@ -1,7 +1,11 @@
 //! The in-process gateway core, independent of MQTT: the supervised
 //! adapters, the uplink tap that keeps the device directory, and the
 //! command router. The daemon connects it to the northbound path; tests
-//! connect it to a channel.
+//! connect it to a channel. A reload swaps the adapters while the tap,
+//! the directory and the router (and so the north side) keep running.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use ferrogate_sdk::{BuiltAdapter, UplinkEnvelope, UplinkSender};
 use tokio::sync::{broadcast, mpsc};
@@ -9,20 +13,35 @@ use tokio_util::sync::CancellationToken;
 
 use crate::directory::{self, Directory, LiveFeed};
 use crate::router::{CommandsConfig, Router};
-use crate::supervisor::{Backoff, Supervisor};
+use crate::supervisor::{Backoff, StateHandle, Supervisor};
 
 /// Uplink messages buffered between adapters and the north side.
 const UPLINK_BUFFER: usize = 4096;
 /// Live messages buffered per `tail` watcher before it starts missing some.
 const LIVE_BUFFER: usize = 1024;
+/// How long the old adapters of a reload get to stop.
+const RELOAD_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The running core.
 pub struct Core {
     pub directory: Directory,
     pub router: Router,
-    pub supervisor: Supervisor,
     pub live: LiveFeed,
+    states: StateHandle,
+    supervisor: Supervisor,
+    generation: CancellationToken,
+    shutdown: CancellationToken,
+    backoff: Backoff,
+    tap_tx: mpsc::Sender<UplinkEnvelope>,
     tap: tokio::task::JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub adapters: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 impl Core {
@@ -46,19 +65,81 @@ impl Core {
             directory.clone(),
             live.clone(),
         ));
-        let supervisor = Supervisor::start(adapters, tap_tx.clone(), backoff, shutdown);
+        let generation = shutdown.child_token();
+        let states = StateHandle::default();
+        let supervisor = Supervisor::start(
+            adapters,
+            tap_tx.clone(),
+            backoff,
+            generation.clone(),
+            states.clone(),
+        );
         let router = Router::new(
             commands,
             directory.clone(),
             supervisor.command_senders(),
-            UplinkSender::new("router", tap_tx),
+            UplinkSender::new("router", tap_tx.clone()),
         );
         Core {
             directory,
             router,
-            supervisor,
             live,
+            states,
+            supervisor,
+            generation,
+            shutdown,
+            backoff,
+            tap_tx,
             tap,
+        }
+    }
+
+    /// Every adapter's state; stays valid across reloads.
+    pub fn states(&self) -> StateHandle {
+        self.states.clone()
+    }
+
+    /// Stop the running adapters and start `adapters` in their place. The
+    /// uplink tap, the router and the north side are untouched, so `seq`
+    /// continues and no accepted message is lost.
+    pub async fn reload(&mut self, adapters: Vec<BuiltAdapter>) -> ReloadSummary {
+        let old: BTreeSet<String> = self.states.snapshot().into_keys().collect();
+        let new: BTreeSet<String> = adapters.iter().map(|a| a.name.clone()).collect();
+        let declared: Vec<(String, Vec<String>)> = adapters
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    a.devices.iter().map(|(d, _)| d.clone()).collect(),
+                )
+            })
+            .collect();
+
+        // Old adapters stop before the new ones start: two generations must
+        // never poll the same serial line or bind the same port at once.
+        self.generation.cancel();
+        let old_supervisor = std::mem::replace(&mut self.supervisor, Supervisor::idle());
+        if tokio::time::timeout(RELOAD_STOP_GRACE, old_supervisor.join())
+            .await
+            .is_err()
+        {
+            tracing::warn!("old adapters did not stop within the reload grace period");
+        }
+        self.states.clear();
+        self.generation = self.shutdown.child_token();
+        self.supervisor = Supervisor::start(
+            adapters,
+            self.tap_tx.clone(),
+            self.backoff,
+            self.generation.clone(),
+            self.states.clone(),
+        );
+        self.router.set_adapters(self.supervisor.command_senders());
+        self.directory.reconcile(&declared);
+        ReloadSummary {
+            adapters: new.iter().cloned().collect(),
+            added: new.difference(&old).cloned().collect(),
+            removed: old.difference(&new).cloned().collect(),
         }
     }
 
@@ -67,6 +148,7 @@ impl Core {
     pub async fn join(self) {
         self.supervisor.join().await;
         drop(self.router);
+        drop(self.tap_tx);
         let _ = self.tap.await;
     }
 }

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;

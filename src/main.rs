@@ -1,15 +1,32 @@
-//! The `ferrogate` binary: the daemon, the demo, config checking, and (in
-//! later modules) the field-tech CLI.
+//! The `ferrogate` binary: the daemon, the demo, config checking, the
+//! field-tech commands against the running daemon, and shell completions
+//! and a man page generated from these definitions.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use ferrogate::cli::remote::Remote;
 
 /// Multi-protocol IoT gateway: Modbus, CoAP, LwM2M and serial devices to MQTT.
+///
+/// Exit codes: 0 success; 1 the operation failed (invalid configuration, a
+/// command refused by the device or daemon); 2 usage error; 3 the daemon
+/// could not be reached.
 #[derive(Debug, Parser)]
-#[command(name = "ferrogate", version, about)]
+#[command(name = "ferrogate", version, about, long_about)]
 struct Cli {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "FERROGATE_SOCKET",
+        default_value = "/run/ferrogate/control.sock"
+    )]
+    socket: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,7 +44,7 @@ enum Command {
         /// Port of the embedded broker.
         #[arg(long, default_value_t = 1883)]
         port: u16,
-        /// Print only the first N messages, then exit (for scripts).
+        /// Exit after printing this many messages.
         #[arg(long)]
         count: Option<u64>,
     },
@@ -36,6 +53,43 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Uptime, broker connection, outbox backlog, adapters, recent errors.
+    Status,
+    /// Devices with their adapter, state, last seen and last error.
+    Devices {
+        /// Only this adapter's devices.
+        #[arg(long)]
+        adapter: Option<String>,
+    },
+    /// A fresh read from the device (all points when none are named).
+    Read { device: String, points: Vec<String> },
+    /// Write a value; prints the result the device confirmed.
+    Write {
+        device: String,
+        point: String,
+        /// A number, true/false, or text.
+        value: String,
+    },
+    /// Live readings, status changes and events as they happen.
+    Tail {
+        device: Option<String>,
+        /// Only this point's readings.
+        #[arg(long)]
+        point: Option<String>,
+    },
+    /// Reload the configuration without dropping the MQTT session or the outbox.
+    Reload,
+    /// Change the daemon's log level (e.g. debug, or info,ferrogate_modbus=trace).
+    LogLevel { level: String },
+    /// LwM2M clients of the running daemon.
+    Lwm2m {
+        #[command(subcommand)]
+        command: Lwm2mCommand,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,18 +98,27 @@ enum ConfigCommand {
     Check {
         #[arg(long, short, default_value = "/etc/ferrogate")]
         config: PathBuf,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum Lwm2mCommand {
+    /// Registered clients.
+    Clients,
+    /// Read an object, instance or resource path from a client.
+    Read { endpoint: String, path: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let remote = Remote {
+        socket: &cli.socket,
+        json: cli.json,
+    };
     match cli.command {
         Command::Config {
-            command: ConfigCommand::Check { config, json },
-        } => ferrogate::cli::config_check(&config, json),
+            command: ConfigCommand::Check { config },
+        } => ferrogate::cli::config_check(&config, cli.json),
         Command::Run { config } => ferrogate::daemon::main(&config),
         #[cfg(feature = "embedded-broker")]
         Command::Demo { port, count } => ferrogate::demo::main(port, count),
@@ -63,6 +126,44 @@ fn main() -> ExitCode {
         Command::Demo { .. } => {
             eprintln!("error: this build has no embedded broker (feature `embedded-broker`)");
             ExitCode::FAILURE
+        }
+        Command::Status => remote.status(),
+        Command::Devices { adapter } => remote.devices(adapter.as_deref()),
+        Command::Read { device, points } => remote.read(&device, &points),
+        Command::Write {
+            device,
+            point,
+            value,
+        } => remote.write(&device, &point, &value),
+        Command::Tail { device, point } => remote.tail(device.as_deref(), point.as_deref()),
+        Command::Reload => remote.reload(),
+        Command::LogLevel { level } => remote.log_level(&level),
+        Command::Lwm2m {
+            command: Lwm2mCommand::Clients,
+        } => remote.lwm2m_clients(),
+        Command::Lwm2m {
+            command: Lwm2mCommand::Read { endpoint, path },
+        } => remote.command(
+            &endpoint,
+            serde_json::json!({"op": "read", "points": [path]}),
+        ),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ferrogate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

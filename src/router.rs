@@ -289,7 +289,7 @@ pub struct Router {
 struct Inner {
     config: CommandsConfig,
     directory: Directory,
-    adapters: BTreeMap<String, mpsc::Sender<CommandRequest>>,
+    adapters: std::sync::RwLock<BTreeMap<String, mpsc::Sender<CommandRequest>>>,
     gates: Mutex<HashMap<String, DeviceGate>>,
     recent: Mutex<RecentIds>,
     audit: UplinkSender,
@@ -312,12 +312,21 @@ impl Router {
             inner: Arc::new(Inner {
                 config,
                 directory,
-                adapters,
+                adapters: std::sync::RwLock::new(adapters),
                 gates: Mutex::new(HashMap::new()),
                 recent: Mutex::new(RecentIds::default()),
                 audit,
             }),
         }
+    }
+
+    /// Route to a new set of adapters (after a reload).
+    pub fn set_adapters(&self, adapters: BTreeMap<String, mpsc::Sender<CommandRequest>>) {
+        *self
+            .inner
+            .adapters
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = adapters;
     }
 
     /// Commands for `device` waiting for admission, and executing now.
@@ -428,7 +437,14 @@ impl Router {
             CommandError::new(ErrorCode::UnknownDevice, format!("no device `{device}`"))
         })?;
         check_allowed(&entry, &request.op)?;
-        let Some(adapter) = self.inner.adapters.get(&entry.adapter) else {
+        let adapter = self
+            .inner
+            .adapters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&entry.adapter)
+            .cloned();
+        let Some(adapter) = adapter else {
             return Err(CommandError::new(
                 ErrorCode::UnknownDevice,
                 format!("device `{device}` belongs to no running adapter"),

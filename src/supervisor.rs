@@ -69,6 +69,30 @@ impl Backoff {
     }
 }
 
+/// A cloneable view of every adapter's state.
+#[derive(Debug, Clone, Default)]
+pub struct StateHandle(Arc<Mutex<BTreeMap<String, AdapterState>>>);
+
+impl StateHandle {
+    pub fn snapshot(&self) -> BTreeMap<String, AdapterState> {
+        lock(&self.0).clone()
+    }
+
+    /// Forget every adapter (before a reload starts new ones).
+    pub fn clear(&self) {
+        lock(&self.0).clear();
+    }
+
+    /// Names of adapters whose loop made no progress for `limit`.
+    pub fn stalled(&self, limit: Duration) -> Vec<String> {
+        lock(&self.0)
+            .iter()
+            .filter(|(_, s)| s.state == RunState::Running && s.health.since_last_beat() > limit)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
 /// The running adapters.
 pub struct Supervisor {
     states: Arc<Mutex<BTreeMap<String, AdapterState>>>,
@@ -77,14 +101,25 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Start every adapter, each sending its uplinks into `uplink`.
+    /// A supervisor with no adapters.
+    pub fn idle() -> Self {
+        Supervisor {
+            states: StateHandle::default().0,
+            command_tx: BTreeMap::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Start every adapter, each sending its uplinks into `uplink` and its
+    /// state into `states`.
     pub fn start(
         adapters: Vec<BuiltAdapter>,
         uplink: mpsc::Sender<UplinkEnvelope>,
         backoff: Backoff,
         shutdown: CancellationToken,
+        states: StateHandle,
     ) -> Self {
-        let states = Arc::new(Mutex::new(BTreeMap::new()));
+        let states = states.0;
         let mut command_tx = BTreeMap::new();
         let mut tasks = JoinSet::new();
         for built in adapters {
@@ -122,8 +157,8 @@ impl Supervisor {
     }
 
     /// The shared state map, for status and the watchdog.
-    pub fn state_handle(&self) -> Arc<Mutex<BTreeMap<String, AdapterState>>> {
-        self.states.clone()
+    pub fn state_handle(&self) -> StateHandle {
+        StateHandle(self.states.clone())
     }
 
     /// The command channel of each adapter, by adapter name.
@@ -260,6 +295,7 @@ mod tests {
             tx,
             Backoff::default(),
             shutdown.clone(),
+            StateHandle::default(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         while runs.load(Ordering::SeqCst) < 3 {
@@ -277,6 +313,11 @@ mod tests {
         shutdown.cancel();
         let handle = sup.state_handle();
         sup.join().await;
-        assert!(lock(&handle).values().all(|s| s.state == RunState::Stopped));
+        assert!(
+            handle
+                .snapshot()
+                .values()
+                .all(|s| s.state == RunState::Stopped)
+        );
     }
 }

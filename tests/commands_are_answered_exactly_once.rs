@@ -272,8 +272,10 @@ async fn each_error_code_comes_from_a_real_scenario() {
     );
 
     // busy: fill dev-0's queue of 1 behind a command the device never answers.
-    let mut small = CommandsConfig::default();
-    small.queue_depth = 1;
+    let small = CommandsConfig {
+        queue_depth: 1,
+        ..Default::default()
+    };
     let h2 = Harness::start(1, small).await;
     let router = h2.core.router.clone();
     let stuck = tokio::spawn(async move {
@@ -342,8 +344,10 @@ async fn a_redelivered_command_id_is_not_executed_twice() {
 
 #[tokio::test]
 async fn held_command_waits_for_the_device_or_expires() {
-    let mut config = CommandsConfig::default();
-    config.hold_when_offline = vec!["test".into()];
+    let config = CommandsConfig {
+        hold_when_offline: vec!["test".into()],
+        ..Default::default()
+    };
     let mut h = Harness::start(1, config).await;
     h.set_state("dev-0", DeviceState::Offline).await;
 
@@ -378,8 +382,10 @@ async fn held_command_waits_for_the_device_or_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_commands_are_each_answered_once() {
-    let mut config = CommandsConfig::default();
-    config.default_timeout = ConfigDuration(Duration::from_secs(60));
+    let config = CommandsConfig {
+        default_timeout: ConfigDuration(Duration::from_secs(60)),
+        ..Default::default()
+    };
     let h = Harness::start(100, config).await;
     let mut tasks = Vec::new();
     for i in 0..1000 {

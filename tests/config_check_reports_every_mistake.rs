@@ -223,9 +223,43 @@ fn missing_gateway_toml_is_explained() {
 
 #[test]
 fn the_shipped_configs_are_valid() {
-    for dir in ["config/demo"] {
-        let (code, json) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir));
-        assert_eq!(code, 0, "{dir}: {json}");
-        assert_eq!(json["ok"], true);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let (code, json) = check(&root.join("demo"));
+    assert_eq!(code, 0, "config/demo: {json}");
+
+    // The annotated reference gateway.toml, with each adapter example in
+    // conf.d and the shipped profiles.
+    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    examples.sort();
+    let mut cases = vec![None];
+    cases.extend(examples.into_iter().map(Some));
+    for example in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let reference = std::fs::read_to_string(root.join("gateway.toml")).unwrap();
+        write(
+            dir.path(),
+            "gateway.toml",
+            &reference.replace("/var/lib/ferrogate", "state"),
+        );
+        if let Some(example) = &example {
+            let text = std::fs::read_to_string(example).unwrap();
+            write(dir.path(), "conf.d/example.toml", &text);
+        }
+        for profile in std::fs::read_dir(root.join("profiles"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(profile.path()).unwrap();
+            write(
+                dir.path(),
+                &format!("profiles/{}", profile.file_name().to_string_lossy()),
+                &text,
+            );
+        }
+        let (code, json) = check(dir.path());
+        assert_eq!(code, 0, "{example:?}: {json}");
     }
 }

@@ -187,6 +187,8 @@ pub fn command_result(
     outcome: &Outcome,
     ts: Timestamp,
 ) -> Vec<u8> {
+    // A request whose id could not be read is answered with `"id": null`.
+    let id_json = if id.is_empty() { Json::Null } else { Json::from(id) };
     let body = match outcome {
         Ok(values) => {
             let values: BTreeMap<&String, Json> =
@@ -194,7 +196,7 @@ pub fn command_result(
             json!({
                 "gateway": gateway,
                 "device": device,
-                "id": id,
+                "id": id_json,
                 "ok": true,
                 "ts": ts.0,
                 "values": values,
@@ -203,7 +205,7 @@ pub fn command_result(
         Err(e) => json!({
             "gateway": gateway,
             "device": device,
-            "id": id,
+            "id": id_json,
             "ok": false,
             "ts": ts.0,
             "error": { "code": e.code.as_str(), "message": e.message },

@@ -293,6 +293,19 @@ impl North {
         self.commands.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 
+    /// A cloneable way to read [`North::status`] from other tasks (the
+    /// control socket, metrics) while `North` itself stays with the daemon.
+    pub fn status_source(&self) -> std::sync::Arc<dyn Fn() -> NorthStatus + Send + Sync> {
+        let broker = self.broker.clone();
+        let live = self.live.clone();
+        let outbox = self.outbox.clone();
+        std::sync::Arc::new(move || NorthStatus {
+            broker: broker.clone(),
+            live: lock(&live).clone(),
+            outbox: lock(&outbox).status(),
+        })
+    }
+
     pub fn status(&self) -> NorthStatus {
         NorthStatus {
             broker: self.broker.clone(),

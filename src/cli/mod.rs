@@ -1,4 +1,12 @@
-//! Command-line front ends that need no running daemon: `config check`.
+//! The command-line front ends: `config check`, the daemon commands over
+//! the control socket ([`remote`]), and their output ([`output`]).
+//!
+//! Exit codes: 0 success; 1 the operation failed (invalid configuration, a
+//! command the device or daemon refused); 2 usage error; 3 the daemon could
+//! not be reached (not running, or no permission on its socket).
+
+pub mod output;
+pub mod remote;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,6 +17,10 @@ use crate::config;
 
 /// Exit code for an invalid configuration.
 pub const EXIT_INVALID_CONFIG: u8 = 1;
+/// Exit code for an operation that failed (the daemon or device refused it).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code when the daemon cannot be reached.
+pub const EXIT_NO_DAEMON: u8 = 3;
 
 /// `ferrogate config check`: 0 when valid, 1 with every error otherwise.
 pub fn config_check(dir: &Path, json: bool) -> ExitCode {

@@ -1,0 +1,305 @@
+//! CLI commands that talk to the running daemon over its control socket:
+//! status, devices, read, write, tail, reload, log-level, lwm2m.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{Value as Json, json};
+
+use super::output::{Style, Table, ago, duration};
+use super::{EXIT_FAILED, EXIT_NO_DAEMON};
+use crate::control::client::{Client, ClientError, Refused};
+
+/// What a daemon command prints and how.
+pub struct Remote<'a> {
+    pub socket: &'a Path,
+    pub json: bool,
+}
+
+impl Remote<'_> {
+    fn connect(&self) -> Result<Client, ExitCode> {
+        Client::connect(self.socket).map_err(|e| self.unreachable(e))
+    }
+
+    fn unreachable(&self, e: ClientError) -> ExitCode {
+        if self.json {
+            println!(
+                "{}",
+                json!({"ok": false, "error": {"code": "no_daemon", "message": e.to_string()}})
+            );
+        } else {
+            eprintln!("error: {e}");
+        }
+        ExitCode::from(EXIT_NO_DAEMON)
+    }
+
+    fn refused(&self, r: Refused) -> ExitCode {
+        if self.json {
+            println!(
+                "{}",
+                json!({"ok": false, "error": {"code": r.code, "message": r.message}})
+            );
+        } else {
+            eprintln!("error: {}: {}", r.code, r.message);
+        }
+        ExitCode::from(EXIT_FAILED)
+    }
+
+    /// Call `cmd` and print its result with `human`, or as JSON.
+    fn call(&self, cmd: &str, args: Json, human: impl FnOnce(&Json, Style)) -> ExitCode {
+        let mut client = match self.connect() {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        match client.call(cmd, args) {
+            Err(e) => self.unreachable(e),
+            Ok(Err(refused)) => self.refused(refused),
+            Ok(Ok(result)) => {
+                if self.json {
+                    println!("{result}");
+                } else {
+                    human(&result, Style::detect());
+                }
+                ExitCode::SUCCESS
+            }
+        }
+    }
+
+    pub fn status(&self) -> ExitCode {
+        self.call("status", json!({}), |s, style| {
+            let mqtt = &s["mqtt"];
+            let connected = if mqtt["connected"] == true {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            println!(
+                "gateway   {} (ferrogate {}), up {}",
+                s["gateway"].as_str().unwrap_or("?"),
+                s["version"].as_str().unwrap_or("?"),
+                duration(s["uptime_s"].as_u64().unwrap_or(0))
+            );
+            println!(
+                "mqtt      {} {} since {}{}",
+                style.state(connected),
+                mqtt["broker"].as_str().unwrap_or("?"),
+                ago(mqtt["since_ms"].as_u64()),
+                mqtt["last_error"]
+                    .as_str()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            );
+            let ob = &s["outbox"];
+            let age = ob["oldest_age_ms"]
+                .as_u64()
+                .map(|ms| duration(ms / 1000))
+                .unwrap_or("-".into());
+            println!(
+                "outbox    {} queued, {} bytes, oldest {}, {} dropped",
+                ob["depth"], ob["bytes"], age, ob["dropped"]
+            );
+            println!(
+                "devices   {} of {} online",
+                s["devices"]["online"], s["devices"]["total"]
+            );
+            let mut t = Table::new(&["ADAPTER", "STATE", "DEVICES", "RESTARTS", "LAST ERROR"]);
+            for a in s["adapters"].as_array().into_iter().flatten() {
+                let state = if a["stalled"] == true {
+                    "stalled"
+                } else {
+                    a["state"].as_str().unwrap_or("?")
+                };
+                t.row(vec![
+                    a["name"].as_str().unwrap_or("?").to_string(),
+                    style.state(state),
+                    format!("{}/{}", a["devices_online"], a["devices_total"]),
+                    a["restarts"].to_string(),
+                    a["last_error"].as_str().unwrap_or("-").to_string(),
+                ]);
+            }
+            print!("\n{}", t.render());
+            let errors = s["recent_errors"].as_array().cloned().unwrap_or_default();
+            if !errors.is_empty() {
+                println!("\nrecent errors:");
+                for e in errors {
+                    println!(
+                        "  {}: {}",
+                        e["source"].as_str().unwrap_or("?"),
+                        style.bad(e["message"].as_str().unwrap_or(""))
+                    );
+                }
+            }
+        })
+    }
+
+    pub fn devices(&self, adapter: Option<&str>) -> ExitCode {
+        self.call("devices", json!({"adapter": adapter}), |list, style| {
+            let mut t = Table::new(&["DEVICE", "ADAPTER", "STATE", "LAST SEEN", "LAST ERROR"]);
+            for d in list.as_array().into_iter().flatten() {
+                t.row(vec![
+                    d["name"].as_str().unwrap_or("?").to_string(),
+                    d["adapter"].as_str().unwrap_or("?").to_string(),
+                    style.state(d["state"].as_str().unwrap_or("unknown")),
+                    ago(d["last_seen"].as_u64()),
+                    match d["state"].as_str() {
+                        Some("offline") => d["reason"].as_str().or(d["last_error"].as_str()),
+                        _ => d["last_error"].as_str(),
+                    }
+                    .unwrap_or("-")
+                    .to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        })
+    }
+
+    pub fn read(&self, device: &str, points: &[String]) -> ExitCode {
+        self.call(
+            "read",
+            json!({"device": device, "points": points}),
+            print_values,
+        )
+    }
+
+    pub fn write(&self, device: &str, point: &str, value: &str) -> ExitCode {
+        // `21.5`, `true`, `"text"` are JSON; anything else is a string.
+        let value: Json =
+            serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_string()));
+        self.call(
+            "write",
+            json!({"device": device, "point": point, "value": value}),
+            |values, style| {
+                println!("{}", style.good("confirmed by the device:"));
+                print_values(values, style);
+            },
+        )
+    }
+
+    /// Any command-topic request, e.g. an LwM2M read of a path.
+    pub fn command(&self, device: &str, request: Json) -> ExitCode {
+        self.call(
+            "command",
+            json!({"device": device, "request": request}),
+            print_values,
+        )
+    }
+
+    pub fn reload(&self) -> ExitCode {
+        self.call("reload", json!({}), |r, _| {
+            println!(
+                "reloaded: {} adapters (added: {}, removed: {}), {} devices",
+                r["adapters"].as_array().map(Vec::len).unwrap_or(0),
+                list(&r["added"]),
+                list(&r["removed"]),
+                r["devices"]
+            );
+            if r["restart_needed_for"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                println!(
+                    "note: changes to {} take effect after a restart",
+                    list(&r["restart_needed_for"])
+                );
+            }
+        })
+    }
+
+    pub fn log_level(&self, level: &str) -> ExitCode {
+        self.call("log-level", json!({"level": level}), |r, _| {
+            println!("log level now {}", r["level"].as_str().unwrap_or("?"));
+        })
+    }
+
+    pub fn lwm2m_clients(&self) -> ExitCode {
+        self.devices(Some("lwm2m"))
+    }
+
+    /// Stream live readings, status changes and events until interrupted.
+    pub fn tail(&self, device: Option<&str>, point: Option<&str>) -> ExitCode {
+        let mut client = match self.connect() {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        match client.stream("tail", json!({"device": device, "point": point})) {
+            Err(e) => return self.unreachable(e),
+            Ok(Err(r)) => return self.refused(r),
+            Ok(Ok(())) => {}
+        }
+        let style = Style::detect();
+        loop {
+            match client.next_event() {
+                Ok(Some(event)) => {
+                    if self.json {
+                        println!("{event}");
+                    } else {
+                        println!("{}", tail_line(&event, point, style));
+                    }
+                }
+                Ok(None) => return ExitCode::SUCCESS,
+                Err(e) => return self.unreachable(e),
+            }
+        }
+    }
+}
+
+fn list(v: &Json) -> String {
+    let items: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn print_values(values: &Json, _style: Style) {
+    let mut t = Table::new(&["POINT", "VALUE"]);
+    for (k, v) in values.as_object().into_iter().flatten() {
+        t.row(vec![k.clone(), v.to_string()]);
+    }
+    print!("{}", t.render());
+}
+
+fn tail_line(event: &Json, point: Option<&str>, style: Style) -> String {
+    let p = &event["payload"];
+    let kind = event["kind"].as_str().unwrap_or("?");
+    let device = event["device"].as_str().unwrap_or("?");
+    match kind {
+        "telemetry" => {
+            let mut parts: Vec<String> = p["values"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| point.is_none_or(|pt| pt == k.as_str()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            parts.extend(
+                p["errors"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| point.is_none_or(|pt| pt == k.as_str()))
+                    .map(|(k, v)| style.bad(&format!("{k}!{}", v.as_str().unwrap_or("?")))),
+            );
+            format!("{device}  {}", parts.join(" "))
+        }
+        "status" => format!(
+            "{device}  {} {}",
+            style.state(p["state"].as_str().unwrap_or("?")),
+            p["reason"]
+                .as_str()
+                .map(|r| style.dim(r))
+                .unwrap_or_default()
+        ),
+        "lagged" => style.warn(&format!(
+            "… {} messages missed (terminal too slow)",
+            event["missed"]
+        )),
+        other => format!("{device}  {other} {}", style.dim(&p.to_string())),
+    }
+}

@@ -1,0 +1,178 @@
+//! The field-tech CLI against a running daemon over its control socket:
+//! status, devices, read, write, tail, log-level with `--json` parsed and
+//! checked; the documented exit codes; clear errors when the daemon is not
+//! running and when the socket refuses the user.
+
+mod common;
+mod daemon;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::Mosquitto;
+use daemon::{ConfigDir, Daemon, simulated_device};
+
+fn cli(socket: &Path, args: &[&str]) -> Output {
+    Command::new(daemon::binary())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run ferrogate")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn start() -> (Mosquitto, ConfigDir, Daemon, std::path::PathBuf) {
+    let broker = Mosquitto::start();
+    let devices = simulated_device("pump-1", "100ms") + &simulated_device("pump-2", "100ms");
+    let config = ConfigDir::new("gw-cli", broker.port, "5", &devices);
+    let socket = config.path().join("control.sock");
+    let gw = Daemon::start(config.path());
+    common::wait_for("the control socket", Duration::from_secs(20), || {
+        cli(&socket, &["--json", "devices"]).status.success()
+            && json(&cli(&socket, &["--json", "devices"]))
+                .as_array()
+                .is_some_and(|d| d.iter().filter(|d| d["state"] == "online").count() == 2)
+    });
+    (broker, config, gw, socket)
+}
+
+#[test]
+fn every_command_with_json_output() {
+    let (_broker, _config, _gw, socket) = start();
+
+    common::wait_for("MQTT connected", Duration::from_secs(20), || {
+        json(&cli(&socket, &["--json", "status"]))["mqtt"]["connected"] == true
+    });
+    let status = json(&cli(&socket, &["--json", "status"]));
+    assert_eq!(status["gateway"], "gw-cli");
+    assert_eq!(status["devices"]["total"], 2);
+    assert_eq!(status["adapters"][0]["name"], "simulator");
+    assert_eq!(status["adapters"][0]["state"], "running");
+    assert!(status["outbox"]["depth"].is_u64());
+
+    let devices = json(&cli(
+        &socket,
+        &["--json", "devices", "--adapter", "simulator"],
+    ));
+    let names: Vec<&str> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pump-1", "pump-2"]);
+
+    let out = cli(&socket, &["--json", "write", "pump-1", "setpoint", "42.5"]);
+    assert!(out.status.success());
+    assert_eq!(json(&out)["setpoint"], 42.5);
+    let read = json(&cli(&socket, &["--json", "read", "pump-1", "setpoint"]));
+    assert_eq!(read["setpoint"], 42.5);
+
+    // Refusals exit 1 with the stable code.
+    let out = cli(&socket, &["--json", "write", "pump-1", "setpoint", "420"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["error"]["code"], "out_of_range");
+    let out = cli(&socket, &["--json", "read", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["error"]["code"], "unknown_device");
+    let out = cli(&socket, &["--json", "read", "pump-1", "nosuch"]);
+    assert_eq!(json(&out)["error"]["code"], "unknown_point");
+
+    // Human output: an aligned table.
+    let out = cli(&socket, &["devices"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().next().unwrap().starts_with("DEVICE"), "{text}");
+    assert!(!text.contains('\x1b'), "no colours when not on a terminal");
+
+    let out = cli(&socket, &["--json", "log-level", "debug"]);
+    assert_eq!(json(&out)["level"], "debug");
+    let out = cli(&socket, &["--json", "log-level", "[[["]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(cli(&socket, &["log-level", "warn"]).status.success());
+
+    // tail streams live telemetry of one device, one JSON object per line.
+    let mut tail = Command::new(daemon::binary())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--json", "tail", "pump-2", "--point", "count"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["device"], "pump-2");
+        assert_eq!(event["kind"], "telemetry");
+        assert!(event["payload"]["values"]["count"].is_u64(), "{event}");
+    }
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+}
+
+#[test]
+fn no_daemon_says_so_and_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&dir.path().join("control.sock"), &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ferrogate is not running"), "{err}");
+    assert!(err.contains("systemctl start ferrogate"), "{err}");
+}
+
+#[test]
+fn refused_socket_names_the_group_to_join() {
+    let (_broker, _config, _gw, socket) = start();
+    // Root ignores socket permissions: drop to `nobody` to be refused.
+    let is_root = real_uid() == 0;
+    let out = if is_root {
+        let Ok(out) = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(daemon::binary())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("status")
+            .output()
+        else {
+            eprintln!("setpriv not available; permission case not checked");
+            return;
+        };
+        out
+    } else {
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        cli(&socket, &["status"])
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Permission denied") && err.contains("binary") {
+        eprintln!("nobody cannot execute the test binary here; permission case not checked");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("usermod -aG"), "{err}");
+}
+
+/// The real user id, read from /proc (no libc dependency for one number).
+fn real_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}
