@@ -341,10 +341,18 @@ impl Line {
             return Ok(());
         };
         let query = query.clone();
-        // A late answer to the previous query must not be taken for this one.
-        let _ = port.clear(tokio_serial::ClearBuffer::Input);
-        self.framer.reset();
+        self.forget_stale_input(port);
         self.write(port, &query).await
+    }
+
+    /// On a polled line, whatever arrived before a request (a late answer to
+    /// an earlier one) must not be taken for its answer. A free-running
+    /// line keeps everything: it is data.
+    fn forget_stale_input(&mut self, port: &mut SerialStream) {
+        if matches!(self.device.mode, Mode::Poll { .. }) {
+            let _ = port.clear(tokio_serial::ClearBuffer::Input);
+            self.framer.reset();
+        }
     }
 
     /// Validate a command and start its exchange; `None` when it was
@@ -451,6 +459,7 @@ impl Line {
                         return Ok(None);
                     }
                 };
+                self.forget_stale_input(port);
                 if let Err(reason) = self.write(port, &data).await {
                     request.respond(Err(CommandError::new(
                         ErrorCode::DeviceOffline,
@@ -508,6 +517,7 @@ impl Line {
             let bytes = spec.template.render(&current.1);
             *deadline = (Instant::now() + spec.timeout).min(request.command.deadline);
             tracing::debug!(device = %self.device.name, command = %spec.name, bytes = %printable(&bytes, 64), "command sent");
+            self.forget_stale_input(port);
             self.write(port, &bytes).await?;
             if spec.reply.is_some() || spec.error_reply.is_some() {
                 if let Some(Exchange::Write { sent, .. }) = exchange.as_mut() {

@@ -41,6 +41,13 @@ unit = "°C"
 name = "humidity"
 source = "RH"
 type = "u64"
+
+[[serial.device.command]]
+name = "humidity_limit"
+type = "u64"
+template = "LIM {{value}}\r\n"
+max = 100
+reply = '^OK$'
 "#,
         pair.adapter_end().display()
     );
@@ -92,9 +99,12 @@ type = "u64"
     // every query it sees.
     let responder = tokio::spawn(async move {
         loop {
-            let query = instrument.receive(b"\r\n").await;
-            assert_eq!(query, b"R");
-            instrument.send(b"T=23.0,RH=41\r\n").await;
+            let request = instrument.receive(b"\r\n").await;
+            match request.as_slice() {
+                b"R" => instrument.send(b"T=23.0,RH=41\r\n").await,
+                b"LIM 45" => instrument.send(b"OK\r\n").await,
+                other => panic!("unexpected request {other:?}"),
+            }
         }
     });
     running
@@ -135,6 +145,22 @@ type = "u64"
         .await
         .unwrap_err();
     assert_eq!(unknown.code, ErrorCode::UnknownPoint);
+
+    // A write on a polled line is confirmed by its own reply, not taken
+    // for a poll answer (and a poll answer is not taken for it).
+    let confirmed = running
+        .harness
+        .command(Command {
+            id: "w".into(),
+            device: "analyser".into(),
+            op: Operation::Write {
+                values: [("humidity_limit".to_string(), Value::Int(45))].into(),
+            },
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+        })
+        .await
+        .expect("write confirmed");
+    assert_eq!(confirmed.get("humidity_limit"), Some(&Value::UInt(45)));
 
     // Raw sends are refused unless the device allows them; other protocol
     // operations do not exist on a serial line.
