@@ -1,0 +1,254 @@
+//! The sans-IO server core driven with a fake clock against a client built
+//! on the sans-IO CoAP engine: lifetimes and queue-mode deadlines are exact
+//! to the instant, with no socket and no sleep.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrogate_coap::{Code, Endpoint, EndpointConfig, Event, Method, Request, Response};
+use ferrogate_lwm2m::ObjectRegistry;
+use ferrogate_lwm2m::server::{Job, Lwm2mServer, Output, ServerConfig};
+use ferrogate_sdk::{Command, DeviceState, ErrorCode, Operation, Uplink, Value};
+
+const SERVER: &str = "10.0.0.1:5683";
+const CLIENT: &str = "10.0.0.2:40000";
+
+struct World {
+    server: Lwm2mServer,
+    client: Endpoint,
+    outputs: Vec<Output>,
+    client_requests: Vec<Request>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("addr")
+}
+
+impl World {
+    fn new() -> World {
+        let config = ServerConfig {
+            awake_window: Duration::from_secs(10),
+            ..ServerConfig::default()
+        };
+        World {
+            server: Lwm2mServer::new(config, Arc::new(ObjectRegistry::builtin())),
+            client: Endpoint::new(EndpointConfig {
+                seed: 7,
+                ..EndpointConfig::default()
+            }),
+            outputs: Vec::new(),
+            client_requests: Vec::new(),
+        }
+    }
+
+    /// Move datagrams both ways until both sides are quiet; the client
+    /// answers every request 2.04/2.05. Returns the client's responses.
+    fn pump(&mut self, now: Instant) -> Vec<Response> {
+        let mut responses = Vec::new();
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.client.poll_transmit() {
+                self.server.handle(now, addr(CLIENT), &t.datagram);
+                moved = true;
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                assert_eq!(t.peer, addr(CLIENT));
+                self.client.handle(now, addr(SERVER), &t.datagram);
+                moved = true;
+            }
+            while let Some(event) = self.client.poll_event() {
+                match event {
+                    Event::Request(incoming) => {
+                        let answer = match incoming.request.method {
+                            Method::Get => {
+                                Response::new(Code::CONTENT).with_payload(0, b"77".to_vec())
+                            }
+                            _ => Response::new(Code::CHANGED),
+                        };
+                        self.client_requests.push(incoming.request.clone());
+                        self.client
+                            .respond(now, incoming.handle, answer)
+                            .expect("respond");
+                    }
+                    Event::Response { response, .. } => responses.push(response),
+                    other => panic!("unexpected client event {other:?}"),
+                }
+                moved = true;
+            }
+            while let Some(out) = self.server.poll_output() {
+                self.outputs.push(out);
+            }
+            if !moved {
+                return responses;
+            }
+        }
+    }
+
+    fn client_request(&mut self, now: Instant, request: Request) -> Response {
+        self.client
+            .request(now, addr(SERVER), request)
+            .expect("request");
+        let mut r = self.pump(now);
+        assert_eq!(r.len(), 1, "{r:?}");
+        r.remove(0)
+    }
+
+    fn statuses(&self) -> Vec<(DeviceState, String)> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Uplink(Uplink::Status(s)) => {
+                    Some((s.state, s.reason.clone().unwrap_or_default()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn completed(&self, key: u64) -> Option<&ferrogate_sdk::Outcome> {
+        self.outputs.iter().find_map(|o| match o {
+            Output::Completed { key: k, outcome } if *k == key => Some(outcome),
+            _ => None,
+        })
+    }
+}
+
+fn register(queries: &[&str]) -> Request {
+    let mut r = Request::post("/rd")
+        .with_query("ep=fake-1")
+        .with_payload(40, b"</3/0>,</3311/0>".to_vec());
+    for q in queries {
+        r = r.with_query(*q);
+    }
+    r
+}
+
+fn job(key: u64, deadline: Instant) -> Job {
+    Job {
+        key,
+        command: Command {
+            id: format!("c{key}"),
+            device: "fake-1".into(),
+            op: Operation::Write {
+                values: BTreeMap::from([("light_control.dimmer".to_string(), Value::Int(10))]),
+            },
+            deadline: tokio::time::Instant::from_std(deadline),
+        },
+        deadline,
+    }
+}
+
+#[test]
+fn lifetime_expires_exactly_when_it_runs_out() {
+    let mut w = World::new();
+    let t0 = Instant::now();
+    let created = w.client_request(t0, register(&["lt=60"]));
+    assert_eq!(created.code, Code::CREATED);
+    assert_eq!(
+        w.statuses(),
+        [(DeviceState::Online, "registered".to_string())]
+    );
+
+    // an update at 50 s moves the expiry to 110 s
+    let location = format!("/{}", created.location_path.join("/"));
+    assert_eq!(
+        w.client_request(t0 + Duration::from_secs(50), Request::post(&location))
+            .code,
+        Code::CHANGED
+    );
+    w.server.handle_timeout(t0 + Duration::from_secs(109));
+    w.pump(t0 + Duration::from_secs(109));
+    assert!(!w.statuses().iter().any(|(s, _)| *s == DeviceState::Offline));
+    assert!(
+        w.server
+            .poll_timeout()
+            .is_some_and(|t| t <= t0 + Duration::from_secs(110))
+    );
+    w.server.handle_timeout(t0 + Duration::from_secs(110));
+    w.pump(t0 + Duration::from_secs(110));
+    assert_eq!(
+        w.statuses().last(),
+        Some(&(DeviceState::Offline, "lifetime expired".to_string()))
+    );
+    assert!(w.server.registrations().is_empty());
+}
+
+#[test]
+fn queue_mode_holds_until_update_and_expires_at_the_deadline() {
+    let mut w = World::new();
+    let t0 = Instant::now();
+    let created = w.client_request(t0, register(&["lt=3600", "b=UQ"]));
+    let location = format!("/{}", created.location_path.join("/"));
+
+    // 20 s later the client is asleep (awake window 10 s): commands wait
+    let asleep = t0 + Duration::from_secs(20);
+    w.server
+        .command(asleep, job(1, asleep + Duration::from_secs(5)));
+    w.server
+        .command(asleep, job(2, asleep + Duration::from_secs(60)));
+    w.pump(asleep);
+    assert!(
+        w.client_requests.is_empty(),
+        "nothing is sent to a sleeping client"
+    );
+    assert_eq!(w.server.registrations().held_count("fake-1"), 2);
+    assert!(
+        w.server
+            .poll_timeout()
+            .is_some_and(|t| t <= asleep + Duration::from_secs(5))
+    );
+
+    w.server.handle_timeout(asleep + Duration::from_secs(5));
+    w.pump(asleep + Duration::from_secs(5));
+    assert_eq!(
+        w.completed(1)
+            .expect("job 1 answered")
+            .as_ref()
+            .unwrap_err()
+            .code,
+        ErrorCode::Timeout
+    );
+    assert!(w.completed(2).is_none());
+
+    // the client wakes up: the held write goes out and is confirmed
+    let wake = asleep + Duration::from_secs(30);
+    assert_eq!(
+        w.client_request(wake, Request::post(&location)).code,
+        Code::CHANGED
+    );
+    assert_eq!(w.client_requests.len(), 1);
+    assert_eq!(w.client_requests[0].method, Method::Put);
+    assert_eq!(w.client_requests[0].path, ["3311", "0", "5851"]);
+    let done = w
+        .completed(2)
+        .expect("job 2 answered")
+        .as_ref()
+        .expect("ok");
+    assert_eq!(done.get("light_control.dimmer"), Some(&Value::Int(10)));
+
+    // within the awake window a command is sent at once
+    w.server.command(
+        wake + Duration::from_secs(1),
+        job(3, wake + Duration::from_secs(60)),
+    );
+    w.pump(wake + Duration::from_secs(1));
+    assert!(w.completed(3).expect("job 3 answered").is_ok());
+}
+
+#[test]
+fn several_commands_are_in_flight_at_once() {
+    let mut w = World::new();
+    let t0 = Instant::now();
+    w.client_request(t0, register(&["lt=3600"]));
+    for key in 10..20 {
+        w.server.command(t0, job(key, t0 + Duration::from_secs(60)));
+    }
+    // all ten requests leave before any answer comes back
+    let mut sent = 0;
+    while w.server.poll_transmit().is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent, 10);
+}
