@@ -352,14 +352,12 @@ pub fn plan(section: &Section<'_>) -> Result<CoapPlan, Vec<ConfigIssue>> {
         let Some(dev) = parse_or_issue::<DeviceConfig>(Some(node), &mut issues) else {
             continue;
         };
+        if !names.insert(dev.name.clone()) {
+            let message = format!("device `{}` is defined twice", dev.name);
+            issues.push(dev.origin.issue("name", message));
+            continue;
+        }
         if let Some(d) = device_plan(&dev, &mut issues) {
-            if !names.insert(d.name.clone()) {
-                issues.push(
-                    dev.origin
-                        .issue("name", format!("device `{}` is defined twice", d.name)),
-                );
-                continue;
-            }
             devices.push(d);
         }
     }

@@ -1008,3 +1008,57 @@ fn unanswered_requests_are_forgotten() {
     assert_eq!(ep.stats().unanswered_requests, 2);
     assert!(ep.incoming.is_empty());
 }
+
+#[test]
+fn one_endpoint_serves_and_requests_at_the_same_time() {
+    // Like an LwM2M server: B receives a Register from A while B reads
+    // from A on the same socket; tokens and message ids never mix.
+    let mut net = Net::new(no_limits());
+    let register = net
+        .a
+        .request(
+            net.now,
+            addr(B),
+            Request::post("/rd").with_query("ep=node1"),
+        )
+        .unwrap();
+    let read = net
+        .b
+        .request(net.now, addr(A), Request::get("/3/0/0"))
+        .unwrap();
+    net.pump();
+    let at_b = net.take_request();
+    let at_a = match &net.events_a()[..] {
+        [Event::Request(r)] => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(at_b.request.query_value("ep"), Some("node1"));
+    assert_eq!(at_a.request.path_string(), "/3/0/0");
+    // answer in the opposite order
+    net.a
+        .respond(
+            net.now,
+            at_a.handle,
+            Response::new(Code::CONTENT).with_payload(0, b"ferrogate".to_vec()),
+        )
+        .unwrap();
+    net.b
+        .respond(
+            net.now,
+            at_b.handle,
+            Response {
+                location_path: vec!["rd".into(), "5a3f".into()],
+                ..Response::new(Code::CREATED)
+            },
+        )
+        .unwrap();
+    net.pump();
+    assert!(
+        matches!(&net.events_a()[..], [Event::Response { id, response, .. }]
+        if *id == register && response.location_path == vec!["rd", "5a3f"])
+    );
+    assert!(
+        matches!(&net.events_b()[..], [Event::Response { id, response, .. }]
+        if *id == read && response.payload == b"ferrogate")
+    );
+}
