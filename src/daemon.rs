@@ -16,6 +16,7 @@ use crate::config::{self, LoadedConfig};
 use crate::control::server::{self as control, ControlState, ReloadRequest};
 use crate::gateway::Core;
 use crate::logging::LogHandle;
+use crate::metrics;
 use crate::north::config::{MqttConfig, MqttVersion};
 use crate::north::{CommandResultMsg, InboundCommand, North};
 use crate::router::Router;
@@ -40,6 +41,8 @@ pub enum DaemonError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error("metrics endpoint {0}: {1}")]
+    Metrics(String, std::io::Error),
     #[cfg(feature = "embedded-broker")]
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
@@ -171,6 +174,23 @@ pub async fn run(
         control_stop.clone(),
     )
     .await?;
+    let metrics_endpoint = if gw.metrics.bind.is_empty() {
+        None
+    } else {
+        let sources = metrics::Sources {
+            started: Instant::now(),
+            counters: core.counters.clone(),
+            directory: core.directory.clone(),
+            adapters: core.states(),
+            north: north.status_source(),
+            stall_after,
+        };
+        Some(
+            metrics::serve(&gw.metrics.bind, sources, control_stop.clone())
+                .await
+                .map_err(|e| DaemonError::Metrics(gw.metrics.bind.clone(), e))?,
+        )
+    };
     tracing::info!(
         gateway = %gw.gateway_id,
         adapters = core.states().snapshot().len(),
@@ -230,6 +250,9 @@ pub async fn run(
         tracing::warn!("northbound did not flush in time; the outbox keeps the rest");
     }
     let _ = control.await;
+    if let Some(endpoint) = metrics_endpoint {
+        let _ = endpoint.await;
+    }
     Ok(())
 }
 

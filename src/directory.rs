@@ -12,6 +12,8 @@ use std::sync::{Arc, RwLock};
 use ferrogate_sdk::{DeviceMeta, DeviceState, Timestamp, Uplink, UplinkEnvelope};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::metrics::Counters;
+
 /// One device as the runtime sees it.
 #[derive(Debug, Clone)]
 pub struct DeviceEntry {
@@ -22,7 +24,17 @@ pub struct DeviceEntry {
     pub last_seen: Option<Timestamp>,
     /// The last point error, for `ferrogate devices`.
     pub last_error: Option<String>,
+    pub counts: DeviceCounts,
     online: watch::Sender<bool>,
+}
+
+/// What a device has sent, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceCounts {
+    pub telemetry: u64,
+    pub readings: u64,
+    /// Failed reads by error kind (`timeout`, `device_exception`, ...).
+    pub errors: BTreeMap<&'static str, u64>,
 }
 
 impl DeviceEntry {
@@ -34,6 +46,7 @@ impl DeviceEntry {
             reason: None,
             last_seen: None,
             last_error: None,
+            counts: DeviceCounts::default(),
             online: watch::channel(true).0,
         }
     }
@@ -123,6 +136,13 @@ impl Directory {
                 }
             }
             Uplink::Telemetry(t) => {
+                entry.counts.telemetry += 1;
+                for r in &t.readings {
+                    match &r.value {
+                        Ok(_) => entry.counts.readings += 1,
+                        Err(e) => *entry.counts.errors.entry(e.kind.as_str()).or_default() += 1,
+                    }
+                }
                 if t.readings.iter().any(|r| r.value.is_ok()) {
                     entry.last_seen = Some(t.ts);
                 }
@@ -154,15 +174,18 @@ pub async fn tap(
     north: mpsc::Sender<UplinkEnvelope>,
     directory: Directory,
     live: LiveFeed,
+    counters: Arc<Counters>,
 ) {
     while let Some(envelope) = from_adapters.recv().await {
         directory.observe(&envelope);
         if live.receiver_count() > 0 {
             let _ = live.send(Arc::new(envelope.clone()));
         }
+        let produced = envelope.produced;
         if north.send(envelope).await.is_err() {
             tracing::error!("northbound path closed; uplink tap stopping");
             return;
         }
+        counters.uplink_latency.observe(produced.elapsed());
     }
 }

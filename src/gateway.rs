@@ -5,6 +5,7 @@
 //! the directory and the router (and so the north side) keep running.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::{BuiltAdapter, UplinkEnvelope, UplinkSender};
@@ -12,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::directory::{self, Directory, LiveFeed};
+use crate::metrics::Counters;
 use crate::router::{CommandsConfig, Router};
 use crate::supervisor::{Backoff, StateHandle, Supervisor};
 
@@ -27,6 +29,7 @@ pub struct Core {
     pub directory: Directory,
     pub router: Router,
     pub live: LiveFeed,
+    pub counters: Arc<Counters>,
     states: StateHandle,
     supervisor: Supervisor,
     generation: CancellationToken,
@@ -59,11 +62,13 @@ impl Core {
         }
         let (tap_tx, tap_rx) = mpsc::channel(UPLINK_BUFFER);
         let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let counters = Arc::new(Counters::default());
         let tap = tokio::spawn(directory::tap(
             tap_rx,
             north,
             directory.clone(),
             live.clone(),
+            counters.clone(),
         ));
         let generation = shutdown.child_token();
         let states = StateHandle::default();
@@ -79,11 +84,13 @@ impl Core {
             directory.clone(),
             supervisor.command_senders(),
             UplinkSender::new("router", tap_tx.clone()),
+            counters.clone(),
         );
         Core {
             directory,
             router,
             live,
+            counters,
             states,
             supervisor,
             generation,

@@ -13,6 +13,7 @@ pub mod directory;
 pub mod gateway;
 pub mod kinds;
 pub mod logging;
+pub mod metrics;
 pub mod north;
 pub mod router;
 pub mod simulator;

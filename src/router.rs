@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::directory::{DeviceEntry, Directory};
+use crate::metrics::Counters;
 
 /// The `[commands]` table of gateway.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +294,7 @@ struct Inner {
     gates: Mutex<HashMap<String, DeviceGate>>,
     recent: Mutex<RecentIds>,
     audit: UplinkSender,
+    counters: Arc<Counters>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -307,6 +309,7 @@ impl Router {
         directory: Directory,
         adapters: BTreeMap<String, mpsc::Sender<CommandRequest>>,
         audit: UplinkSender,
+        counters: Arc<Counters>,
     ) -> Self {
         Router {
             inner: Arc::new(Inner {
@@ -316,6 +319,7 @@ impl Router {
                 gates: Mutex::new(HashMap::new()),
                 recent: Mutex::new(RecentIds::default()),
                 audit,
+                counters,
             }),
         }
     }
@@ -346,12 +350,15 @@ impl Router {
         let received = Instant::now();
         match parse_request(payload) {
             Ok(request) => self.execute(device, request, received).await,
-            Err((id, error)) => Answer {
-                device: device.to_string(),
-                id,
-                outcome: Err(error),
-                replayed: false,
-            },
+            Err((id, error)) => {
+                self.inner.counters.command(Err(error.code));
+                Answer {
+                    device: device.to_string(),
+                    id,
+                    outcome: Err(error),
+                    replayed: false,
+                }
+            }
         }
     }
 
@@ -409,6 +416,9 @@ impl Router {
     }
 
     fn answer(&self, device: &str, id: &str, outcome: Outcome, replayed: bool) -> Answer {
+        self.inner
+            .counters
+            .command(outcome.as_ref().map(|_| ()).map_err(|e| e.code));
         Answer {
             device: device.to_string(),
             id: Some(id.to_string()),

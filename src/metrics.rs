@@ -1,0 +1,381 @@
+//! Prometheus metrics: counters the runtime keeps ([`Counters`]), the text
+//! exposition of everything status knows, and a minimal HTTP endpoint
+//! (`GET /metrics`) bound to loopback by default.
+//!
+//! Series (all prefixed `ferrogate_`): `up`, `build_info`, `uptime_seconds`;
+//! `mqtt_connected`, `mqtt_publishes_total`, `mqtt_acks_total`,
+//! `mqtt_reconnects_total`; `outbox_depth`, `outbox_bytes`,
+//! `outbox_oldest_age_seconds`, `outbox_dropped_total`, `outbox_resent_total`,
+//! `outbox_write_errors_total`; `adapter_up`, `adapter_stalled`,
+//! `adapter_restarts_total`; `device_online`, `device_readings_total`,
+//! `device_read_errors_total{kind}`, `device_telemetry_total`;
+//! `commands_total{result}`; `uplink_latency_seconds` (histogram: adapter
+//! produced a message → handed to the outbox writer);
+//! `process_resident_memory_bytes`, `process_cpu_seconds_total`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrogate_sdk::{DeviceState, ErrorCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::directory::Directory;
+use crate::north::NorthStatus;
+use crate::supervisor::{RunState, StateHandle};
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
+
+/// A fixed-bucket histogram with lock-free observation.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Counters kept by the runtime itself.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub uplink_latency: Histogram,
+    commands_ok: AtomicU64,
+    commands_failed: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl Counters {
+    pub fn command(&self, result: Result<(), ErrorCode>) {
+        match result {
+            Ok(()) => self.commands_ok.fetch_add(1, Ordering::Relaxed),
+            Err(code) => {
+                let i = ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0);
+                self.commands_failed[i].fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// Everything a scrape reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub started: Instant,
+    pub counters: Arc<Counters>,
+    pub directory: Directory,
+    pub adapters: StateHandle,
+    pub north: Arc<dyn Fn() -> NorthStatus + Send + Sync>,
+    pub stall_after: Duration,
+}
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of the current state.
+pub fn render(s: &Sources) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut gauge = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP ferrogate_{name} {help}");
+        let _ = writeln!(out, "# TYPE ferrogate_{name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "ferrogate_{name}{labels} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    gauge("up", "gauge", "1 while the gateway runs.", one(1.0));
+    gauge(
+        "build_info",
+        "gauge",
+        "Version of this build.",
+        vec![(
+            format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+            1.0,
+        )],
+    );
+    gauge(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        one(s.started.elapsed().as_secs_f64()),
+    );
+
+    let north = (s.north)();
+    let b = |x: bool| if x { 1.0 } else { 0.0 };
+    gauge(
+        "mqtt_connected",
+        "gauge",
+        "1 while connected to the broker.",
+        one(b(north.live.connected)),
+    );
+    gauge(
+        "mqtt_publishes_total",
+        "counter",
+        "Publishes handed to the MQTT client.",
+        one(north.live.published as f64),
+    );
+    gauge(
+        "mqtt_acks_total",
+        "counter",
+        "Publishes the broker acknowledged.",
+        one(north.live.acked as f64),
+    );
+    gauge(
+        "mqtt_reconnects_total",
+        "counter",
+        "Connections lost or failed.",
+        one(north.live.reconnects as f64),
+    );
+    let ob = &north.outbox;
+    gauge(
+        "outbox_depth",
+        "gauge",
+        "Messages not yet acknowledged by the broker.",
+        one(ob.depth as f64),
+    );
+    gauge(
+        "outbox_bytes",
+        "gauge",
+        "Bytes of outbox on disk.",
+        one(ob.bytes as f64),
+    );
+    gauge(
+        "outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest unacknowledged message.",
+        one(ob.oldest_age_ms.unwrap_or(0) as f64 / 1000.0),
+    );
+    gauge(
+        "outbox_dropped_total",
+        "counter",
+        "Messages dropped because the outbox was full.",
+        one(ob.dropped as f64),
+    );
+    gauge(
+        "outbox_resent_total",
+        "counter",
+        "Messages sent again after a reconnect or restart.",
+        one(ob.resent as f64),
+    );
+    gauge(
+        "outbox_write_errors_total",
+        "counter",
+        "Failed outbox writes or fsyncs.",
+        one(ob.write_errors as f64),
+    );
+
+    let adapters = s.adapters.snapshot();
+    let per_adapter = |f: &dyn Fn(&crate::supervisor::AdapterState) -> f64| {
+        adapters
+            .iter()
+            .map(|(name, st)| (format!("{{adapter=\"{}\"}}", label(name)), f(st)))
+            .collect::<Vec<_>>()
+    };
+    gauge(
+        "adapter_up",
+        "gauge",
+        "1 while the adapter runs.",
+        per_adapter(&|st| b(st.state == RunState::Running)),
+    );
+    gauge(
+        "adapter_stalled",
+        "gauge",
+        "1 when the adapter loop made no progress for stall_after.",
+        per_adapter(&|st| b(st.health.since_last_beat() > s.stall_after)),
+    );
+    gauge(
+        "adapter_restarts_total",
+        "counter",
+        "Restarts after failures.",
+        per_adapter(&|st| st.restarts as f64),
+    );
+
+    let devices = s.directory.snapshot();
+    let dl = |name: &str, e: &crate::directory::DeviceEntry| {
+        format!(
+            "adapter=\"{}\",device=\"{}\"",
+            label(&e.adapter),
+            label(name)
+        )
+    };
+    gauge(
+        "device_online",
+        "gauge",
+        "1 when the device is online.",
+        devices
+            .iter()
+            .map(|(n, e)| {
+                (
+                    format!("{{{}}}", dl(n, e)),
+                    b(e.state == Some(DeviceState::Online)),
+                )
+            })
+            .collect(),
+    );
+    gauge(
+        "device_telemetry_total",
+        "counter",
+        "Telemetry messages from the device.",
+        devices
+            .iter()
+            .map(|(n, e)| (format!("{{{}}}", dl(n, e)), e.counts.telemetry as f64))
+            .collect(),
+    );
+    gauge(
+        "device_readings_total",
+        "counter",
+        "Point values read successfully.",
+        devices
+            .iter()
+            .map(|(n, e)| (format!("{{{}}}", dl(n, e)), e.counts.readings as f64))
+            .collect(),
+    );
+    gauge(
+        "device_read_errors_total",
+        "counter",
+        "Failed point reads by kind.",
+        devices
+            .iter()
+            .flat_map(|(n, e)| {
+                e.counts
+                    .errors
+                    .iter()
+                    .map(move |(kind, v)| (format!("{{{},kind=\"{kind}\"}}", dl(n, e)), *v as f64))
+            })
+            .collect(),
+    );
+    let mut commands = vec![(
+        "{result=\"ok\"}".to_string(),
+        s.counters.commands_ok.load(Ordering::Relaxed) as f64,
+    )];
+    for (code, n) in ErrorCode::ALL.iter().zip(&s.counters.commands_failed) {
+        commands.push((
+            format!("{{result=\"{code}\"}}"),
+            n.load(Ordering::Relaxed) as f64,
+        ));
+    }
+    gauge(
+        "commands_total",
+        "counter",
+        "Commands answered, by result.",
+        commands,
+    );
+    let (rss, cpu) = process_usage();
+    gauge(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory.",
+        one(rss),
+    );
+    gauge(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time.",
+        one(cpu),
+    );
+    s.counters
+        .uplink_latency
+        .render("ferrogate_uplink_latency_seconds", &mut out);
+    out
+}
+
+/// Resident bytes and CPU seconds of this process, from /proc.
+pub fn process_usage() -> (f64, f64) {
+    let page = 4096.0;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        })
+        .map(|pages| pages * page)
+        .unwrap_or(0.0);
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+/// Serve `GET /metrics` on `bind` until `stop`. Anything else is 404.
+pub async fn serve(
+    bind: &str,
+    sources: Sources,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(bind).await?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics endpoint listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            let sources = sources.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let (status, body, kind) = if request.starts_with("GET ") && path == "/metrics" {
+                    ("200 OK", render(&sources), "text/plain; version=0.0.4")
+                } else {
+                    ("404 Not Found", "try /metrics\n".to_string(), "text/plain")
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            });
+        }
+    }))
+}
