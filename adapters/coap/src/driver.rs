@@ -140,7 +140,9 @@ impl CoapHandle {
     }
 
     /// Send a request and wait for its (reassembled) response. Bound the
-    /// wait with `tokio::time::timeout` if the RFC's 93 s is too long.
+    /// wait with `tokio::time::timeout` if the RFC's 93 s is too long:
+    /// dropping the future cancels the request before its next
+    /// retransmission.
     pub async fn request(
         &self,
         peer: SocketAddr,
@@ -392,7 +394,11 @@ impl<T: Transport> Task<T> {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                _ = sleep => self.endpoint.handle_timeout(now()),
+                _ = sleep => {
+                    let now = now();
+                    self.cancel_abandoned(now);
+                    self.endpoint.handle_timeout(now);
+                }
             }
         }
     }
@@ -402,6 +408,28 @@ impl<T: Transport> Task<T> {
             if let Err(error) = self.transport.send_to(&t.datagram, t.peer).await {
                 tracing::debug!(peer = %t.peer, %error, "CoAP send failed");
             }
+        }
+    }
+
+    /// Requests whose caller stopped waiting (a timeout dropped the
+    /// future) are cancelled before their next retransmission, so a dead
+    /// device is not sent more than the caller asked for.
+    fn cancel_abandoned(&mut self, now: std::time::Instant) {
+        let abandoned: Vec<RequestId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| match w {
+                Waiter::Once(reply) => reply.is_closed(),
+                Waiter::Observe {
+                    first: Some(reply), ..
+                } => reply.is_closed(),
+                Waiter::Observe { notifications, .. } => notifications.is_closed(),
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in abandoned {
+            self.waiters.remove(&id);
+            let _ = self.endpoint.cancel(now, id);
         }
     }
 

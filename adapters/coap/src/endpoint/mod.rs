@@ -375,9 +375,11 @@ impl Endpoint {
         }
     }
 
-    fn set_timer(&mut self, at: Instant, timer: Timer) {
+    fn set_timer(&mut self, at: Instant, timer: Timer) -> (Instant, u64) {
         self.timer_seq += 1;
-        self.timers.insert((at, self.timer_seq), timer);
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, timer);
+        key
     }
 
     fn next_mid(&mut self) -> u16 {

@@ -49,6 +49,8 @@ pub(super) struct Incoming {
     block1: Option<BlockOption>,
     block2: Option<BlockOption>,
     observe: Option<u32>,
+    /// Its piggyback and expiry timers, removed once it is answered.
+    timers: Vec<(Instant, u64)>,
 }
 
 /// An observe relation: a peer observing one of our resources.
@@ -153,15 +155,21 @@ impl Endpoint {
                 block1,
                 block2,
                 observe: request.observe,
+                timers: Vec::new(),
             },
         );
+        let mut timers = Vec::new();
         if frame.kind == Kind::Con {
-            self.set_timer(now + self.config.piggyback_window, Timer::Piggyback(handle));
+            timers
+                .push(self.set_timer(now + self.config.piggyback_window, Timer::Piggyback(handle)));
         }
-        self.set_timer(
+        timers.push(self.set_timer(
             now + self.config.server_response_timeout,
             Timer::IncomingExpiry(handle),
-        );
+        ));
+        if let Some(incoming) = self.incoming.get_mut(&handle) {
+            incoming.timers = timers;
+        }
         self.events.push_back(Event::Request(IncomingRequest {
             handle: RequestHandle(handle),
             peer,
@@ -353,10 +361,7 @@ impl Endpoint {
         handle: RequestHandle,
         response: Response,
     ) -> Result<(), EndpointError> {
-        let incoming = self
-            .incoming
-            .remove(&handle.0)
-            .ok_or(EndpointError::UnknownHandle)?;
+        let incoming = self.take_incoming(handle)?;
         self.send_response(now, incoming, response, None);
         Ok(())
     }
@@ -372,10 +377,7 @@ impl Endpoint {
         handle: RequestHandle,
         response: Response,
     ) -> Result<Option<RelationId>, EndpointError> {
-        let incoming = self
-            .incoming
-            .remove(&handle.0)
-            .ok_or(EndpointError::UnknownHandle)?;
+        let incoming = self.take_incoming(handle)?;
         if incoming.observe != Some(0) || !response.code.is_success() {
             self.send_response(now, incoming, response, None);
             return Ok(None);
@@ -411,6 +413,17 @@ impl Endpoint {
         let seq = self.bump_seq(id);
         self.send_response(now, incoming, response, Some(seq));
         Ok(Some(RelationId(id)))
+    }
+
+    fn take_incoming(&mut self, handle: RequestHandle) -> Result<Incoming, EndpointError> {
+        let incoming = self
+            .incoming
+            .remove(&handle.0)
+            .ok_or(EndpointError::UnknownHandle)?;
+        for key in &incoming.timers {
+            self.timers.remove(key);
+        }
+        Ok(incoming)
     }
 
     fn bump_seq(&mut self, id: u64) -> u32 {

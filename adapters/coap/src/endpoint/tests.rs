@@ -979,6 +979,10 @@ fn dedup_memory_is_bounded() {
     }
     assert!(ep.seen.len() <= 100);
     assert!(ep.seen_order.len() <= 100);
+    assert!(
+        ep.timers.is_empty(),
+        "answered requests leave no timers behind"
+    );
 }
 
 #[test]
