@@ -40,7 +40,7 @@ fn value_of(t: &ferrogate_sdk::Telemetry, point: &str) -> Value {
 async fn libcoap_client_pushes_readings() {
     common::require("coap-client-notls");
     let port = common::free_udp_port();
-    let (mut h, _task) = start_adapter(&config(port));
+    let (mut h, task) = start_adapter(&config(port));
     // ready once the configured device is announced
     next_uplink(&mut h, |u| {
         matches!(u, Uplink::Meta(m) if m.device == "meter-1").then_some(())
@@ -120,6 +120,28 @@ async fn libcoap_client_pushes_readings() {
     assert_eq!(codes, vec!["2.04"]);
     let t = telemetry(&mut h, "meter-1").await;
     assert_eq!(value_of(&t, "temp"), Value::Float(19.5));
+
+    // plain CBOR map {"temp": 18, "ok": true}
+    let cbor = [
+        0xa2, 0x64, b't', b'e', b'm', b'p', 0x12, 0x62, b'o', b'k', 0xf5,
+    ];
+    let file = std::env::temp_dir().join(format!("ferrogate-coap-plain-{port}.cbor"));
+    std::fs::write(&file, cbor).unwrap();
+    let codes = coap_client(&[
+        "-m",
+        "put",
+        "-t",
+        "60",
+        "-f",
+        file.to_str().unwrap(),
+        &format!("{base}/meter-1"),
+    ])
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(codes, vec!["2.04"]);
+    let t = telemetry(&mut h, "meter-1").await;
+    assert_eq!(value_of(&t, "temp"), Value::Int(18));
+    assert_eq!(value_of(&t, "ok"), Value::Bool(true));
 
     // a JSON body of ~3 KiB: coap-client sends it block-wise (Block1)
     let fields: Vec<String> = (0..150)
@@ -211,4 +233,9 @@ async fn libcoap_client_pushes_readings() {
     assert_eq!(value_of(&t, "temp"), Value::Int(5));
 
     h.shutdown.cancel();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "run must return Ok(()) on shutdown: {ended:?}"
+    );
 }
