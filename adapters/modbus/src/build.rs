@@ -475,7 +475,9 @@ fn device_spec(
     if issues.len() > before {
         return None;
     }
-    let points: Vec<Point> = points.into_iter().map(|(p, _)| p).collect();
+    // Collected in place, the Vec would keep the larger (Point, config) allocation.
+    let mut points: Vec<Point> = points.into_iter().map(|(p, _)| p).collect();
+    points.shrink_to_fit();
     let mut groups: Vec<PollGroup> = Vec::new();
     for (i, p) in points.iter().enumerate() {
         let period = p.poll.unwrap_or(poll);

@@ -49,7 +49,11 @@ impl DeviceRuntime {
         DeviceRuntime {
             planner,
             plans,
-            filter: ChangeFilter::new(spec.points.len()),
+            filter: if spec.report.on_change {
+                ChangeFilter::new(spec.points.len())
+            } else {
+                ChangeFilter::default()
+            },
             quality: Quality::default(),
         }
     }

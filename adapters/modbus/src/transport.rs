@@ -266,40 +266,36 @@ async fn drain(stream: &mut Pin<Box<dyn Stream>>) -> io::Result<()> {
     }
 }
 
-async fn read_exact(
-    stream: &mut Pin<Box<dyn Stream>>,
-    buf: &mut [u8],
-) -> Result<(), TransactionError> {
-    stream.read_exact(buf).await.map(|_| ()).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            TransactionError::Io("connection closed by the peer".into())
-        } else {
-            TransactionError::Io(e.to_string())
-        }
-    })
-}
-
 async fn read_tcp<'b>(
     stream: &mut Pin<Box<dyn Stream>>,
     buf: &'b mut Vec<u8>,
     transaction: u16,
     unit: u8,
 ) -> Result<&'b [u8], TransactionError> {
+    // Read whatever has arrived rather than header and body separately:
+    // one read call per answer in the common case.
+    buf.clear();
     loop {
+        while buf.len() < frame::MBAP_LEN {
+            read_more(stream, buf).await?;
+        }
         let mut header = [0u8; frame::MBAP_LEN];
-        read_exact(stream, &mut header).await?;
+        header.copy_from_slice(&buf[..frame::MBAP_LEN]);
         let mbap = frame::parse_mbap(&header).map_err(|e| {
             // The stream is out of step; only a new connection fixes it.
             TransactionError::Io(format!("bad MBAP header: {e}"))
         })?;
-        buf.resize(mbap.pdu_len, 0);
-        read_exact(stream, buf).await?;
+        let total = frame::MBAP_LEN + mbap.pdu_len;
+        while buf.len() < total {
+            read_more(stream, buf).await?;
+        }
         if mbap.transaction != transaction {
             tracing::debug!(
                 got = mbap.transaction,
                 expected = transaction,
                 "discarding a stale reply"
             );
+            buf.drain(..total);
             continue;
         }
         if mbap.unit != unit {
@@ -308,7 +304,23 @@ async fn read_tcp<'b>(
                 mbap.unit
             )));
         }
-        return Ok(buf.as_slice());
+        return Ok(&buf[frame::MBAP_LEN..total]);
+    }
+}
+
+/// Append what the stream has (at least one byte) to `buf`.
+async fn read_more(
+    stream: &mut Pin<Box<dyn Stream>>,
+    buf: &mut Vec<u8>,
+) -> Result<(), TransactionError> {
+    let start = buf.len();
+    buf.resize(start + 512, 0);
+    let n = stream.read(&mut buf[start..]).await;
+    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+    match n {
+        Ok(0) => Err(TransactionError::Io("connection closed by the peer".into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(TransactionError::Io(e.to_string())),
     }
 }
 
@@ -318,21 +330,12 @@ async fn read_rtu<'b>(
     unit: u8,
 ) -> Result<&'b [u8], TransactionError> {
     buf.clear();
-    let mut chunk = [0u8; 256];
     let len = loop {
         match frame::rtu_frame_len(buf) {
             Ok(Some(len)) if buf.len() >= len => break len,
-            Ok(_) => {}
+            Ok(_) => read_more(stream, buf).await?,
             Err(e) => return Err(TransactionError::Malformed(e)),
         }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| TransactionError::Io(e.to_string()))?;
-        if n == 0 {
-            return Err(TransactionError::Io("connection closed by the peer".into()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
     };
     let (from, pdu) = frame::parse_rtu(&buf[..len]).map_err(TransactionError::Malformed)?;
     if from != unit {
