@@ -124,6 +124,9 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct CoapHandle {
     tx: mpsc::Sender<Command>,
+    /// Unbounded, for what must never be lost or block: answers,
+    /// cancellations. Bounded in practice by the engine's caps.
+    control: mpsc::UnboundedSender<Command>,
     local: SocketAddr,
 }
 
@@ -186,7 +189,7 @@ impl CoapHandle {
             id,
             first,
             notifications: nrx,
-            tx: self.tx.clone(),
+            control: self.control.clone(),
         })
     }
 
@@ -209,7 +212,7 @@ pub struct Observation {
     /// peer did not accept the observation (no notifications will come).
     pub first: Response,
     notifications: mpsc::Receiver<Notification>,
-    tx: mpsc::Sender<Command>,
+    control: mpsc::UnboundedSender<Command>,
 }
 
 impl Observation {
@@ -224,7 +227,7 @@ impl Observation {
 impl Drop for Observation {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            let _ = self.tx.try_send(Command::Cancel(id));
+            let _ = self.control.send(Command::Cancel(id));
         }
     }
 }
@@ -241,13 +244,13 @@ pub struct Incoming {
 #[derive(Debug)]
 pub struct Responder {
     handle: Option<RequestHandle>,
-    tx: mpsc::Sender<Command>,
+    control: mpsc::UnboundedSender<Command>,
 }
 
 impl Responder {
     pub fn respond(mut self, response: Response) {
         if let Some(handle) = self.handle.take() {
-            let _ = self.tx.try_send(Command::Respond {
+            let _ = self.control.send(Command::Respond {
                 handle,
                 response,
                 observe: None,
@@ -260,18 +263,17 @@ impl Responder {
     pub async fn accept_observe(mut self, response: Response) -> Option<ObserveRelation> {
         let handle = self.handle.take()?;
         let (otx, orx) = oneshot::channel();
-        self.tx
+        self.control
             .send(Command::Respond {
                 handle,
                 response,
                 observe: Some(otx),
             })
-            .await
             .ok()?;
         let relation = orx.await.ok()??;
         Some(ObserveRelation {
             relation,
-            tx: self.tx.clone(),
+            control: self.control.clone(),
         })
     }
 }
@@ -279,7 +281,7 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            let _ = self.tx.try_send(Command::Respond {
+            let _ = self.control.send(Command::Respond {
                 handle,
                 response: Response::new(Code::INTERNAL_SERVER_ERROR),
                 observe: None,
@@ -292,21 +294,21 @@ impl Drop for Responder {
 #[derive(Debug, Clone)]
 pub struct ObserveRelation {
     relation: RelationId,
-    tx: mpsc::Sender<Command>,
+    control: mpsc::UnboundedSender<Command>,
 }
 
 impl ObserveRelation {
     /// Send a notification; fails once the relation has ended.
     pub async fn notify(&self, response: Response, confirmable: bool) -> Result<(), DriverError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        // One notification in flight per caller: it waits for the answer.
+        self.control
             .send(Command::Notify {
                 relation: self.relation,
                 response,
                 confirmable,
                 reply,
             })
-            .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)?
     }
@@ -329,19 +331,22 @@ pub fn spawn<T: Transport>(
     shutdown: CancellationToken,
 ) -> (CoapHandle, mpsc::Receiver<Incoming>) {
     let (tx, rx) = mpsc::channel(256);
+    let (control, control_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(256);
     let local = transport
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let handle = CoapHandle {
-        tx: tx.clone(),
+        tx,
+        control: control.clone(),
         local,
     };
     let task = Task {
         transport: Arc::new(transport),
         endpoint: Endpoint::new(config),
         commands: rx,
-        self_tx: tx,
+        control_rx,
+        control,
         incoming: in_tx,
         waiters: HashMap::new(),
     };
@@ -353,7 +358,8 @@ struct Task<T> {
     transport: Arc<T>,
     endpoint: Endpoint,
     commands: mpsc::Receiver<Command>,
-    self_tx: mpsc::Sender<Command>,
+    control_rx: mpsc::UnboundedReceiver<Command>,
+    control: mpsc::UnboundedSender<Command>,
     incoming: mpsc::Sender<Incoming>,
     waiters: HashMap<RequestId, Waiter>,
 }
@@ -390,6 +396,7 @@ impl<T: Transport> Task<T> {
                         tracing::debug!(%error, "CoAP transport receive error");
                     }
                 },
+                Some(command) = self.control_rx.recv() => self.on_command(command),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -520,7 +527,7 @@ impl<T: Transport> Task<T> {
                         request: req.request,
                         responder: Responder {
                             handle: Some(handle),
-                            tx: self.self_tx.clone(),
+                            control: self.control.clone(),
                         },
                     };
                     if let Err(err) = self.incoming.try_send(incoming) {

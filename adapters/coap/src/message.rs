@@ -124,7 +124,7 @@ impl Code {
     }
 
     pub fn is_response(self) -> bool {
-        (2..=5).contains(&self.class())
+        matches!(self.class(), 2 | 4 | 5)
     }
 
     /// 2.xx
@@ -482,7 +482,7 @@ impl Frame {
             });
         }
         let code = Code(head[1]);
-        if code.class() == 1 || code.class() == 6 || code.class() == 7 {
+        if matches!(code.class(), 1 | 3 | 6 | 7) {
             return Err(FrameError {
                 reason: "reserved code class",
                 header,
@@ -775,6 +775,8 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
+        // reserved code class 3
+        assert!(Frame::parse(&[0x60, 0x65, 0, 1]).is_err());
         assert!(Frame::parse(&[0x40, 0x01]).is_err());
         // version 2
         assert_eq!(Frame::parse(&[0x80, 0x01, 0, 1]).unwrap_err().header, None);

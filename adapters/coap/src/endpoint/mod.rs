@@ -480,9 +480,11 @@ impl Endpoint {
             (Kind::Rst, Owner::Exchange(id)) => self.fail(id, RequestError::Reset),
             (Kind::Rst, Owner::Notification(rel)) => self.end_relation(rel, RelationEnd::Reset),
             (Kind::Ack, Owner::Exchange(id)) => {
-                if frame.code == Code::EMPTY {
-                    self.on_empty_ack(now, id);
-                } else {
+                // Whatever the ACK carries, the exchange now waits for its
+                // response with a deadline: a piggybacked response with a
+                // foreign token must not leave it waiting forever.
+                self.on_empty_ack(now, id);
+                if frame.code != Code::EMPTY {
                     self.on_response(now, peer, frame);
                 }
             }

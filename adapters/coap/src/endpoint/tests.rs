@@ -1066,3 +1066,30 @@ fn one_endpoint_serves_and_requests_at_the_same_time() {
         if *id == read && response.payload == b"ferrogate")
     );
 }
+
+#[test]
+fn piggybacked_response_with_a_foreign_token_does_not_hang_the_request() {
+    let config = EndpointConfig {
+        response_timeout: Duration::from_secs(5),
+        ..no_limits()
+    };
+    let mut ep = Endpoint::new(config);
+    let now = Instant::now();
+    let id = ep.request(now, addr(B), Request::get("/x")).unwrap();
+    let sent = Frame::parse(&ep.poll_transmit().unwrap().datagram).unwrap();
+    let wrong = Frame {
+        kind: Kind::Ack,
+        code: Code::CONTENT,
+        mid: sent.mid,
+        token: vec![0xde, 0xad],
+        options: vec![],
+        payload: b"not yours".to_vec(),
+    };
+    ep.handle(now, addr(B), &wrong.emit());
+    assert!(ep.poll_event().is_none());
+    ep.handle_timeout(now + Duration::from_secs(5));
+    assert!(
+        matches!(ep.poll_event(), Some(Event::Failed { id: got, error: RequestError::Timeout, .. }) if got == id)
+    );
+    assert_eq!(ep.exchanges_in_progress(), 0);
+}
