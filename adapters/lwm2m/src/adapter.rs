@@ -95,6 +95,9 @@ fn server_config(settings: &Settings) -> ServerConfig {
     // limit still applies
     config.coap.max_exchanges = 64 * 1024;
     config.coap.max_pending_requests = 16 * 1024;
+    // one rate-limit bucket per client address: with fewer, a large fleet
+    // makes the limiter evict (and rescan) on every datagram
+    config.coap.max_sources = 256 * 1024;
     config
 }
 

@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::link::Link;
@@ -286,9 +287,9 @@ impl ObjectList {
 /// One registered client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
-    pub endpoint: String,
-    /// The Location-Path segments handed out (`rd`, `<id>`).
-    pub location: String,
+    pub endpoint: Arc<str>,
+    /// The registration's id: its location is `rd/<id>`.
+    pub id: u64,
     pub peer: SocketAddr,
     pub lifetime: Duration,
     pub version: Version,
@@ -306,6 +307,16 @@ impl Registration {
     pub fn expires_at(&self) -> Instant {
         self.updated_at + self.lifetime
     }
+
+    /// The Location-Path handed out at registration, `rd/<id>`.
+    pub fn location(&self) -> String {
+        format!("rd/{}", self.id)
+    }
+}
+
+/// The registration id of a location path `rd/<id>`.
+fn location_id(location: &str) -> Option<u64> {
+    location.strip_prefix("rd/")?.parse().ok()
 }
 
 /// A command waiting for a sleeping queue-mode client.
@@ -333,21 +344,21 @@ pub struct Registered<C> {
 /// What an Update did.
 #[derive(Debug)]
 pub struct Updated<C> {
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     /// The previous source address, when the client came from a new one.
     pub moved_from: Option<SocketAddr>,
     pub objects_changed: bool,
     pub released: Vec<C>,
 }
 
-/// Registrations by location, endpoint and source address, with lifetimes
-/// and held commands. `C` is whatever the caller holds for sleeping clients.
+/// Registrations by id, endpoint and source address, with lifetimes and
+/// held commands. `C` is whatever the caller holds for sleeping clients.
 pub struct RegistrationTable<C> {
-    entries: HashMap<String, Entry<C>>,
-    by_endpoint: HashMap<String, String>,
-    by_peer: HashMap<SocketAddr, String>,
-    expiries: BTreeSet<(Instant, String)>,
-    held_deadlines: BTreeSet<(Instant, String)>,
+    entries: HashMap<u64, Entry<C>>,
+    by_endpoint: HashMap<Arc<str>, u64>,
+    by_peer: HashMap<SocketAddr, u64>,
+    expiries: BTreeSet<(Instant, u64)>,
+    held_deadlines: BTreeSet<(Instant, u64)>,
     next_id: u64,
     /// How long a queue-mode client stays reachable after it was last
     /// heard from (Core 1.1 §6.2.2: CoAP MAX_TRANSMIT_WAIT, 93 s).
@@ -382,23 +393,24 @@ impl<C> RegistrationTable<C> {
         peer: SocketAddr,
         req: RegisterRequest,
     ) -> Registered<C> {
-        let mut released = Vec::new();
         let mut held = VecDeque::new();
-        let replaced = match self.by_endpoint.get(&req.endpoint).cloned() {
-            Some(old_loc) => {
-                let old = self.remove(&old_loc);
-                old.map(|e| {
-                    held = e.held;
-                    e.reg
-                })
-            }
+        let replaced = match self.by_endpoint.get(req.endpoint.as_str()).copied() {
+            Some(old) => self.remove(old).map(|e| {
+                held = e.held;
+                e.reg
+            }),
             None => None,
         };
         self.next_id += 1;
-        let location = format!("rd/{}", self.next_id);
+        let id = self.next_id;
+        // share the endpoint name between the registration and the index
+        let endpoint: Arc<str> = match &replaced {
+            Some(old) => old.endpoint.clone(),
+            None => Arc::from(req.endpoint),
+        };
         let reg = Registration {
-            endpoint: req.endpoint,
-            location: location.clone(),
+            endpoint,
+            id,
             peer,
             lifetime: req.lifetime,
             version: req.version,
@@ -409,12 +421,13 @@ impl<C> RegistrationTable<C> {
             updated_at: now,
             last_seen: now,
         };
-        released.extend(
-            held.drain(..)
-                .filter(|h| h.deadline > now)
-                .map(|h| h.command),
-        );
-        self.insert(reg, VecDeque::new());
+        let released = held
+            .drain(..)
+            .filter(|h| h.deadline > now)
+            .map(|h| h.command)
+            .collect();
+        let location = reg.location();
+        self.insert(reg);
         Registered {
             location,
             replaced,
@@ -430,15 +443,16 @@ impl<C> RegistrationTable<C> {
         peer: SocketAddr,
         req: UpdateRequest,
     ) -> Result<Updated<C>, RegistrationError> {
-        let Some(entry) = self.entries.get_mut(location) else {
-            return Err(RegistrationError::UnknownLocation(location.to_string()));
+        let unknown = || RegistrationError::UnknownLocation(location.to_string());
+        let id = location_id(location).ok_or_else(unknown)?;
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return Err(unknown());
         };
         let reg = &mut entry.reg;
-        self.expiries
-            .remove(&(reg.expires_at(), location.to_string()));
+        self.expiries.remove(&(reg.expires_at(), id));
         let moved_from = (reg.peer != peer).then_some(reg.peer);
         if moved_from.is_some() {
-            if self.by_peer.get(&reg.peer).map(String::as_str) == Some(location) {
+            if self.by_peer.get(&reg.peer) == Some(&id) {
                 self.by_peer.remove(&reg.peer);
             }
             reg.peer = peer;
@@ -470,10 +484,9 @@ impl<C> RegistrationTable<C> {
         reg.updated_at = now;
         reg.last_seen = now;
         let endpoint = reg.endpoint.clone();
-        let expires = reg.expires_at();
-        self.expiries.insert((expires, location.to_string()));
-        self.by_peer.insert(peer, location.to_string());
-        let released = self.release(now, location);
+        self.expiries.insert((reg.expires_at(), id));
+        self.by_peer.insert(peer, id);
+        let released = self.release(now, id);
         Ok(Updated {
             endpoint,
             moved_from,
@@ -487,15 +500,18 @@ impl<C> RegistrationTable<C> {
         &mut self,
         location: &str,
     ) -> Result<(Registration, Vec<C>), RegistrationError> {
-        self.remove(location)
+        location_id(location)
+            .and_then(|id| self.remove(id))
             .map(|e| (e.reg, e.held.into_iter().map(|h| h.command).collect()))
             .ok_or_else(|| RegistrationError::UnknownLocation(location.to_string()))
     }
 
-    /// Note that the client at `location` was heard from (a response, a
-    /// notification, a Send): a queue-mode client is awake again.
-    pub fn touch(&mut self, now: Instant, location: &str) {
-        if let Some(e) = self.entries.get_mut(location) {
+    /// Note that `endpoint` was heard from (a response, a notification, a
+    /// Send): a queue-mode client is awake again.
+    pub fn touch(&mut self, now: Instant, endpoint: &str) {
+        if let Some(id) = self.by_endpoint.get(endpoint)
+            && let Some(e) = self.entries.get_mut(id)
+        {
             e.reg.last_seen = now;
         }
     }
@@ -503,31 +519,31 @@ impl<C> RegistrationTable<C> {
     /// Registrations whose lifetime has passed, removed, with their held
     /// commands.
     pub fn expire(&mut self, now: Instant) -> Vec<(Registration, Vec<C>)> {
-        let due: Vec<String> = self
+        let due: Vec<u64> = self
             .expiries
             .iter()
             .take_while(|(at, _)| *at <= now)
-            .map(|(_, loc)| loc.clone())
+            .map(|(_, id)| *id)
             .collect();
-        due.iter()
-            .filter_map(|loc| self.deregister(loc).ok())
+        due.into_iter()
+            .filter_map(|id| self.remove(id))
+            .map(|e| (e.reg, e.held.into_iter().map(|h| h.command).collect()))
             .collect()
     }
 
     /// Held commands whose deadline has passed, removed, with the endpoint
     /// each was for.
-    pub fn expire_held(&mut self, now: Instant) -> Vec<(String, C)> {
-        let due: Vec<(Instant, String)> = self
+    pub fn expire_held(&mut self, now: Instant) -> Vec<(Arc<str>, C)> {
+        let due: Vec<(Instant, u64)> = self
             .held_deadlines
             .iter()
             .take_while(|(at, _)| *at <= now)
-            .cloned()
+            .copied()
             .collect();
         let mut out = Vec::new();
         for key in due {
             self.held_deadlines.remove(&key);
-            let (_, loc) = key;
-            if let Some(entry) = self.entries.get_mut(&loc) {
+            if let Some(entry) = self.entries.get_mut(&key.1) {
                 let (gone, keep): (Vec<_>, Vec<_>) =
                     entry.held.drain(..).partition(|h| h.deadline <= now);
                 entry.held = keep.into();
@@ -565,14 +581,14 @@ impl<C> RegistrationTable<C> {
     /// Keep `command` until `endpoint` next registers or updates, or until
     /// `deadline`. Gives the command back if the endpoint is unknown.
     pub fn hold(&mut self, endpoint: &str, command: C, deadline: Instant) -> Result<(), C> {
-        let Some(loc) = self.by_endpoint.get(endpoint).cloned() else {
+        let Some(id) = self.by_endpoint.get(endpoint).copied() else {
             return Err(command);
         };
-        let Some(entry) = self.entries.get_mut(&loc) else {
+        let Some(entry) = self.entries.get_mut(&id) else {
             return Err(command);
         };
         entry.held.push_back(Held { command, deadline });
-        self.held_deadlines.insert((deadline, loc));
+        self.held_deadlines.insert((deadline, id));
         Ok(())
     }
 
@@ -580,70 +596,69 @@ impl<C> RegistrationTable<C> {
     pub fn held_count(&self, endpoint: &str) -> usize {
         self.by_endpoint
             .get(endpoint)
-            .and_then(|l| self.entries.get(l))
+            .and_then(|id| self.entries.get(id))
             .map_or(0, |e| e.held.len())
     }
 
     pub fn by_location(&self, location: &str) -> Option<&Registration> {
-        self.entries.get(location).map(|e| &e.reg)
+        self.entries.get(&location_id(location)?).map(|e| &e.reg)
     }
 
     pub fn by_endpoint(&self, endpoint: &str) -> Option<&Registration> {
         self.by_endpoint
             .get(endpoint)
-            .and_then(|l| self.by_location(l))
+            .and_then(|id| self.entries.get(id))
+            .map(|e| &e.reg)
     }
 
     /// The registration whose client last spoke from `peer`.
     pub fn by_peer(&self, peer: SocketAddr) -> Option<&Registration> {
-        self.by_peer.get(&peer).and_then(|l| self.by_location(l))
+        self.by_peer
+            .get(&peer)
+            .and_then(|id| self.entries.get(id))
+            .map(|e| &e.reg)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Registration> {
         self.entries.values().map(|e| &e.reg)
     }
 
-    fn insert(&mut self, reg: Registration, held: VecDeque<Held<C>>) {
-        let loc = reg.location.clone();
-        self.expiries.insert((reg.expires_at(), loc.clone()));
-        self.by_endpoint.insert(reg.endpoint.clone(), loc.clone());
-        self.by_peer.insert(reg.peer, loc.clone());
-        for h in &held {
-            self.held_deadlines.insert((h.deadline, loc.clone()));
-        }
-        self.entries.insert(loc, Entry { reg, held });
+    fn insert(&mut self, reg: Registration) {
+        let id = reg.id;
+        self.expiries.insert((reg.expires_at(), id));
+        self.by_endpoint.insert(reg.endpoint.clone(), id);
+        self.by_peer.insert(reg.peer, id);
+        self.entries.insert(
+            id,
+            Entry {
+                reg,
+                held: VecDeque::new(),
+            },
+        );
     }
 
-    fn remove(&mut self, location: &str) -> Option<Entry<C>> {
-        let entry = self.entries.remove(location)?;
-        self.expiries
-            .remove(&(entry.reg.expires_at(), location.to_string()));
-        if self
-            .by_endpoint
-            .get(&entry.reg.endpoint)
-            .map(String::as_str)
-            == Some(location)
-        {
+    fn remove(&mut self, id: u64) -> Option<Entry<C>> {
+        let entry = self.entries.remove(&id)?;
+        self.expiries.remove(&(entry.reg.expires_at(), id));
+        if self.by_endpoint.get(&entry.reg.endpoint) == Some(&id) {
             self.by_endpoint.remove(&entry.reg.endpoint);
         }
-        if self.by_peer.get(&entry.reg.peer).map(String::as_str) == Some(location) {
+        if self.by_peer.get(&entry.reg.peer) == Some(&id) {
             self.by_peer.remove(&entry.reg.peer);
         }
         for h in &entry.held {
-            self.held_deadlines
-                .remove(&(h.deadline, location.to_string()));
+            self.held_deadlines.remove(&(h.deadline, id));
         }
         Some(entry)
     }
 
-    fn release(&mut self, now: Instant, location: &str) -> Vec<C> {
-        let Some(entry) = self.entries.get_mut(location) else {
+    fn release(&mut self, now: Instant, id: u64) -> Vec<C> {
+        let Some(entry) = self.entries.get_mut(&id) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for h in entry.held.drain(..) {
-            self.held_deadlines
-                .remove(&(h.deadline, location.to_string()));
+            self.held_deadlines.remove(&(h.deadline, id));
             // a command whose deadline passed is left for expire_held's
             // caller to answer; here it is simply not sent
             if h.deadline > now {
@@ -734,7 +749,7 @@ mod tests {
         assert!(table.expire(t0 + Duration::from_secs(100)).is_empty());
         let gone = table.expire(t0 + Duration::from_secs(110));
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].0.endpoint, "a");
+        assert_eq!(&*gone[0].0.endpoint, "a");
         assert!(table.is_empty());
         assert_eq!(table.poll_timeout(), None);
         assert!(matches!(
@@ -753,14 +768,11 @@ mod tests {
         table.hold("a", 7, later + Duration::from_secs(60)).unwrap();
         let second = register(&mut table, later + Duration::from_secs(1), "a", &[], 1001);
         assert_ne!(second.location, first);
-        assert_eq!(second.replaced.map(|r| r.location), Some(first.clone()));
+        assert_eq!(second.replaced.map(|r| r.location()), Some(first.clone()));
         assert_eq!(second.released, [7]);
         assert_eq!(table.len(), 1);
         assert!(table.by_location(&first).is_none());
-        assert_eq!(
-            table.by_peer(addr(1001)).map(|r| r.endpoint.as_str()),
-            Some("a")
-        );
+        assert_eq!(table.by_peer(addr(1001)).map(|r| &*r.endpoint), Some("a"));
         assert!(table.by_peer(addr(1000)).is_none());
         assert!(table.hold("nobody", 1, later).is_err());
     }
@@ -783,7 +795,7 @@ mod tests {
         assert_eq!(table.poll_timeout(), Some(asleep + Duration::from_secs(30)));
         assert_eq!(
             table.expire_held(asleep + Duration::from_secs(31)),
-            [("q".to_string(), 1)]
+            [(Arc::from("q"), 1)]
         );
         let up = table
             .update(
@@ -811,12 +823,12 @@ mod tests {
             .update(t0, &loc, addr(2000), UpdateRequest::default())
             .unwrap();
         assert_eq!(up.moved_from, Some(addr(1000)));
-        assert_eq!(up.endpoint, "n");
+        assert_eq!(&*up.endpoint, "n");
         assert_eq!(table.by_endpoint("n").map(|r| r.peer), Some(addr(2000)));
         assert!(table.by_peer(addr(1000)).is_none());
         assert_eq!(
-            table.by_peer(addr(2000)).map(|r| r.location.as_str()),
-            Some(loc.as_str())
+            table.by_peer(addr(2000)).map(|r| r.location()),
+            Some(loc.clone())
         );
         let same = table
             .update(t0, &loc, addr(2000), UpdateRequest::default())
@@ -837,7 +849,7 @@ mod tests {
         assert!(reg.binding.queue);
         assert_eq!(reg.objects.paths().len(), 2);
         let (gone, held) = table.deregister(&loc).unwrap();
-        assert_eq!(gone.endpoint, "u");
+        assert_eq!(&*gone.endpoint, "u");
         assert!(held.is_empty());
         assert!(table.deregister(&loc).is_err());
     }

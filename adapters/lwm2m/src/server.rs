@@ -68,7 +68,7 @@ pub enum Output {
 /// A command being executed: its requests and what they gathered.
 struct Running {
     job: Job,
-    endpoint: String,
+    endpoint: Arc<str>,
     requests: Vec<RequestId>,
     values: BTreeMap<String, Value>,
     error: Option<CommandError>,
@@ -84,9 +84,51 @@ enum Purpose {
 }
 
 struct Sent {
-    endpoint: String,
-    planned: Planned,
+    endpoint: Arc<str>,
     purpose: Purpose,
+    what: Sending,
+}
+
+/// What was sent: an observation is kept small (there is one per observed
+/// resource of every client); a command's request is kept whole.
+enum Sending {
+    Observation {
+        path: Path,
+        accept: Option<ContentFormat>,
+    },
+    Request(Box<Planned>),
+}
+
+impl Sending {
+    fn new(planned: Planned, purpose: &Purpose) -> Sending {
+        match (purpose, &planned.step) {
+            (Purpose::Observation, Step::Read { path }) if planned.observe => {
+                Sending::Observation {
+                    path: *path,
+                    accept: planned.accept,
+                }
+            }
+            _ => Sending::Request(Box::new(planned)),
+        }
+    }
+
+    fn planned(&self) -> Planned {
+        match self {
+            Sending::Observation { path, accept } => observe_request(*path, *accept),
+            Sending::Request(p) => (**p).clone(),
+        }
+    }
+}
+
+fn observe_request(path: Path, accept: Option<ContentFormat>) -> Planned {
+    let mut request = ferrogate_coap::Request::get(&path.to_string());
+    request.accept = accept.map(ContentFormat::number);
+    Planned {
+        request,
+        step: Step::Read { path },
+        observe: true,
+        accept,
+    }
 }
 
 /// An established (or registering) observation of one client.
@@ -104,8 +146,8 @@ pub struct Lwm2mServer {
     sent: HashMap<RequestId, Sent>,
     running: HashMap<u64, Running>,
     deadlines: BTreeSet<(Instant, u64)>,
-    observations: HashMap<String, Vec<Observation>>,
-    formats: HashMap<String, ContentFormat>,
+    observations: HashMap<Arc<str>, Vec<Observation>>,
+    formats: HashMap<Arc<str>, ContentFormat>,
     outputs: VecDeque<Output>,
 }
 
@@ -290,11 +332,12 @@ impl Lwm2mServer {
             );
         };
         let peer = reg.peer;
+        let endpoint = reg.endpoint.clone();
         let plan = operations::plan(&job.command.op, &self.view(reg));
         let planned = match plan {
             Err(e) => return self.complete(job.key, Err(e)),
             Ok(Plan::CancelObserve(path)) => {
-                let outcome = self.cancel_observation(now, endpoint, path);
+                let outcome = self.cancel_observation(now, &endpoint, path);
                 return self.complete(job.key, outcome);
             }
             Ok(Plan::Requests(r)) => r,
@@ -305,14 +348,14 @@ impl Lwm2mServer {
             key,
             Running {
                 job,
-                endpoint: endpoint.to_string(),
+                endpoint: endpoint.clone(),
                 requests: Vec::new(),
                 values: BTreeMap::new(),
                 error: None,
             },
         );
         for p in planned {
-            self.send(now, peer, endpoint, p, Purpose::Job(key));
+            self.send(now, peer, &endpoint, p, Purpose::Job(key));
         }
         self.finish_if_done(key);
     }
@@ -321,7 +364,7 @@ impl Lwm2mServer {
         &mut self,
         now: Instant,
         peer: SocketAddr,
-        endpoint: &str,
+        endpoint: &Arc<str>,
         planned: Planned,
         purpose: Purpose,
     ) {
@@ -333,23 +376,26 @@ impl Lwm2mServer {
         match result {
             Ok(id) => {
                 if planned.observe
-                    && let Some(Step::Read { path }) = Some(&planned.step)
+                    && let Step::Read { path } = planned.step
                 {
-                    let list = self.observations.entry(endpoint.to_string()).or_default();
-                    list.retain(|o| o.path != *path);
-                    list.push(Observation { path: *path, id });
+                    let list = self.observations.entry(endpoint.clone()).or_default();
+                    list.retain(|o| o.path != path);
+                    list.push(Observation { path, id });
+                    // most clients have one or two: no spare capacity
+                    list.shrink_to_fit();
                 }
                 if let Purpose::Job(key) = purpose
                     && let Some(run) = self.running.get_mut(&key)
                 {
                     run.requests.push(id);
                 }
+                let what = Sending::new(planned, &purpose);
                 self.sent.insert(
                     id,
                     Sent {
-                        endpoint: endpoint.to_string(),
-                        planned,
+                        endpoint: endpoint.clone(),
                         purpose,
+                        what,
                     },
                 );
             }
@@ -363,14 +409,17 @@ impl Lwm2mServer {
     }
 
     fn cancel_observation(&mut self, now: Instant, endpoint: &str, path: Path) -> Outcome {
-        let list = self.observations.entry(endpoint.to_string()).or_default();
-        let Some(pos) = list.iter().position(|o| o.path == path) else {
+        let found = self.observations.get_mut(endpoint).and_then(|list| {
+            list.iter()
+                .position(|o| o.path == path)
+                .map(|pos| list.remove(pos))
+        });
+        let Some(obs) = found else {
             return Err(CommandError::new(
                 ErrorCode::BadRequest,
                 format!("{path} is not observed"),
             ));
         };
-        let obs = list.remove(pos);
         self.sent.remove(&obs.id);
         let _ = self.coap.cancel(now, obs.id);
         Ok(BTreeMap::new())
@@ -535,7 +584,7 @@ impl Lwm2mServer {
             return Response::new(Code::NOT_FOUND)
                 .with_diagnostic("Send from a client that is not registered from this address");
         };
-        self.table.touch(now, &reg.location);
+        self.table.touch(now, &reg.endpoint);
         let req = &incoming.request;
         let Some(format) = req
             .content_format
@@ -566,52 +615,27 @@ impl Lwm2mServer {
             return;
         };
         let endpoint = sent.endpoint.clone();
-        if let Some(reg) = self.table.by_endpoint(&endpoint) {
-            let loc = reg.location.clone();
-            self.table.touch(now, &loc);
-        }
         let purpose = sent.purpose.clone();
-        let planned = sent.planned.clone();
-        let Some(reg) = self.table.by_endpoint(&endpoint).cloned() else {
+        self.table.touch(now, &endpoint);
+        if self.table.by_endpoint(&endpoint).is_none() {
             self.sent.remove(&id);
             return;
-        };
-        // 4.06: the client does not speak the format asked for; step down
-        if response.code == Code::NOT_ACCEPTABLE
-            && let Some(next) = planned.accept.and_then(operations::fallback)
-        {
-            self.sent.remove(&id);
-            self.forget_observation(&endpoint, id);
-            self.formats.insert(endpoint.clone(), next);
-            let mut retry = planned.clone();
-            retry.request.accept = Some(next.number());
-            retry.accept = Some(next);
-            if retry.step == Step::Composite {
-                let paths = self.running_paths(&purpose, &reg);
-                if let Ok(body) = content::encode_paths(next, &paths) {
-                    retry.request = retry.request.with_payload(next.number(), body);
-                } else if let Ok(Plan::Requests(plan)) = self.replan_reads(&paths, &reg, next) {
-                    if let Purpose::Job(key) = purpose
-                        && let Some(run) = self.running.get_mut(&key)
-                    {
-                        run.requests.retain(|r| *r != id);
-                    }
-                    for p in plan {
-                        self.send(now, reg.peer, &endpoint, p, purpose.clone());
-                    }
-                    return;
-                }
+        }
+        if response.code == Code::NOT_ACCEPTABLE {
+            let planned = sent.what.planned();
+            if let Some(next) = planned.accept.and_then(operations::fallback) {
+                return self.step_down(now, id, &endpoint, purpose, planned, next);
             }
-            if let Purpose::Job(key) = purpose
-                && let Some(run) = self.running.get_mut(&key)
-            {
-                run.requests.retain(|r| *r != id);
-            }
-            self.send(now, reg.peer, &endpoint, retry, purpose);
-            return;
         }
         match purpose {
             Purpose::Observation => {
+                let observed = match &sent.what {
+                    Sending::Observation { path, accept } => Some((*path, *accept)),
+                    Sending::Request(p) => match p.step {
+                        Step::Read { path } => Some((path, p.accept)),
+                        _ => None,
+                    },
+                };
                 if !response.code.is_success() || (first && response.observe.is_none()) {
                     self.sent.remove(&id);
                     self.forget_observation(&endpoint, id);
@@ -619,23 +643,28 @@ impl Lwm2mServer {
                         tracing::warn!(endpoint = %endpoint, code = %response.code, "observation refused");
                     }
                 }
-                if response.code.is_success() {
-                    self.observed_values(&reg, &planned, &response);
+                if response.code.is_success()
+                    && let Some((path, accept)) = observed
+                {
+                    self.observed_values(&endpoint, path, accept, &response);
                 }
             }
             Purpose::Job(key) => {
-                let view = self.view(&reg);
+                let planned = sent.what.planned();
+                let Some(reg) = self.table.by_endpoint(&endpoint) else {
+                    return;
+                };
                 let part = if response.code.is_success() {
-                    operations::outcome(&planned.step, &response, &view)
+                    operations::outcome(&planned.step, &response, &self.view(reg))
                 } else {
                     Err(operations::code_error(response.code, &planned.step))
                 };
-                drop(view);
                 if planned.observe && response.code.is_success() && response.observe.is_some() {
                     // the observation outlives its command: notifications
                     // become telemetry
                     if let Some(s) = self.sent.get_mut(&id) {
                         s.purpose = Purpose::Observation;
+                        s.what = Sending::new(planned, &Purpose::Observation);
                     }
                 } else {
                     self.sent.remove(&id);
@@ -654,6 +683,49 @@ impl Lwm2mServer {
                 self.finish_if_done(key);
             }
         }
+    }
+
+    /// 4.06: the client does not speak the format asked for; ask again in
+    /// the next one and remember it for this client.
+    fn step_down(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        endpoint: &Arc<str>,
+        purpose: Purpose,
+        planned: Planned,
+        next: ContentFormat,
+    ) {
+        self.sent.remove(&id);
+        self.forget_observation(endpoint, id);
+        self.formats.insert(endpoint.clone(), next);
+        if let Purpose::Job(key) = purpose
+            && let Some(run) = self.running.get_mut(&key)
+        {
+            run.requests.retain(|r| *r != id);
+        }
+        let Some(reg) = self.table.by_endpoint(endpoint).cloned() else {
+            return;
+        };
+        let mut retry = planned;
+        retry.request.accept = Some(next.number());
+        retry.accept = Some(next);
+        if retry.step == Step::Composite {
+            let paths = self.running_paths(&purpose, &reg);
+            match content::encode_paths(next, &paths) {
+                Ok(body) => retry.request = retry.request.with_payload(next.number(), body),
+                // TLV cannot name paths: read them one by one
+                Err(_) => {
+                    if let Ok(Plan::Requests(plan)) = self.replan_reads(&paths, &reg, next) {
+                        for p in plan {
+                            self.send(now, reg.peer, endpoint, p, purpose.clone());
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        self.send(now, reg.peer, endpoint, retry, purpose);
     }
 
     fn running_paths(&self, purpose: &Purpose, reg: &Registration) -> Vec<Path> {
@@ -725,21 +797,24 @@ impl Lwm2mServer {
 
     // ------------------------------------------------------------ model
 
-    fn observed_values(&mut self, reg: &Registration, planned: &Planned, response: &Response) {
-        let Step::Read { path } = planned.step else {
-            return;
-        };
-        let format = match operations::response_format(response, planned.accept) {
+    fn observed_values(
+        &mut self,
+        endpoint: &str,
+        path: Path,
+        accept: Option<ContentFormat>,
+        response: &Response,
+    ) {
+        let format = match operations::response_format(response, accept) {
             Ok(f) => f,
             Err(e) => {
-                let device = self.device_name(&reg.endpoint);
+                let device = self.device_name(endpoint);
                 return self.decode_error_event(&device, &path.to_string(), &e.message);
             }
         };
         match content::decode(format, path, &response.payload, &self.registry) {
-            Ok(values) => self.telemetry(&reg.endpoint, values),
+            Ok(values) => self.telemetry(endpoint, values),
             Err(e) => {
-                let device = self.device_name(&reg.endpoint);
+                let device = self.device_name(endpoint);
                 tracing::warn!(device = %device, path = %path, error = %e, "undecodable notification");
                 let point = self.registry.point_name(&path, self.config.naming);
                 let ts = Timestamp::now();
@@ -817,7 +892,7 @@ impl Lwm2mServer {
         moved_from: Option<SocketAddr>,
     ) {
         let mut data = BTreeMap::from([
-            ("endpoint".to_string(), reg.endpoint.clone().into()),
+            ("endpoint".to_string(), reg.endpoint.to_string().into()),
             ("lifetime_s".to_string(), reg.lifetime.as_secs().into()),
             ("binding".to_string(), reg.binding.to_string().into()),
             ("lwm2m_version".to_string(), reg.version.as_str().into()),
@@ -873,7 +948,10 @@ impl Lwm2mServer {
             })
             .collect();
         let attributes = BTreeMap::from([
-            ("lwm2m_endpoint".to_string(), reg.endpoint.clone().into()),
+            (
+                "lwm2m_endpoint".to_string(),
+                reg.endpoint.to_string().into(),
+            ),
             ("lwm2m_version".to_string(), reg.version.as_str().into()),
             ("binding".to_string(), reg.binding.to_string().into()),
             ("lifetime_s".to_string(), reg.lifetime.as_secs().into()),

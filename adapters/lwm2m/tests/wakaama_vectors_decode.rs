@@ -406,7 +406,7 @@ fn the_session_replays_through_the_registration_table() {
     assert_eq!(dereg.header.get_code(), "0.04");
     assert_eq!(strings(dereg, CoapOption::UriPath), ["rd", "w1"]);
     let (gone, _) = table.deregister(&location).expect("deregister");
-    assert_eq!(gone.endpoint, "wakaama-vec");
+    assert_eq!(&*gone.endpoint, "wakaama-vec");
     assert!(table.is_empty());
 
     // run2's client exits without de-registering: its lifetime runs out
