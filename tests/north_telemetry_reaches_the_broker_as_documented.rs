@@ -251,3 +251,38 @@ async fn seq_continues_after_restart() {
     let seqs = seqs_by_device(&sub.all());
     assert_eq!(seqs["d1"], (1..=10).collect::<Vec<u64>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublishable_messages_are_refused_not_stuck() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "ferrogate/gw3/devices/+/telemetry").await;
+    let state = tempfile::tempdir().unwrap();
+    let north = start_north("gw3", &broker.url(), state.path(), |m, _| {
+        m.max_packet_size = 4096;
+    })
+    .await;
+    let up = UplinkSender::new("sim", north.uplink_tx());
+    up.send(telemetry("bad+name", &[("x", Value::Int(1))]))
+        .await
+        .unwrap();
+    up.send(telemetry(
+        "big",
+        &[("blob", Value::String("x".repeat(10_000)))],
+    ))
+    .await
+    .unwrap();
+    up.send(telemetry("ok", &[("x", Value::Int(1))]))
+        .await
+        .unwrap();
+    sub.wait_for("ferrogate/gw3/devices/ok/telemetry", WAIT, |_| true)
+        .await;
+    let st = north.status().outbox;
+    assert_eq!(st.refused, 2, "{st:?}");
+    assert!(st.last_refused.unwrap().contains("max_packet_size"));
+    assert_eq!(
+        north.status().live.reconnects,
+        0,
+        "no connection was sacrificed"
+    );
+    north.shutdown().await;
+}

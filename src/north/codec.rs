@@ -188,7 +188,11 @@ pub fn command_result(
     ts: Timestamp,
 ) -> Vec<u8> {
     // A request whose id could not be read is answered with `"id": null`.
-    let id_json = if id.is_empty() { Json::Null } else { Json::from(id) };
+    let id_json = if id.is_empty() {
+        Json::Null
+    } else {
+        Json::from(id)
+    };
     let body = match outcome {
         Ok(values) => {
             let values: BTreeMap<&String, Json> =

@@ -24,7 +24,9 @@
 //! messages are sent again in their original order, so each device's
 //! messages arrive in order (duplicates possible, counted as `resent`).
 //! Telemetry `seq` is per device, starts at 1, is persisted, and has a gap
-//! only where the full outbox dropped messages (counted as `dropped`).
+//! only where the full outbox dropped messages (counted as `dropped`) or a
+//! message no broker could take was refused (topic with a wildcard, larger
+//! than `max_packet_size`; counted as `refused`).
 //! `mqtt.url = "embedded"` is resolved by the runtime before calling
 //! [`North::start`].
 
@@ -231,6 +233,7 @@ impl North {
             qos: mqtt.qos,
             fsync: outbox_cfg.fsync,
             fsync_interval: outbox_cfg.fsync_interval.0,
+            max_packet_size: mqtt.max_packet_size,
             wake: wake.clone(),
         };
         let writer = tokio::spawn(writer.run(uplink_rx, result_rx, writer_stop.clone()));

@@ -128,6 +128,11 @@ pub struct OutboxStatus {
     /// Failed writes or fsyncs since start, and the last one.
     pub write_errors: u64,
     pub last_write_error: Option<String>,
+    /// Messages refused before storing because no broker could take them
+    /// (topic with wildcards, larger than `max_packet_size`), and the last
+    /// reason.
+    pub refused: u64,
+    pub last_refused: Option<String>,
 }
 
 #[derive(Debug)]
@@ -445,6 +450,13 @@ impl Outbox {
         if self.status.last_write_error.take().is_some() {
             tracing::info!("outbox writes recovered");
         }
+    }
+
+    /// Counts a message refused before storing.
+    pub fn refuse(&mut self, reason: String) {
+        tracing::error!(%reason, "northbound message refused");
+        self.status.refused += 1;
+        self.status.last_refused = Some(reason);
     }
 
     /// The next telemetry seq of `device` (undone if the commit fails).

@@ -35,7 +35,31 @@ pub(crate) struct Writer {
     pub qos: u8,
     pub fsync: FsyncPolicy,
     pub fsync_interval: Duration,
+    pub max_packet_size: u32,
     pub wake: Arc<Notify>,
+}
+
+/// Why no broker would accept this message, if so. Storing it would block
+/// the outbox: the publish would fail on every connection.
+fn unpublishable(msg: &NewMessage, max_packet_size: u32) -> Option<String> {
+    if msg.topic.contains(['+', '#', '\0']) || msg.topic.len() > usize::from(u16::MAX) {
+        return Some(format!(
+            "invalid topic `{}` (wildcard, NUL or too long)",
+            msg.topic
+        ));
+    }
+    // Fixed header, topic length, packet id and MQTT 5 properties.
+    const OVERHEAD: usize = 32;
+    let size = OVERHEAD
+        + msg.topic.len()
+        + msg.payload.len()
+        + msg.correlation.as_ref().map_or(0, Vec::len);
+    (size > max_packet_size as usize).then(|| {
+        format!(
+            "message on `{}` is {size} bytes, above max_packet_size {max_packet_size}",
+            msg.topic
+        )
+    })
 }
 
 impl Writer {
@@ -136,6 +160,13 @@ impl Writer {
     /// One group commit. Blocking: runs on the blocking pool.
     fn commit(&self, items: &[Item]) -> bool {
         let mut ob = lock(&self.outbox);
+        let max = self.max_packet_size;
+        let put = |ob: &mut Outbox, msg: NewMessage| match unpublishable(&msg, max) {
+            Some(reason) => ob.refuse(reason),
+            None => {
+                ob.append(msg);
+            }
+        };
         for item in items {
             match item {
                 Item::Uplink(env) => {
@@ -150,15 +181,18 @@ impl Writer {
                         &env.uplink,
                         seq,
                     );
-                    ob.append(NewMessage {
-                        topic: e.topic,
-                        payload: e.payload,
-                        qos: self.qos,
-                        retain: e.retain,
-                        device: env.uplink.device().to_string(),
-                        seq,
-                        correlation: None,
-                    });
+                    put(
+                        &mut ob,
+                        NewMessage {
+                            topic: e.topic,
+                            payload: e.payload,
+                            qos: self.qos,
+                            retain: e.retain,
+                            device: env.uplink.device().to_string(),
+                            seq,
+                            correlation: None,
+                        },
+                    );
                 }
                 Item::Result(r) => {
                     let payload = codec::command_result(
@@ -169,25 +203,31 @@ impl Writer {
                         Timestamp::now(),
                     );
                     if let Some((topic, corr)) = &r.reply_to {
-                        ob.append(NewMessage {
-                            topic: topic.clone(),
-                            payload: payload.clone(),
+                        put(
+                            &mut ob,
+                            NewMessage {
+                                topic: topic.clone(),
+                                payload: payload.clone(),
+                                qos: self.qos,
+                                retain: false,
+                                device: r.device.clone(),
+                                seq: 0,
+                                correlation: (!corr.is_empty()).then(|| corr.clone()),
+                            },
+                        );
+                    }
+                    put(
+                        &mut ob,
+                        NewMessage {
+                            topic: self.topics.device(&r.device, "cmd/result"),
+                            payload,
                             qos: self.qos,
                             retain: false,
                             device: r.device.clone(),
                             seq: 0,
-                            correlation: (!corr.is_empty()).then(|| corr.clone()),
-                        });
-                    }
-                    ob.append(NewMessage {
-                        topic: self.topics.device(&r.device, "cmd/result"),
-                        payload,
-                        qos: self.qos,
-                        retain: false,
-                        device: r.device.clone(),
-                        seq: 0,
-                        correlation: None,
-                    });
+                            correlation: None,
+                        },
+                    );
                 }
             }
         }
