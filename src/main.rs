@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: Lwm2mCommand,
     },
+    /// Talk to a CoAP device directly (no daemon needed).
+    Coap {
+        #[command(subcommand)]
+        command: CoapCommand,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -99,6 +104,30 @@ enum ConfigCommand {
         #[arg(long, short, default_value = "/etc/ferrogate")]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CoapCommand {
+    /// GET a resource: `coap://host[:port]/path[?query]`.
+    Get {
+        uri: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Observe a resource and print every notification.
+    Observe {
+        uri: String,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Exit after this many notifications.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    ferrogate_sdk::config::ConfigDuration::parse(s).map(|d| d.0)
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +175,30 @@ fn main() -> ExitCode {
         } => remote.command(
             &endpoint,
             serde_json::json!({"op": "read", "points": [path]}),
+        ),
+        Command::Coap {
+            command: CoapCommand::Get { uri, timeout },
+        } => ferrogate::cli::coap::get(
+            &uri,
+            ferrogate::cli::coap::Options {
+                json: cli.json,
+                timeout,
+            },
+        ),
+        Command::Coap {
+            command:
+                CoapCommand::Observe {
+                    uri,
+                    timeout,
+                    count,
+                },
+        } => ferrogate::cli::coap::observe(
+            &uri,
+            ferrogate::cli::coap::Options {
+                json: cli.json,
+                timeout,
+            },
+            count,
         ),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -5,6 +5,7 @@
 //! command the device or daemon refused); 2 usage error; 3 the daemon could
 //! not be reached (not running, or no permission on its socket).
 
+pub mod coap;
 pub mod output;
 pub mod remote;
 
