@@ -269,6 +269,36 @@ async fn register_observe_notify_write_execute_deregister() {
     .unwrap_err();
     assert_eq!(missing.code, ErrorCode::UnknownPoint);
 
+    // observe by command: the current value answers it, then notifications
+    // become telemetry
+    let observed = run_command(
+        &h,
+        command(
+            "lw-sensor-1",
+            protocol("observe", "/3/0/9", None, json!(null)),
+        ),
+    )
+    .await
+    .expect("observe ok");
+    assert_eq!(observed.get("device.battery_level"), Some(&Value::Int(87)));
+    client
+        .wait_for("observation of /3/0/9", |s| s.relations.len() == 2)
+        .await;
+    client.change("/3/0/9", ResourceValue::Integer(80)).await;
+    uplink(&mut h, "battery notification", |u| {
+        reading(u, "lw-sensor-1", "device.battery_level") == Some(Value::Int(80))
+    })
+    .await;
+    run_command(
+        &h,
+        command(
+            "lw-sensor-1",
+            protocol("cancel-observe", "/3/0/9", None, json!(null)),
+        ),
+    )
+    .await
+    .expect("cancel ok");
+
     // cancel-observe: no more telemetry from it
     run_command(
         &h,
