@@ -402,9 +402,10 @@ pub struct OutboxConfig {
     /// fsync period with `fsync = "interval"`; default 200ms.
     #[serde(default = "defaults::fsync_interval")]
     pub fsync_interval: ConfigDuration,
-    /// Maximum publishes per second while a backlog drains (after an outage
-    /// or a restart), so a cloud broker's rate limit is not tripped. Unset:
-    /// as fast as the broker acknowledges.
+    /// Maximum publishes per second, so draining a backlog (after an outage
+    /// or a restart) does not trip a cloud broker's rate limit. Live data
+    /// keeps being accepted meanwhile and is sent after the older messages
+    /// of its device. Unset (default): as fast as the broker acknowledges.
     #[serde(default)]
     pub replay_rate: Option<u32>,
 }

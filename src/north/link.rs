@@ -317,3 +317,27 @@ impl Link {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let o = LinkOptions {
+            addr: BrokerAddr::parse("mqtt://h:1883").unwrap(),
+            version: MqttVersion::V5,
+            client_id: "c".into(),
+            keep_alive: Duration::from_secs(30),
+            credentials: Some(("user".into(), Secret("hunter2".into()))),
+            tls: None,
+            max_packet_size: 1024,
+            inflight: 1,
+            will_topic: "t".into(),
+            will_payload: vec![],
+        };
+        let shown = format!("{o:?} {:?}", o.credentials);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("user"));
+    }
+}

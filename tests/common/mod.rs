@@ -209,6 +209,15 @@ pub struct Subscriber {
 impl Subscriber {
     /// Subscribes to `filter` at QoS 1 and waits for the SUBACK.
     pub async fn start(port: u16, filter: &str) -> Subscriber {
+        Self::start_with(port, filter, None).await
+    }
+
+    /// Like [`Subscriber::start`], with a user name and password.
+    pub async fn start_auth(port: u16, filter: &str, user: &str, password: &str) -> Subscriber {
+        Self::start_with(port, filter, Some((user, password))).await
+    }
+
+    async fn start_with(port: u16, filter: &str, login: Option<(&str, &str)>) -> Subscriber {
         use rumqttc::v5::mqttbytes::QoS;
         use rumqttc::v5::mqttbytes::v5::Packet;
         let id = format!("test-sub-{}", free_port());
@@ -217,6 +226,9 @@ impl Subscriber {
             .set_clean_start(false)
             .set_session_expiry_interval(Some(3600))
             .set_max_packet_size(Some(10 * 1024 * 1024));
+        if let Some((u, p)) = login {
+            opts.set_credentials(u, p);
+        }
         let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 1000);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connected = Arc::new(AtomicBool::new(false));
