@@ -53,6 +53,8 @@ pub struct ProtocolConfig {
     pub ack_timeout: Option<ConfigDuration>,
     pub ack_random_factor: Option<f64>,
     pub max_retransmit: Option<u32>,
+    /// NSTART: CON requests to one device awaiting their ACK at once (1).
+    pub nstart: Option<usize>,
     /// Block size for block-wise transfers: 16, 32, ... 1024.
     pub block_size: Option<usize>,
     /// Largest body reassembled from blocks, in bytes.
@@ -240,8 +242,17 @@ pub fn plan(section: &Section<'_>) -> Result<CoapPlan, Vec<ConfigIssue>> {
         }
     };
 
-    let mut endpoint = EndpointConfig::default();
+    let mut endpoint = EndpointConfig {
+        nstart: 1,
+        ..EndpointConfig::default()
+    };
     if let Some(p) = &protocol {
+        if let Some(n) = p.nstart {
+            if n == 0 {
+                issues.push(p.origin.issue("nstart", "nstart must be at least 1"));
+            }
+            endpoint.nstart = n;
+        }
         let mut t = TransmissionParams::default();
         if let Some(d) = p.ack_timeout {
             if d.0.is_zero() {

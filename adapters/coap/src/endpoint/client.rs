@@ -154,6 +154,7 @@ impl Endpoint {
             };
             self.send_confirmable(now, ex.peer, &frame, Owner::Deregistration);
         }
+        self.release_queued(now);
         Ok(())
     }
 
@@ -179,9 +180,63 @@ impl Endpoint {
         });
     }
 
+    /// Send the next message of exchange `id` now, or queue it while NSTART
+    /// CONs to the same peer are unacknowledged (RFC 7252 §4.7).
+    fn send_request_message(
+        &mut self,
+        now: Instant,
+        id: u64,
+        token: Vec<u8>,
+        block2: Option<BlockOption>,
+    ) {
+        let Some(ex) = self.exchanges.get(&id) else {
+            return;
+        };
+        let peer = ex.peer;
+        if ex.request.confirmable && self.outstanding(peer) >= self.config.nstart.max(1) {
+            self.queued
+                .entry(peer)
+                .or_default()
+                .push_back((id, token, block2));
+            return;
+        }
+        self.transmit_request_message(now, id, token, block2);
+    }
+
+    /// Our CON requests to `peer` not acknowledged yet.
+    fn outstanding(&self, peer: SocketAddr) -> usize {
+        self.pending_con
+            .iter()
+            .filter(|((p, _), out)| *p == peer && matches!(out.owner, Owner::Exchange(_)))
+            .count()
+    }
+
+    /// Send queued requests whose peer has room again.
+    pub(super) fn release_queued(&mut self, now: Instant) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let nstart = self.config.nstart.max(1);
+        let peers: Vec<SocketAddr> = self.queued.keys().copied().collect();
+        for peer in peers {
+            while self.outstanding(peer) < nstart {
+                let Some(next) = self.queued.get_mut(&peer).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                let (id, token, block2) = next;
+                if self.exchanges.contains_key(&id) {
+                    self.transmit_request_message(now, id, token, block2);
+                }
+            }
+            if self.queued.get(&peer).is_some_and(|q| q.is_empty()) {
+                self.queued.remove(&peer);
+            }
+        }
+    }
+
     /// Send the next message of exchange `id`: the request itself (or its
     /// next Block1 block), or a Block2 follow-up when `block2` is given.
-    fn send_request_message(
+    fn transmit_request_message(
         &mut self,
         now: Instant,
         id: u64,

@@ -82,6 +82,11 @@ pub struct RateLimit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {
     pub transmission: TransmissionParams,
+    /// NSTART (RFC 7252 §4.7): CON requests to one peer awaiting their
+    /// ACK at once; further requests wait their turn. The RFC's value is 1
+    /// (what the CoAP adapter uses); the default here sets no limit so an
+    /// application that manages its own concurrency (LwM2M) keeps it.
+    pub nstart: usize,
     /// How long an incoming CON request may wait for its response before the
     /// engine acknowledges it with an empty ACK and sends the response
     /// separately (RFC 7252 §5.2.2). Below ACK_TIMEOUT so the peer does not
@@ -127,6 +132,7 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
             transmission: TransmissionParams::default(),
+            nstart: usize::MAX,
             piggyback_window: Duration::from_millis(1000),
             response_timeout: Duration::from_secs(93),
             server_response_timeout: Duration::from_secs(60),

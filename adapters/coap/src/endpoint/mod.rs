@@ -238,6 +238,8 @@ pub struct Endpoint {
     relation_tokens: HashMap<(SocketAddr, Vec<u8>), u64>,
     uploads: HashMap<server::TransferKey, server::Upload>,
     downloads: HashMap<server::TransferKey, server::Download>,
+    /// Requests waiting for NSTART room, per peer.
+    queued: HashMap<SocketAddr, VecDeque<(u64, Vec<u8>, Option<crate::block::BlockOption>)>>,
 }
 
 impl Endpoint {
@@ -265,6 +267,7 @@ impl Endpoint {
             relation_tokens: HashMap::new(),
             uploads: HashMap::new(),
             downloads: HashMap::new(),
+            queued: HashMap::new(),
         }
     }
 
@@ -356,6 +359,7 @@ impl Endpoint {
                 }
             }
         }
+        self.release_queued(now);
     }
 
     /// Fire every timer due at `now`.
@@ -373,6 +377,7 @@ impl Endpoint {
                 Timer::IncomingExpiry(handle) => self.on_incoming_expiry(now, handle),
             }
         }
+        self.release_queued(now);
     }
 
     fn set_timer(&mut self, at: Instant, timer: Timer) -> (Instant, u64) {

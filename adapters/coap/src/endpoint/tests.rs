@@ -1093,3 +1093,77 @@ fn piggybacked_response_with_a_foreign_token_does_not_hang_the_request() {
     );
     assert_eq!(ep.exchanges_in_progress(), 0);
 }
+
+#[test]
+fn nstart_limits_unacknowledged_requests_per_peer() {
+    let mut net = Net::new(EndpointConfig {
+        nstart: 1,
+        ..no_limits()
+    });
+    let first = net.a.request(net.now, addr(B), Request::get("/1")).unwrap();
+    let second = net.a.request(net.now, addr(B), Request::get("/2")).unwrap();
+    // another peer is not held back
+    let other: SocketAddr = "10.0.0.9:5683".parse().unwrap();
+    net.a.request(net.now, other, Request::get("/3")).unwrap();
+    let sent: Vec<Transmit> = std::iter::from_fn(|| net.a.poll_transmit()).collect();
+    assert_eq!(
+        sent.len(),
+        2,
+        "NSTART=1: one CON to B, one to the other peer"
+    );
+    assert_eq!(sent.iter().filter(|t| t.peer == addr(B)).count(), 1);
+    let to_b = sent.iter().find(|t| t.peer == addr(B)).unwrap();
+    net.b.handle(net.now, addr(A), &to_b.datagram);
+    let req = net.take_request();
+    assert_eq!(req.request.path, vec!["1"]);
+    net.b
+        .respond(net.now, req.handle, Response::new(Code::CONTENT))
+        .unwrap();
+    // the ACK frees the slot: the second request goes out
+    net.pump();
+    let req = net.take_request();
+    assert_eq!(req.request.path, vec!["2"]);
+    net.b
+        .respond(net.now, req.handle, Response::new(Code::CONTENT))
+        .unwrap();
+    net.pump();
+    let ids: Vec<RequestId> = net
+        .events_a()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Response { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![first, second]);
+}
+
+#[test]
+fn a_queued_request_follows_a_timed_out_one_and_nstart_is_configurable() {
+    let mut net = Net::new(EndpointConfig {
+        nstart: 2,
+        ..no_limits()
+    });
+    for p in ["/1", "/2", "/3"] {
+        net.a.request(net.now, addr(B), Request::get(p)).unwrap();
+    }
+    net.pump_lossy(|_, _| true);
+    assert_eq!(net.log.len(), 2, "NSTART=2");
+    // nothing answers: once one of the first two gives up, the third is sent
+    while net.advance() {
+        net.pump_lossy(|_, _| true);
+        if net.log.iter().any(|(_, f, _)| {
+            f.options
+                .iter()
+                .any(|(n, v)| *n == option::URI_PATH && v == b"3")
+        }) {
+            break;
+        }
+    }
+    let failed = net
+        .events_a()
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { .. }))
+        .count();
+    assert_eq!(failed, 1, "the third waited for a slot, not for both");
+}
