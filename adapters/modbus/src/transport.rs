@@ -330,18 +330,24 @@ async fn read_rtu<'b>(
     unit: u8,
 ) -> Result<&'b [u8], TransactionError> {
     buf.clear();
-    let len = loop {
-        match frame::rtu_frame_len(buf) {
-            Ok(Some(len)) if buf.len() >= len => break len,
-            Ok(_) => read_more(stream, buf).await?,
+    loop {
+        let len = match frame::rtu_frame_len(buf) {
+            Ok(Some(len)) if buf.len() >= len => len,
+            Ok(_) => {
+                read_more(stream, buf).await?;
+                continue;
+            }
             Err(e) => return Err(TransactionError::Malformed(e)),
+        };
+        let (from, _) = frame::parse_rtu(&buf[..len]).map_err(TransactionError::Malformed)?;
+        if from != unit {
+            // A late answer of another unit, arrived after the drain: skip it
+            // and keep waiting for ours.
+            tracing::debug!(from, expected = unit, "discarding a stale reply");
+            buf.drain(..len);
+            continue;
         }
-    };
-    let (from, pdu) = frame::parse_rtu(&buf[..len]).map_err(TransactionError::Malformed)?;
-    if from != unit {
-        return Err(TransactionError::Malformed(format!(
-            "reply from unit {from} to a request for unit {unit}"
-        )));
+        let (_, pdu) = frame::parse_rtu(&buf[..len]).map_err(TransactionError::Malformed)?;
+        return Ok(pdu);
     }
-    Ok(pdu)
 }
