@@ -194,6 +194,10 @@ enum Timer {
     IncomingExpiry(u64),
 }
 
+/// A request message waiting for NSTART room: exchange, token, Block2
+/// follow-up.
+type QueuedMessage = (u64, Vec<u8>, Option<crate::block::BlockOption>);
+
 /// xorshift64*: message ids, tokens and jitter need unpredictability only
 /// against off-path guessing, and tests need determinism.
 #[derive(Debug)]
@@ -239,7 +243,7 @@ pub struct Endpoint {
     uploads: HashMap<server::TransferKey, server::Upload>,
     downloads: HashMap<server::TransferKey, server::Download>,
     /// Requests waiting for NSTART room, per peer.
-    queued: HashMap<SocketAddr, VecDeque<(u64, Vec<u8>, Option<crate::block::BlockOption>)>>,
+    queued: HashMap<SocketAddr, VecDeque<QueuedMessage>>,
 }
 
 impl Endpoint {
