@@ -258,6 +258,11 @@ impl Link {
             .unwrap_or_else(|| LinkEvent::Closed("event loop stopped".into()))
     }
 
+    /// An event that is already waiting, if any.
+    pub fn try_next(&mut self) -> Option<LinkEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// Queues a stored record for publishing.
     pub async fn publish(&self, r: &Record) -> Result<(), String> {
         self.publish_parts(

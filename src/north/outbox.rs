@@ -556,6 +556,11 @@ impl Outbox {
         }
     }
 
+    /// Whether committed bytes still wait for an fsync.
+    pub fn needs_sync(&self) -> bool {
+        self.synced_len < self.active_len
+    }
+
     /// A handle to fsync what was committed, without holding the lock.
     pub fn sync_target(&self) -> Option<SyncTarget> {
         let seg = self.segments.back()?;

@@ -191,6 +191,14 @@ impl Session {
                     if let Err(reason) = self.handle(ev, &mut t) {
                         return up(reason);
                     }
+                    // Take the acknowledgements that arrived meanwhile before
+                    // refilling the window.
+                    for _ in 0..1024 {
+                        let Some(ev) = link.try_next() else { break };
+                        if let Err(reason) = self.handle(ev, &mut t) {
+                            return up(reason);
+                        }
+                    }
                 }
                 _ = self.wake.notified() => {}
                 _ = tick.tick() => {
@@ -222,7 +230,7 @@ impl Session {
             let batch = {
                 let mut ob = lock(&self.outbox);
                 let room = self.window.saturating_sub(ob.inflight_unacked());
-                let n = pace.allowance(room.min(64));
+                let n = pace.allowance(room.min(256));
                 if n == 0 {
                     return Ok(());
                 }

@@ -87,6 +87,9 @@ impl Writer {
                 _ = sync_tick.tick() => {
                     // The interval policy's fsync; with "always" this only
                     // retries an fsync that failed.
+                    if !lock(&this.outbox).needs_sync() {
+                        continue;
+                    }
                     let ob = this.outbox.clone();
                     if let Ok(true) = tokio::task::spawn_blocking(move || sync(&ob)).await {
                         this.wake.notify_one();
