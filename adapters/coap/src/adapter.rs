@@ -158,11 +158,19 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
         .map(|d| (d.name.clone(), Arc::new(d.clone())))
         .collect();
     let mut beat = tokio::time::interval(Duration::from_secs(1));
+    let mut report = tokio::time::interval(Duration::from_secs(60));
+    let mut reported = crate::Stats::default();
     let mut commands_open = true;
     let result = loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break Ok(()),
             _ = beat.tick() => ctx.health.beat(),
+            _ = report.tick() => {
+                if let Ok(stats) = coap.stats().await {
+                    log_refusals(&ctx.name, &reported, &stats);
+                    reported = stats;
+                }
+            }
             request = incoming.recv() => match request {
                 Some(request) => {
                     ctx.health.beat();
@@ -213,6 +221,27 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
     .await;
     tasks.abort_all();
     result
+}
+
+/// Bad input is counted by the engine; say so in the log when the counts
+/// move, so a misbehaving device or a flood is visible.
+fn log_refusals(adapter: &str, before: &crate::Stats, now: &crate::Stats) {
+    let moved = now.malformed != before.malformed
+        || now.rate_limited != before.rate_limited
+        || now.rejected_requests != before.rejected_requests
+        || now.unknown_tokens != before.unknown_tokens;
+    if moved {
+        tracing::info!(
+            adapter,
+            malformed = now.malformed,
+            rate_limited = now.rate_limited,
+            rejected = now.rejected_requests,
+            unknown_tokens = now.unknown_tokens,
+            duplicates = now.duplicates,
+            retransmissions = now.retransmissions,
+            "CoAP datagrams refused so far"
+        );
+    }
 }
 
 fn attributes(device: &DevicePlan) -> BTreeMap<String, serde_json::Value> {
