@@ -4,6 +4,7 @@
 //! each serial line's load is estimated from its baud rate and frames.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
@@ -33,7 +34,8 @@ pub struct DeviceSpec {
     pub pos: Pos,
     pub unit: u8,
     pub description: Option<String>,
-    pub points: Vec<Point>,
+    /// Shared by every device that uses the same profile as it is.
+    pub points: Arc<[Point]>,
     /// Points grouped by poll period.
     pub groups: Vec<PollGroup>,
     pub limits: Limits,
@@ -88,6 +90,7 @@ pub fn build(section: &Section<'_>, ctx: &BuildContext<'_>) -> Result<Built, Vec
     }
 
     let mut devices_seen: BTreeMap<String, Pos> = BTreeMap::new();
+    let mut shared = SharedMaps::default();
     let mut notes: Vec<Vec<String>> = vec![Vec::new(); connections.len()];
     for node in section.list("device") {
         let dev = match node.parse::<DeviceConfig>() {
@@ -126,7 +129,16 @@ pub fn build(section: &Section<'_>, ctx: &BuildContext<'_>) -> Result<Built, Vec
         }
         let transport = line.map(|i| connections[i].0.transport);
         let mut device_notes = Vec::new();
-        if let Some(spec) = device_spec(node, &dev, transport, ctx, &mut issues, &mut device_notes)
+        let found = device_spec(
+            node,
+            &dev,
+            transport,
+            ctx,
+            &mut shared,
+            &mut issues,
+            &mut device_notes,
+        );
+        if let Some(spec) = found
             && let Some(i) = line
         {
             connections[i].1.devices.push(spec);
@@ -312,11 +324,23 @@ fn char_bits(s: &SerialSettings) -> u32 {
     1 + u32::from(s.data_bits) + u32::from(s.parity != Parity::None) + u32::from(s.stop_bits)
 }
 
+/// Point maps of profiles used without inline points, built once and
+/// shared by every device using them (`None`: the profile has errors,
+/// already reported).
+#[derive(Default)]
+struct SharedMaps {
+    maps: BTreeMap<SharedKey, Option<Arc<[Point]>>>,
+}
+
+/// A profile and the request limits its map was checked against.
+type SharedKey = (String, u16, u16);
+
 fn device_spec(
     node: Node<'_>,
     dev: &Located<DeviceConfig>,
     transport: Option<TransportKind>,
     ctx: &BuildContext<'_>,
+    shared: &mut SharedMaps,
     issues: &mut Vec<ConfigIssue>,
     notes: &mut Vec<String>,
 ) -> Option<DeviceSpec> {
@@ -436,48 +460,31 @@ fn device_spec(
         );
     }
 
-    let mut points: Vec<(Point, Located<PointConfig>)> = Vec::new();
-    let mut point_names: BTreeMap<String, Pos> = BTreeMap::new();
-    for pnode in point_nodes {
-        let cfg = match pnode.parse::<PointConfig>() {
-            Ok(p) => p,
-            Err(e) => {
-                issues.push(e);
-                continue;
+    let inline = node.get("point").is_some();
+    let points: Arc<[Point]> = match (&dev.profile, inline) {
+        (Some(profile), false) => {
+            let key = (profile.clone(), limits.max_registers, limits.max_bits);
+            match shared.maps.get(&key) {
+                Some(map) => map.clone()?,
+                None => {
+                    let label = format!("profile {profile}: ");
+                    let map = point_map(point_nodes, &label, limits, issues, notes).map(Arc::from);
+                    shared.maps.insert(key, map.clone());
+                    map?
+                }
             }
-        };
-        if let Some(first) = point_names.get(&cfg.name) {
-            issues.push(
-                cfg.origin
-                    .issue(
-                        "name",
-                        format!(
-                            "point `{}` is defined twice in device `{}`",
-                            cfg.name, dev.name
-                        ),
-                    )
-                    .with_hint(format!("the first definition is at {first}")),
-            );
-            continue;
         }
-        point_names.insert(cfg.name.clone(), cfg.origin.field("name"));
-        if let Some(point) = point(&cfg, limits, issues) {
-            if let Some(reference) = cfg.modicon {
-                notes.push(format!(
-                    "{}.{}: Modicon {reference} = {} {} (zero-based protocol address)",
-                    dev.name, point.name, point.area, point.address
-                ));
-            }
-            points.push((point, cfg));
-        }
-    }
-    check_overlaps(&dev.name, &points, issues);
+        _ => Arc::from(point_map(
+            point_nodes,
+            &format!("{}.", dev.name),
+            limits,
+            issues,
+            notes,
+        )?),
+    };
     if issues.len() > before {
         return None;
     }
-    // Collected in place, the Vec would keep the larger (Point, config) allocation.
-    let mut points: Vec<Point> = points.into_iter().map(|(p, _)| p).collect();
-    points.shrink_to_fit();
     let mut groups: Vec<PollGroup> = Vec::new();
     for (i, p) in points.iter().enumerate() {
         let period = p.poll.unwrap_or(poll);
@@ -507,6 +514,58 @@ fn device_spec(
         verify_writes: dev.verify_writes.unwrap_or(false),
         operations: dev.operations.clone(),
     })
+}
+
+/// Parse, check and resolve a list of point entries. `label` prefixes
+/// notes: `meter-7.` for a device, `profile energy-meter:` for a profile.
+fn point_map(
+    point_nodes: Vec<Node<'_>>,
+    label: &str,
+    limits: Limits,
+    issues: &mut Vec<ConfigIssue>,
+    notes: &mut Vec<String>,
+) -> Option<Vec<Point>> {
+    let before = issues.len();
+    let mut points: Vec<(Point, Located<PointConfig>)> = Vec::new();
+    let mut point_names: BTreeMap<String, Pos> = BTreeMap::new();
+    for pnode in point_nodes {
+        let cfg = match pnode.parse::<PointConfig>() {
+            Ok(p) => p,
+            Err(e) => {
+                issues.push(e);
+                continue;
+            }
+        };
+        if let Some(first) = point_names.get(&cfg.name) {
+            issues.push(
+                cfg.origin
+                    .issue(
+                        "name",
+                        format!("point `{}` is defined twice in {}", cfg.name, owner(label)),
+                    )
+                    .with_hint(format!("the first definition is at {first}")),
+            );
+            continue;
+        }
+        point_names.insert(cfg.name.clone(), cfg.origin.field("name"));
+        if let Some(point) = point(&cfg, limits, issues) {
+            if let Some(reference) = cfg.modicon {
+                notes.push(format!(
+                    "{label}{}: Modicon {reference} = {} {} (zero-based protocol address)",
+                    point.name, point.area, point.address
+                ));
+            }
+            points.push((point, cfg));
+        }
+    }
+    check_overlaps(label, &points, issues);
+    if issues.len() > before {
+        return None;
+    }
+    // Collected in place, the Vec would keep the larger (Point, config) allocation.
+    let mut points: Vec<Point> = points.into_iter().map(|(p, _)| p).collect();
+    points.shrink_to_fit();
+    Some(points)
 }
 
 fn point(
@@ -765,9 +824,17 @@ fn type_label(t: TypeName) -> &'static str {
     }
 }
 
+/// `meter-7.` → "device `meter-7`", `profile x:` → "profile `x`".
+fn owner(label: &str) -> String {
+    match label.strip_prefix("profile ") {
+        Some(p) => format!("profile `{}`", p.trim_end_matches([':', ' '])),
+        None => format!("device `{}`", label.trim_end_matches('.')),
+    }
+}
+
 /// Two points may share addresses only as different bits of one register.
 fn check_overlaps(
-    device: &str,
+    label: &str,
     points: &[(Point, Located<PointConfig>)],
     issues: &mut Vec<ConfigIssue>,
 ) {
@@ -784,8 +851,11 @@ fn check_overlaps(
             issues.push(b_cfg.origin.issue(
                 "bit",
                 format!(
-                    "point `{}` reads bit {bit} of {} {}, which another point of device `{device}` already reads",
-                    b.name, b.area, b.address
+                    "point `{}` reads bit {bit} of {} {}, which another point of {} already reads",
+                    b.name,
+                    b.area,
+                    b.address,
+                    owner(label)
                 ),
             ));
             continue;
@@ -803,9 +873,10 @@ fn check_overlaps(
                         .issue(
                             "name",
                             format!(
-                                "point `{}` overlaps point `{}` in device `{device}` ({} {}..={})",
+                                "point `{}` overlaps point `{}` in {} ({} {}..={})",
                                 b.name,
                                 a.name,
+                                owner(label),
                                 a.area,
                                 a.address,
                                 a.end() - 1

@@ -61,11 +61,11 @@ fn the_example_config_and_profiles_build() {
     assert!(line1.devices[0].1.line > 1);
     let notes = line1.notes.join("\n");
     assert!(
-        notes.contains("meter-7.voltage_l1: Modicon 30001 = input register 0"),
+        notes.contains("profile energy-meter: voltage_l1: Modicon 30001 = input register 0"),
         "{notes}"
     );
     assert!(
-        notes.contains("meter-7.energy_import: Modicon 30343 = input register 342"),
+        notes.contains("profile energy-meter: energy_import: Modicon 30343 = input register 342"),
         "{notes}"
     );
     assert!(
@@ -263,7 +263,8 @@ profile = "missing-profile"
 fn profile_points_are_checked_in_the_profile_file() {
     let toml = "[[modbus.connection]]\nname = \"c\"\ntransport = \"tcp\"\naddress = \"h\"\n\
                 [[modbus.device]]\nname = \"d\"\nconnection = \"c\"\nunit = 1\nprofile = \"meter\"\n\
-                [[modbus.device]]\nname = \"e\"\nconnection = \"c\"\nunit = 2\nprofile = \"nope\"\n";
+                [[modbus.device]]\nname = \"e\"\nconnection = \"c\"\nunit = 2\nprofile = \"nope\"\n\
+                [[modbus.device]]\nname = \"f\"\nconnection = \"c\"\nunit = 3\nprofile = \"meter\"\n";
     let profile = "[[point]]\nname = \"x\"\naddress = 0\ntype = \"f32\"\n[[point]]\nname = \"y\"\naddress = 1\n";
     let issues = issues(toml, &[("meter", profile)]);
     let overlap = find(&issues, "point `y` overlaps point `x`");
