@@ -13,7 +13,8 @@
 //!
 //! Run: `cargo bench -p ferrogate-modbus --bench thousand_tcp_devices`
 //! Env: DEVICES (1000), POINTS (100 per device), SECONDS (30 measured,
-//! after 5 s warm-up).
+//! after 5 s warm-up), PROFILE=1 (all devices use one profile, so they
+//! share one point map, instead of each listing its points inline).
 
 use std::io::{BufRead, BufReader, Read as _};
 use std::process::{Command, Stdio};
@@ -46,6 +47,7 @@ fn main() {
     let devices: usize = env("DEVICES", 1000);
     let seconds: u64 = env("SECONDS", 30);
     let points: usize = env("POINTS", 100);
+    let shared: bool = env("PROFILE", 0u8) == 1;
     let mut sim = Command::new(std::env::current_exe().expect("current exe"))
         .arg("simulate")
         .stdout(Stdio::piped())
@@ -57,16 +59,25 @@ fn main() {
         .expect("simulator port");
     let port: u16 = line.trim().parse().expect("port number");
 
+    let mut map = String::new();
+    for r in 0..points {
+        let table = if shared {
+            "point"
+        } else {
+            "modbus.device.point"
+        };
+        map.push_str(&format!("[[{table}]]\nname = \"r{r}\"\naddress = {r}\n"));
+    }
     let mut toml = String::new();
     for d in 0..devices {
         toml.push_str(&format!(
             "[[modbus.connection]]\nname = \"c{d}\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n\
              [[modbus.device]]\nname = \"d{d}\"\nconnection = \"c{d}\"\nunit = 1\npoll = \"1s\"\n"
         ));
-        for r in 0..points {
-            toml.push_str(&format!(
-                "[[modbus.device.point]]\nname = \"r{r}\"\naddress = {r}\n"
-            ));
+        if shared {
+            toml.push_str("profile = \"meter\"\n");
+        } else {
+            toml.push_str(&map);
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,11 +86,13 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let (before, _) = memory_kb();
-        let built = match ferrogate_sdk::testing::build(&ModbusKind, &toml, &[]) {
+        let profiles: &[(&str, &str)] = if shared { &[("meter", &map)] } else { &[] };
+        let built = match ferrogate_sdk::testing::build(&ModbusKind, &toml, profiles) {
             Ok(b) => b,
             Err(issues) => panic!("{issues:?}"),
         };
         drop(toml);
+        drop(map);
         let (after, peak) = memory_kb();
         // Parsing 100k points leaves freed heap that glibc keeps; give it back
         // so the figures below are the running adapters' own.
@@ -111,7 +124,8 @@ fn main() {
         }
         drop(tx);
         println!(
-            "{devices} devices × {points} registers, poll 1s; warming up 5 s, measuring {seconds} s"
+            "{devices} devices × {points} registers ({}), poll 1s; warming up 5 s, measuring {seconds} s",
+            if shared { "one shared profile" } else { "inline point maps" }
         );
         let warmup_end = Instant::now() + Duration::from_secs(5);
         let end = warmup_end + Duration::from_secs(seconds);
