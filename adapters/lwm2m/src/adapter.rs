@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
 use ferrogate_sdk::{
@@ -15,6 +15,9 @@ use tokio::net::UdpSocket;
 
 use crate::config::{Settings, settings};
 use crate::server::{Job, Lwm2mServer, Output, ServerConfig};
+
+/// The longest the loop waits without beating its health.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// The LwM2M protocol: the `[lwm2m]` configuration table.
 pub struct Lwm2mKind;
@@ -137,7 +140,10 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                 }
             }
         }
-        let wake = server.poll_timeout().map(tokio::time::Instant::from_std);
+        // an idle server still ticks once a second, so its health beats
+        let tick = Instant::now() + IDLE_TICK;
+        let wake =
+            tokio::time::Instant::from_std(server.poll_timeout().map_or(tick, |t| t.min(tick)));
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
                 for (_, req) in waiting.drain() {
@@ -163,15 +169,8 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                 }
                 None => commands_open = false,
             },
-            _ = sleep_until(wake) => server.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(wake) => server.handle_timeout(Instant::now()),
         }
         ctx.health.beat();
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
