@@ -191,14 +191,8 @@ fn read_plan(client: &ClientView<'_>, paths: &[Path]) -> Result<Vec<Planned>, Co
     }
     Ok(paths
         .iter()
-        .map(|p| get(*p, read_format(client.format, *p), false))
+        .map(|p| get(*p, client.format, false))
         .collect())
-}
-
-/// The Accept for a read: TLV and SenML can carry any level; plain text
-/// only a resource.
-fn read_format(preferred: ContentFormat, _path: Path) -> ContentFormat {
-    preferred
 }
 
 fn protocol(
@@ -466,7 +460,6 @@ pub fn code_error(code: Code, step: &Step) -> CommandError {
     let code_kind = match (code, step) {
         (Code::NOT_FOUND, _) => ErrorCode::UnknownPoint,
         (Code::METHOD_NOT_ALLOWED, Step::Write { .. }) => ErrorCode::NotWritable,
-        (Code::UNAUTHORIZED, _) => ErrorCode::DeviceException,
         _ => ErrorCode::DeviceException,
     };
     CommandError::new(code_kind, text)

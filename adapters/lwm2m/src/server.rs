@@ -368,10 +368,26 @@ impl Lwm2mServer {
         planned: Planned,
         purpose: Purpose,
     ) {
+        let mut request = planned.request.clone();
+        // a client with an alternate root path (`</lwm2m>;rt="oma.lwm2m"`)
+        // serves its objects below it
+        if let Some(root) = self
+            .table
+            .by_endpoint(endpoint)
+            .and_then(|r| r.objects.root.as_deref())
+        {
+            let mut path: Vec<String> = root
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            path.append(&mut request.path);
+            request.path = path;
+        }
         let result = if planned.observe {
-            self.coap.observe(now, peer, planned.request.clone())
+            self.coap.observe(now, peer, request)
         } else {
-            self.coap.request(now, peer, planned.request.clone())
+            self.coap.request(now, peer, request)
         };
         match result {
             Ok(id) => {

@@ -262,3 +262,17 @@ fn several_commands_to_one_client_all_complete() {
     }
     assert_eq!(w.client_requests.len(), 10);
 }
+
+#[test]
+fn a_client_with_an_alternate_root_path_is_addressed_below_it() {
+    let mut w = World::new();
+    let t0 = Instant::now();
+    let reg = Request::post("/rd")
+        .with_query("ep=fake-1")
+        .with_payload(40, b"</lwm2m>;rt=\"oma.lwm2m\",</lwm2m/3311/0>".to_vec());
+    assert_eq!(w.client_request(t0, reg).code, Code::CREATED);
+    w.server.command(t0, job(1, t0 + Duration::from_secs(60)));
+    w.pump(t0);
+    assert_eq!(w.client_requests[0].path, ["lwm2m", "3311", "0", "5851"]);
+    assert!(w.completed(1).expect("answered").is_ok());
+}
