@@ -1,8 +1,8 @@
 //! ferrogate-coap: CoAP for ferrogate.
 //!
-//! - [`Endpoint`]: a sans-IO CoAP engine (RFC 7252 message layer, RFC 7641
-//!   Observe, RFC 7959 block-wise, §4.7 NSTART) serving the client and the server role on
-//!   one socket at once. It is fed datagrams and instants and hands out
+//! - [`Endpoint`]: a sans-IO CoAP engine (RFC 7252 message layer with
+//!   §4.7 NSTART, RFC 7641 Observe, RFC 7959 block-wise) serving the client
+//!   and the server role on one socket at once. It is fed datagrams and instants and hands out
 //!   events, datagrams and its next deadline; it never touches a socket or
 //!   a clock, so its tests run on a fake clock.
 //! - [`driver`]: a thin tokio task around an [`Endpoint`] over a pluggable

@@ -318,11 +318,15 @@ impl Endpoint {
     pub fn handle(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {
         self.stats.datagrams_in += 1;
         self.expire(now);
-        if !self.admit(now, peer.ip()) {
+        let parsed = Frame::parse(datagram);
+        // Answers to what we asked are never rate limited: limiting the
+        // device we are reading from would only cause retransmissions.
+        let expected = parsed.as_ref().is_ok_and(|f| self.is_expected(peer, f));
+        if !expected && !self.admit(now, peer.ip()) {
             self.stats.rate_limited += 1;
             return;
         }
-        let frame = match Frame::parse(datagram) {
+        let frame = match parsed {
             Ok(frame) => frame,
             Err(error) => {
                 self.stats.malformed += 1;
@@ -364,6 +368,16 @@ impl Endpoint {
             }
         }
         self.release_queued(now);
+    }
+
+    /// An ACK/RST to one of our CONs, or a response with one of our tokens.
+    fn is_expected(&self, peer: SocketAddr, frame: &Frame) -> bool {
+        match frame.kind {
+            Kind::Ack | Kind::Rst => self.pending_con.contains_key(&(peer, frame.mid)),
+            Kind::Con | Kind::Non => {
+                frame.code.is_response() && self.tokens.contains_key(&(peer, frame.token.clone()))
+            }
+        }
     }
 
     /// Fire every timer due at `now`.

@@ -1167,3 +1167,48 @@ fn a_queued_request_follows_a_timed_out_one_and_nstart_is_configurable() {
         .count();
     assert_eq!(failed, 1, "the third waited for a slot, not for both");
 }
+
+#[test]
+fn answers_to_our_requests_are_not_rate_limited() {
+    let limit = Some(RateLimit {
+        per_second: 1.0,
+        burst: 1.0,
+    });
+    let mut net = Net::new(EndpointConfig {
+        rate_limit: None,
+        ..Default::default()
+    });
+    net.a.config.rate_limit = limit;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            net.a
+                .request(net.now, addr(B), Request::get(&format!("/{i}")))
+                .unwrap(),
+        );
+    }
+    net.pump();
+    for e in net.events_b() {
+        if let Event::Request(r) = e {
+            net.b
+                .respond(net.now, r.handle, Response::new(Code::CONTENT))
+                .unwrap();
+        }
+    }
+    net.pump();
+    let answered = net
+        .events_a()
+        .iter()
+        .filter(|e| matches!(e, Event::Response { .. }))
+        .count();
+    assert_eq!(answered, 20);
+    assert_eq!(net.a.stats().rate_limited, 0);
+    // unsolicited requests from the same source still are
+    for i in 0..5 {
+        net.b
+            .request(net.now, addr(A), Request::get(&format!("/{i}")))
+            .unwrap();
+    }
+    net.pump();
+    assert_eq!(net.a.stats().rate_limited, 4);
+}
