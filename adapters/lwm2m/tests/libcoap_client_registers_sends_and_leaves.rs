@@ -48,8 +48,7 @@ fn code(output: &str) -> Option<&str> {
         .lines()
         .filter(|l| l.contains("t:ACK") || l.contains("t:CON") || l.contains("t:NON"))
         .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("c:")))
-        .filter(|c| c.starts_with('2') || c.starts_with('4') || c.starts_with('5'))
-        .next_back()
+        .rfind(|c| c.starts_with('2') || c.starts_with('4') || c.starts_with('5'))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
