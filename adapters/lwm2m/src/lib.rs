@@ -1,5 +1,9 @@
-//! ferrogate-lwm2m: ferrogate as an LwM2M server, bridging LwM2M clients
-//! to the gateway's message model.
+//! ferrogate-lwm2m: ferrogate as an LwM2M server (1.0, 1.1, 1.2 over
+//! CoAP/UDP), bridging LwM2M clients to the gateway's message model.
+//!
+//! The runtime uses [`Lwm2mKind`] (TOML key `lwm2m`, table
+//! `[lwm2m.server]`): it builds one adapter named `lwm2m` with no static
+//! devices; each registered client becomes a device.
 //!
 //! Pure protocol code, no I/O:
 //! - [`path`]: LwM2M paths and `*` patterns.
@@ -10,6 +14,11 @@
 //!   XML files) for typing, naming points and validating writes.
 //! - [`registration`]: the sans-IO registration table (lifetimes, queue
 //!   mode, NAT rebinding, held commands).
+//! - [`operations`]: commands to CoAP requests, answers to outcomes.
+//! - [`server`]: the sans-IO server core on `ferrogate_coap::Endpoint`.
+//!
+//! [`config`] reads `[lwm2m.server]`; the adapter is a thin tokio shell
+//! moving datagrams between a UDP socket and the core.
 
 mod adapter;
 mod builtin;
