@@ -51,10 +51,13 @@ struct Run {
 
 impl Run {
     fn new() -> Run {
-        let config = ServerConfig {
+        Run::with(ServerConfig {
             auto_observe: vec![PathPattern::parse("/3/0/9").expect("pattern")],
             ..ServerConfig::default()
-        };
+        })
+    }
+
+    fn with(config: ServerConfig) -> Run {
         Run {
             server: Lwm2mServer::new(config, Arc::new(ObjectRegistry::builtin())),
             peer: "127.0.0.1:56830".parse().expect("addr"),
@@ -202,4 +205,31 @@ fn cbor_build_session() {
     let dereg = at_location("run3.cbor_deregister_quit.deregister_request", &location);
     let token = Frame::parse(&dereg).expect("frame").token;
     assert_eq!(Run::reply_to(&run.feed(&dereg), &token).code, Code::DELETED);
+}
+
+#[test]
+fn path_naming_names_points_by_path_with_a_device_prefix() {
+    let mut run = Run::with(ServerConfig {
+        naming: ferrogate_lwm2m::PointNaming::Path,
+        device_prefix: "lwm2m-".into(),
+        ..ServerConfig::default()
+    });
+    register(&mut run, "run1.register.register_request");
+    let bytes = datagram("run1.send_3_0_9_and_3_0_13.send_request");
+    assert_eq!(Run::reply_to(&run.feed(&bytes), &[]).code, Code::CHANGED);
+    let telemetry = run
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Uplink(Uplink::Telemetry(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("telemetry");
+    assert_eq!(telemetry.device, "lwm2m-wakaama-vec");
+    let points: Vec<&str> = telemetry
+        .readings
+        .iter()
+        .map(|r| r.point.as_str())
+        .collect();
+    assert_eq!(points, ["3/0/9", "3/0/13"]);
 }
