@@ -21,7 +21,7 @@ use crate::planner::{Planner, ReadRequest};
 use crate::point::{Area, Point};
 use crate::quality::Quality;
 use crate::report::ChangeFilter;
-use crate::scheduler::{LineScheduler, Next, PollSlot, Settings};
+use crate::scheduler::{LineScheduler, Next, PollSlot, Settings, phase};
 use crate::transport::{TransactionError, Transport};
 
 /// How many commands may wait for the line before new ones get `busy`.
@@ -143,10 +143,10 @@ impl ModbusLine {
             .iter()
             .enumerate()
             .flat_map(|(device, d)| {
-                d.groups
-                    .iter()
-                    .enumerate()
-                    .map(move |(group, g)| (PollSlot { device, group }, g.period))
+                d.groups.iter().enumerate().map(move |(group, g)| {
+                    let key = format!("{}/{group}", d.name);
+                    (PollSlot { device, group }, g.period, phase(&key, g.period))
+                })
             })
             .collect();
         let mut sched = LineScheduler::new(

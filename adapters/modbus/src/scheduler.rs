@@ -62,17 +62,26 @@ pub struct LineScheduler<C> {
 }
 
 impl<C> LineScheduler<C> {
-    /// `slots`: every poll group with its period; all are due at `now`.
-    pub fn new(settings: Settings, slots: Vec<(PollSlot, Duration)>, now: Instant) -> Self {
-        let devices = slots.iter().map(|(s, _)| s.device + 1).max().unwrap_or(0);
+    /// `slots`: every poll group with its period and the phase (see
+    /// [`phase`]) after `now` at which it is first due.
+    pub fn new(
+        settings: Settings,
+        slots: Vec<(PollSlot, Duration, Duration)>,
+        now: Instant,
+    ) -> Self {
+        let devices = slots
+            .iter()
+            .map(|(s, _, _)| s.device + 1)
+            .max()
+            .unwrap_or(0);
         LineScheduler {
             settings,
             slots: slots
                 .into_iter()
-                .map(|(slot, period)| Slot {
+                .map(|(slot, period, phase)| Slot {
                     slot,
                     period,
-                    due: now,
+                    due: now + phase,
                 })
                 .collect(),
             units: (0..devices).map(|_| Unit::default()).collect(),
@@ -168,6 +177,18 @@ impl<C> LineScheduler<C> {
     }
 }
 
+/// Where in its period a poll group first runs: a stable spread (by
+/// `key`, e.g. the device name) over at most one second, so devices with
+/// equal periods do not all send at the same instant.
+pub fn phase(key: &str, period: Duration) -> Duration {
+    // FNV-1a: stable across runs and platforms.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let window = period.min(Duration::from_secs(1)).as_micros() as u64;
+    Duration::from_micros(hash % window.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,9 +207,25 @@ mod tests {
     }
 
     #[test]
+    fn phases_are_stable_and_within_a_second() {
+        let p = phase("meter-7", Duration::from_secs(3600));
+        assert_eq!(p, phase("meter-7", Duration::from_secs(3600)));
+        assert!(p < Duration::from_secs(1));
+        assert!(phase("x", Duration::from_millis(10)) < Duration::from_millis(10));
+        let spread: std::collections::BTreeSet<_> = (0..100)
+            .map(|i| phase(&format!("d{i}"), Duration::from_secs(1)).as_millis() / 100)
+            .collect();
+        assert!(spread.len() >= 8, "{spread:?}");
+    }
+
+    #[test]
     fn commands_go_ahead_of_due_polls() {
         let t0 = Instant::now();
-        let mut s = LineScheduler::new(settings(), vec![(slot(0), Duration::from_secs(1))], t0);
+        let mut s = LineScheduler::new(
+            settings(),
+            vec![(slot(0), Duration::from_secs(1), Duration::ZERO)],
+            t0,
+        );
         s.push_command("write").unwrap();
         assert_eq!(s.next(t0), Next::Command("write"));
         assert_eq!(s.next(t0), Next::Poll(slot(0)));
@@ -210,8 +247,8 @@ mod tests {
         let mut s = LineScheduler::<()>::new(
             settings(),
             vec![
-                (slot(0), Duration::from_millis(1)),
-                (slot(1), Duration::from_millis(1)),
+                (slot(0), Duration::from_millis(1), Duration::ZERO),
+                (slot(1), Duration::from_millis(1), Duration::ZERO),
             ],
             t0,
         );
@@ -225,7 +262,8 @@ mod tests {
     fn late_cycles_are_skipped_not_bunched() {
         let t0 = Instant::now();
         let period = Duration::from_secs(1);
-        let mut s = LineScheduler::<()>::new(settings(), vec![(slot(0), period)], t0);
+        let mut s =
+            LineScheduler::<()>::new(settings(), vec![(slot(0), period, Duration::ZERO)], t0);
         assert_eq!(s.next(t0), Next::Poll(slot(0)));
         let late = t0 + Duration::from_millis(3500);
         assert_eq!(s.next(late), Next::Poll(slot(0)));
@@ -236,8 +274,14 @@ mod tests {
     fn a_unit_that_keeps_timing_out_is_backed_off() {
         let t0 = Instant::now();
         let period = Duration::from_secs(1);
-        let mut s =
-            LineScheduler::<()>::new(settings(), vec![(slot(0), period), (slot(1), period)], t0);
+        let mut s = LineScheduler::<()>::new(
+            settings(),
+            vec![
+                (slot(0), period, Duration::ZERO),
+                (slot(1), period, Duration::ZERO),
+            ],
+            t0,
+        );
         let mut now = t0;
         // Two failed cycles of device 1 trigger a backoff of one period, then 2, 4, 8 (ceiling), 8.
         for expected in [1u64, 2, 4, 8, 8] {
