@@ -176,6 +176,8 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
                     ctx.health.beat();
                     on_ingest(&ctx, &status, ingest.as_mut(), request).await;
                 }
+                // The driver also stops on shutdown; only otherwise is it a failure.
+                None if ctx.shutdown.is_cancelled() => break Ok(()),
                 None => break Err(AdapterError::new("the CoAP driver stopped")),
             },
             command = ctx.commands.recv(), if commands_open => match command {

@@ -130,6 +130,9 @@ pub struct ResourceConfig {
     pub data_type: Option<String>,
     pub unit: Option<String>,
     pub description: Option<String>,
+    /// Range a written value must be in (checked before anything is sent).
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 /// `[[coap.device.point]]`.
@@ -178,6 +181,8 @@ pub struct ResourcePlan {
     pub encoding: Encoding,
     pub writable: bool,
     pub execute: bool,
+    /// Configured point type: single values are converted to it.
+    pub data_type: Option<String>,
 }
 
 const KEYS: [&str; 4] = ["server", "client", "protocol", "device"];
@@ -438,6 +443,11 @@ fn device_plan(dev: &Located<DeviceConfig>, issues: &mut Vec<ConfigIssue>) -> Op
             issues.push(o.issue(&at("encoding"), "`encoding` is for written or executed resources; set writable = true or execute = true"));
         }
         check_type(r.data_type.as_deref(), o, &at("type"), issues);
+        if let (Some(lo), Some(hi)) = (r.min, r.max) {
+            if lo > hi {
+                issues.push(o.issue(&at("min"), format!("min {lo} is above max {hi}")));
+            }
+        }
         resources.push(ResourcePlan {
             path: r.path.clone(),
             point: point.clone(),
@@ -447,14 +457,15 @@ fn device_plan(dev: &Located<DeviceConfig>, issues: &mut Vec<ConfigIssue>) -> Op
             encoding: r.encoding.unwrap_or(Encoding::Text),
             writable: r.writable,
             execute: r.execute,
+            data_type: r.data_type.clone(),
         });
         metas.push(PointMeta {
             name: point,
-            data_type: r.data_type.clone().unwrap_or_else(|| "string".into()),
+            data_type: r.data_type.clone().unwrap_or_else(|| "auto".into()),
             unit: r.unit.clone(),
             writable: r.writable,
-            min: None,
-            max: None,
+            min: r.min,
+            max: r.max,
             description: r.description.clone(),
         });
     }
@@ -476,7 +487,7 @@ fn device_plan(dev: &Located<DeviceConfig>, issues: &mut Vec<ConfigIssue>) -> Op
         );
         metas.push(PointMeta {
             name: p.name.clone(),
-            data_type: p.data_type.clone().unwrap_or_else(|| "f64".into()),
+            data_type: p.data_type.clone().unwrap_or_else(|| "auto".into()),
             unit: p.unit.clone(),
             writable: false,
             min: None,

@@ -92,13 +92,26 @@ fn describe(response: &Response) -> String {
 }
 
 fn samples_of(resource: &ResourcePlan, response: &Response) -> Result<Vec<Sample>, ReadError> {
-    payload::decode(
+    let samples = payload::decode(
         response.content_format,
         &response.payload,
         Some(&resource.point),
         Timestamp::now(),
     )
-    .map_err(|e| ReadError::Decode(e.to_string()))
+    .map_err(|e| ReadError::Decode(e.to_string()))?;
+    let Some(data_type) = resource.data_type.as_deref() else {
+        return Ok(samples);
+    };
+    samples
+        .into_iter()
+        .map(|s| {
+            if s.point != resource.point {
+                return Ok(s);
+            }
+            let value = payload::coerce(s.value, data_type).map_err(ReadError::Decode)?;
+            Ok(Sample { value, ..s })
+        })
+        .collect()
 }
 
 fn get(resource: &ResourcePlan) -> Request {
@@ -327,7 +340,12 @@ pub async fn execute(coap: &CoapHandle, device: &DevicePlan, command: &Command) 
                         format!("point `{point}` is not writable"),
                     ));
                 }
-                let body = payload::encode(resource.encoding, point, value)
+                let typed = match resource.data_type.as_deref() {
+                    Some(t) => payload::coerce(value.clone(), t)
+                        .map_err(|e| command_error(ErrorCode::InvalidValue, e))?,
+                    None => value.clone(),
+                };
+                let body = payload::encode(resource.encoding, point, &typed)
                     .map_err(|e| command_error(ErrorCode::InvalidValue, e.to_string()))?;
                 let request = Request::put(&resource.path)
                     .with_payload(resource.encoding.content_format(), body);

@@ -168,6 +168,71 @@ pub fn parse_text(text: &str) -> Value {
     }
 }
 
+/// Convert a decoded value to the configured point type (`bool`, `i16` …
+/// `u64`, `f32`, `f64`, `string`, `bytes`), refusing what does not fit.
+pub fn coerce(value: Value, data_type: &str) -> Result<Value, String> {
+    let range = |v: i128| -> Result<Value, String> {
+        let (lo, hi): (i128, i128) = match data_type {
+            "i16" => (i16::MIN.into(), i16::MAX.into()),
+            "u16" => (0, u16::MAX.into()),
+            "i32" => (i32::MIN.into(), i32::MAX.into()),
+            "u32" => (0, u32::MAX.into()),
+            "i64" => (i64::MIN.into(), i64::MAX.into()),
+            _ => (0, u64::MAX.into()),
+        };
+        if v < lo || v > hi {
+            return Err(format!("{v} does not fit a {data_type}"));
+        }
+        Ok(if data_type.starts_with('u') {
+            Value::UInt(v as u64)
+        } else {
+            Value::Int(v as i64)
+        })
+    };
+    let mismatch = |v: &Value| format!("a {} is not a {data_type}", v.type_name());
+    match data_type {
+        "bool" => match value {
+            Value::Bool(b) => Ok(Value::Bool(b)),
+            Value::Int(0) | Value::UInt(0) => Ok(Value::Bool(false)),
+            Value::Int(1) | Value::UInt(1) => Ok(Value::Bool(true)),
+            Value::String(s) if s.trim() == "true" => Ok(Value::Bool(true)),
+            Value::String(s) if s.trim() == "false" => Ok(Value::Bool(false)),
+            other => Err(mismatch(&other)),
+        },
+        "i16" | "u16" | "i32" | "u32" | "i64" | "u64" => match value {
+            Value::Int(i) => range(i.into()),
+            Value::UInt(u) => range(u.into()),
+            Value::Bool(b) => range(i128::from(b)),
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 1.9e19 => range(f as i128),
+            Value::String(s) => match parse_text(&s) {
+                v @ (Value::Int(_) | Value::UInt(_)) => coerce(v, data_type),
+                _ => Err(format!("`{s}` is not a {data_type}")),
+            },
+            other => Err(mismatch(&other)),
+        },
+        "f32" | "f64" => match value.as_f64() {
+            Some(f) if !matches!(value, Value::Bool(_)) => Ok(Value::Float(f)),
+            _ => match &value {
+                Value::String(s) => match parse_text(s).as_f64() {
+                    Some(f) if !matches!(parse_text(s), Value::Bool(_)) => Ok(Value::Float(f)),
+                    _ => Err(format!("`{s}` is not a {data_type}")),
+                },
+                other => Err(mismatch(other)),
+            },
+        },
+        "string" => Ok(match value {
+            Value::String(s) => Value::String(s),
+            other => Value::String(other.to_string()),
+        }),
+        "bytes" => match value {
+            Value::Bytes(b) => Ok(Value::Bytes(b)),
+            Value::String(s) => Ok(Value::Bytes(s.into_bytes())),
+            other => Err(mismatch(&other)),
+        },
+        _ => Ok(value),
+    }
+}
+
 fn json_scalar(v: &serde_json::Value) -> Option<Value> {
     Value::from_json(v)
 }
@@ -457,6 +522,27 @@ mod tests {
             assert_eq!(values(got), vec![("sp".to_string(), value)], "{encoding:?}");
         }
         assert!(encode(Encoding::Octets, "x", &Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn values_take_the_configured_type() {
+        assert_eq!(coerce(Value::Int(21), "f64"), Ok(Value::Float(21.0)));
+        assert_eq!(coerce(Value::Float(7.0), "u16"), Ok(Value::UInt(7)));
+        assert_eq!(
+            coerce(Value::String("-3".into()), "i16"),
+            Ok(Value::Int(-3))
+        );
+        assert_eq!(coerce(Value::Int(1), "bool"), Ok(Value::Bool(true)));
+        assert_eq!(
+            coerce(Value::Float(2.5), "string"),
+            Ok(Value::String("2.5".into()))
+        );
+        assert!(coerce(Value::Int(70000), "u16").is_err());
+        assert!(coerce(Value::Int(-1), "u32").is_err());
+        assert!(coerce(Value::Float(1.5), "i32").is_err());
+        assert!(coerce(Value::String("warm".into()), "f32").is_err());
+        assert!(coerce(Value::Bool(true), "f64").is_err());
+        assert!(coerce(Value::Int(2), "bool").is_err());
     }
 
     proptest! {
