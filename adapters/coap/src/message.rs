@@ -451,20 +451,20 @@ pub struct Frame {
 impl Frame {
     /// Decode and validate one datagram. Total over arbitrary bytes.
     pub fn parse(datagram: &[u8]) -> Result<Frame, FrameError> {
-        let Some(head) = datagram.get(..4) else {
+        let Some(&[b0, b1, b2, b3]) = datagram.get(..4) else {
             return Err(FrameError {
                 reason: "shorter than the 4-byte header",
                 header: None,
             });
         };
-        let version = head[0] >> 6;
-        let kind = match (head[0] >> 4) & 0x3 {
+        let version = b0 >> 6;
+        let kind = match (b0 >> 4) & 0x3 {
             0 => Kind::Con,
             1 => Kind::Non,
             2 => Kind::Ack,
             _ => Kind::Rst,
         };
-        let mid = u16::from_be_bytes([head[2], head[3]]);
+        let mid = u16::from_be_bytes([b2, b3]);
         let header = Some((kind, mid));
         if version != 1 {
             // RFC 7252 §3: messages with unknown version numbers are
@@ -474,14 +474,14 @@ impl Frame {
                 header: None,
             });
         }
-        let tkl = head[0] & 0x0f;
+        let tkl = b0 & 0x0f;
         if tkl > 8 {
             return Err(FrameError {
                 reason: "token length 9-15 is reserved",
                 header,
             });
         }
-        let code = Code(head[1]);
+        let code = Code(b1);
         if matches!(code.class(), 1 | 3 | 6 | 7) {
             return Err(FrameError {
                 reason: "reserved code class",

@@ -294,12 +294,11 @@ pub(crate) fn read_scalar(
             // minicbor decodes half floats only with its `half` feature;
             // the conversion is small enough to do here.
             let p = d.position();
-            let raw = d
-                .input()
-                .get(p + 1..p + 3)
-                .ok_or_else(minicbor::decode::Error::end_of_input)?;
+            let Some(&[hi, lo]) = d.input().get(p + 1..p + 3) else {
+                return Err(minicbor::decode::Error::end_of_input());
+            };
             d.set_position(p + 3);
-            CborScalar::Float(half_to_f64(u16::from_be_bytes([raw[0], raw[1]])))
+            CborScalar::Float(half_to_f64(u16::from_be_bytes([hi, lo])))
         }
         Type::F32 => CborScalar::Float(f64::from(d.f32()?)),
         Type::F64 => CborScalar::Float(d.f64()?),
