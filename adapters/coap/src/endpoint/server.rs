@@ -61,7 +61,13 @@ pub(super) struct Relation {
     key: TransferKey,
     seq: u32,
     last_mid: Option<u16>,
+    /// When the observer last acknowledged (or registered): RFC 7641 §4.5
+    /// wants a CON at least every 24 hours to learn it is still there.
+    last_confirmed: Instant,
 }
+
+/// RFC 7641 §4.5: the longest a server goes without a CON notification.
+const CONFIRM_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 enum Block1Step {
     Complete(Vec<u8>),
@@ -405,6 +411,7 @@ impl Endpoint {
                         key: incoming.key.clone(),
                         seq: (self.rng.next() as u32) & 0xffff,
                         last_mid: None,
+                        last_confirmed: now,
                     },
                 );
                 id
@@ -438,7 +445,8 @@ impl Endpoint {
 
     /// Send a notification to an observer. A CON notification that is
     /// never acknowledged, or a RST, ends the relation
-    /// ([`Event::RelationEnded`]).
+    /// ([`Event::RelationEnded`]). A NON becomes a CON when none was sent
+    /// for 24 hours (RFC 7641 §4.5).
     pub fn notify(
         &mut self,
         now: Instant,
@@ -455,6 +463,12 @@ impl Endpoint {
             return Err(EndpointError::UnknownRelation);
         };
         rel.last_mid = Some(mid);
+        let confirmable = confirmable
+            || now.saturating_duration_since(rel.last_confirmed) >= CONFIRM_AT_LEAST_EVERY;
+        if confirmable {
+            // Counted from the attempt: a timeout ends the relation anyway.
+            rel.last_confirmed = now;
+        }
         let (peer, token, key) = (rel.peer, rel.token.clone(), rel.key.clone());
         let (payload, mut options) = self.prepare_body(now, &key, &response, None);
         options.push((option::OBSERVE, encode_uint(seq)));

@@ -1212,3 +1212,25 @@ fn answers_to_our_requests_are_not_rate_limited() {
     net.pump();
     assert_eq!(net.a.stats().rate_limited, 4);
 }
+
+#[test]
+fn a_non_notification_becomes_con_once_a_day() {
+    let mut net = Net::new(no_limits());
+    let (_id, rel) = observe_setup(&mut net);
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), false)
+        .unwrap();
+    net.pump();
+    assert_eq!(net.sent_to(A).last().unwrap().kind, Kind::Non);
+    net.advance_by(Duration::from_secs(24 * 3600));
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), false)
+        .unwrap();
+    net.pump();
+    assert_eq!(net.sent_to(A).last().unwrap().kind, Kind::Con);
+    net.b
+        .notify(net.now, rel, Response::new(Code::CONTENT), false)
+        .unwrap();
+    net.pump();
+    assert_eq!(net.sent_to(A).last().unwrap().kind, Kind::Non);
+}
