@@ -40,6 +40,8 @@ pub(super) struct Exchange {
     deadline: Option<Instant>,
     /// When to re-register an established observation.
     fresh_until: Option<Instant>,
+    /// The timer armed for `fresh_until`, replaced on each notification.
+    fresh_timer: Option<(Instant, u64)>,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,7 @@ impl Endpoint {
                 download: None,
                 deadline: None,
                 fresh_until: None,
+                fresh_timer: None,
             },
         );
         self.send_request_message(now, id, token, None);
@@ -550,9 +553,18 @@ impl Endpoint {
     /// Arm re-registration after Max-Age (default 60 s, RFC 7252 §5.10.5).
     fn refresh(&mut self, now: Instant, id: u64, max_age: Option<u32>, margin: Duration) {
         let at = now + Duration::from_secs(u64::from(max_age.unwrap_or(60))) + margin;
-        if let Some(ex) = self.exchanges.get_mut(&id) {
+        let Some(old) = self.exchanges.get_mut(&id).map(|ex| {
             ex.fresh_until = Some(at);
-            self.set_timer(at, Timer::Reregister(id));
+            ex.fresh_timer.take()
+        }) else {
+            return;
+        };
+        if let Some(key) = old {
+            self.timers.remove(&key);
+        }
+        let key = self.set_timer(at, Timer::Reregister(id));
+        if let Some(ex) = self.exchanges.get_mut(&id) {
+            ex.fresh_timer = Some(key);
         }
     }
 

@@ -692,6 +692,16 @@ fn observation_receives_non_and_con_notifications() {
         })
         .collect();
     assert_eq!(payloads, vec![b"21".to_vec(), b"22".to_vec()]);
+    let rereg_timers = net
+        .a
+        .timers
+        .values()
+        .filter(|t| matches!(t, Timer::Reregister(_)))
+        .count();
+    assert_eq!(
+        rereg_timers, 1,
+        "each notification replaces the re-registration timer"
+    );
     // the CON notification was acknowledged: no retransmission follows
     let before = net.sent_to(A).len();
     net.advance_by(Duration::from_secs(10));
