@@ -14,7 +14,8 @@
 //! Run: `cargo bench -p ferrogate-modbus --bench thousand_tcp_devices`
 //! Env: DEVICES (1000), POINTS (100 per device), SECONDS (30 measured,
 //! after 5 s warm-up), PROFILE=1 (all devices use one profile, so they
-//! share one point map, instead of each listing its points inline).
+//! share one point map, instead of each listing its points inline),
+//! RUNTIME=current (a current-thread tokio runtime instead of multi-thread).
 
 use std::io::{BufRead, BufReader, Read as _};
 use std::process::{Command, Stdio};
@@ -80,10 +81,17 @@ fn main() {
             toml.push_str(&map);
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let single = std::env::var("RUNTIME").is_ok_and(|r| r == "current");
+    let runtime = if single {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     runtime.block_on(async move {
         let (before, _) = memory_kb();
         let profiles: &[(&str, &str)] = if shared { &[("meter", &map)] } else { &[] };
@@ -124,8 +132,9 @@ fn main() {
         }
         drop(tx);
         println!(
-            "{devices} devices × {points} registers ({}), poll 1s; warming up 5 s, measuring {seconds} s",
-            if shared { "one shared profile" } else { "inline point maps" }
+            "{devices} devices × {points} registers ({}, {} runtime), poll 1s; warming up 5 s, measuring {seconds} s",
+            if shared { "one shared profile" } else { "inline point maps" },
+            if single { "current-thread" } else { "multi-thread" }
         );
         let warmup_end = Instant::now() + Duration::from_secs(5);
         let end = warmup_end + Duration::from_secs(seconds);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 
 use ferrogate_sdk::{
     Adapter, AdapterContext, AdapterError, BoxFuture, CommandError, CommandRequest, DeviceMeta,
@@ -165,11 +165,15 @@ impl ModbusLine {
             if ctx.shutdown.is_cancelled() {
                 return Ok(());
             }
+            // Take the commands that are already waiting, without waiting.
             while inbox_open {
-                match timeout(Duration::ZERO, ctx.commands.recv()).await {
-                    Ok(Some(request)) => self.accept(&mut sched, request),
-                    Ok(None) => inbox_open = false,
-                    Err(_) => break,
+                tokio::select! {
+                    biased;
+                    request = ctx.commands.recv() => match request {
+                        Some(request) => self.accept(&mut sched, request),
+                        None => inbox_open = false,
+                    },
+                    () = std::future::ready(()) => break,
                 }
             }
             match sched.next(Instant::now().into_std()) {

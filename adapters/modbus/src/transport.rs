@@ -257,11 +257,15 @@ impl Transport {
 async fn drain(stream: &mut Pin<Box<dyn Stream>>) -> io::Result<()> {
     let mut scratch = [0u8; 256];
     loop {
-        match timeout(Duration::ZERO, stream.read(&mut scratch)).await {
-            Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
-            Ok(Ok(n)) => tracing::debug!(bytes = n, "drained stale bytes from the line"),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
+        // Read only what is there already: the `ready` branch wins otherwise.
+        tokio::select! {
+            biased;
+            read = stream.read(&mut scratch) => match read {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+                Ok(n) => tracing::debug!(bytes = n, "drained stale bytes from the line"),
+                Err(e) => return Err(e),
+            },
+            () = std::future::ready(()) => return Ok(()),
         }
     }
 }
