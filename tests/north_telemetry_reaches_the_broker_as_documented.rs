@@ -64,6 +64,7 @@ async fn contract(version: MqttVersion) {
     let got = sub.on(topic);
     for (i, m) in got.iter().enumerate() {
         assert!(!m.retain, "telemetry is not retained");
+        assert_eq!(m.qos, 1, "QoS 1 by default");
         assert_eq!(
             m.json(),
             json!({"gateway":"gw1","device":"meter-7","adapter":"modbus",

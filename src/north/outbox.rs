@@ -79,7 +79,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::{FsyncPolicy, OutboxConfig};
 use super::record::{HEADER_LEN, MAGIC, Record};
-use super::seqbook::{SeqBook, write_atomically};
+use super::seqbook::{SeqBook, sync_dir, write_atomically};
 
 /// How many damage reports are kept for the status API.
 const DAMAGE_REPORTS_KEPT: usize = 16;
@@ -195,6 +195,8 @@ pub struct Outbox {
     floor: u64,
     floor_saved: u64,
     inflight: VecDeque<InFlight>,
+    /// Entries of `inflight` not yet acknowledged.
+    unacked: usize,
     cursor: Option<Cursor>,
     peeked: Option<Record>,
     seqs: SeqBook,
@@ -255,6 +257,11 @@ impl Outbox {
             source,
         };
         fs::create_dir_all(dir).map_err(err)?;
+        if cfg.fsync == FsyncPolicy::Always {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(err)?;
+            }
+        }
         let (seqs, seq_problem) = SeqBook::load(dir.join("seq.json"));
         let mut ob = Outbox {
             dir: dir.to_path_buf(),
@@ -272,6 +279,7 @@ impl Outbox {
             floor: 1,
             floor_saved: 0,
             inflight: VecDeque::new(),
+            unacked: 0,
             cursor: None,
             peeked: None,
             seqs,
@@ -500,6 +508,11 @@ impl Outbox {
             .create(true)
             .truncate(true)
             .open(&path)?;
+        // With fsync = "always" the new file's directory entry must be as
+        // durable as the records that will be fsynced into it.
+        if self.fsync == FsyncPolicy::Always {
+            sync_dir(&self.dir)?;
+        }
         if let Some(seg) = self.segments.back_mut() {
             seg.bytes = self.active_len;
         }
@@ -623,6 +636,7 @@ impl Outbox {
                 .count() as u64;
             let dropped = end.saturating_sub(from).saturating_sub(acked);
             self.inflight.retain(|f| f.record.id >= end);
+            self.unacked = self.inflight.iter().filter(|f| !f.acked).count();
             if self.peeked.as_ref().is_some_and(|p| p.id < end) {
                 self.peeked = None;
             }
@@ -652,6 +666,7 @@ impl Outbox {
         let mut out = Vec::new();
         while out.len() < max {
             let Some(rec) = self.read_next() else { break };
+            self.unacked += 1;
             self.inflight.push_back(InFlight {
                 record: rec.clone(),
                 sent: Instant::now(),
@@ -790,7 +805,10 @@ impl Outbox {
     /// The broker acknowledged message `id`.
     pub fn ack(&mut self, id: u64) {
         if let Ok(i) = self.inflight.binary_search_by_key(&id, |f| f.record.id) {
-            self.inflight[i].acked = true;
+            if !self.inflight[i].acked {
+                self.inflight[i].acked = true;
+                self.unacked = self.unacked.saturating_sub(1);
+            }
         }
         let mut moved = false;
         while self.inflight.front().is_some_and(|f| f.acked) {
@@ -819,7 +837,7 @@ impl Outbox {
 
     /// Unacknowledged messages on the wire.
     pub fn inflight_unacked(&self) -> usize {
-        self.inflight.iter().filter(|f| !f.acked).count()
+        self.unacked
     }
 
     /// When the oldest unacknowledged in-flight message was sent.

@@ -182,6 +182,8 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// Delivery QoS: the lower of the publisher's and the subscription's.
+    pub qos: u8,
     pub correlation: Option<Vec<u8>>,
 }
 
@@ -252,6 +254,7 @@ impl Subscriber {
                                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                                 payload: p.payload.to_vec(),
                                 retain: p.retain,
+                                qos: p.qos as u8,
                                 correlation: props.correlation_data.map(|b| b.to_vec()),
                             });
                         }
