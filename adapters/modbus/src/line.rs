@@ -234,8 +234,9 @@ impl ModbusLine {
         deadline: Option<Instant>,
     ) -> ReadOutcome {
         let unit = self.spec.devices[device].unit;
+        let points: usize = requests.iter().map(|r| r.points.len()).sum();
         let mut queue: VecDeque<ReadRequest> = requests.into();
-        let mut readings = Vec::new();
+        let mut readings = Vec::with_capacity(points);
         let mut answered = false;
         let mut abort: Option<PointError> = None;
         let mut replanned = false;
