@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use ferrogate::cli::modbus;
 use ferrogate::cli::remote::Remote;
 
 /// Multi-protocol IoT gateway: Modbus, CoAP, LwM2M and serial devices to MQTT.
@@ -86,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         command: Lwm2mCommand,
     },
+    /// Talk to a Modbus device directly (no daemon needed).
+    Modbus {
+        #[command(subcommand)]
+        command: ModbusCommand,
+    },
     /// Talk to a CoAP device directly (no daemon needed).
     Coap {
         #[command(subcommand)]
@@ -103,6 +109,40 @@ enum ConfigCommand {
     Check {
         #[arg(long, short, default_value = "/etc/ferrogate")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModbusCommand {
+    /// Read registers or bits, optionally decoded as a type and byte order.
+    Read {
+        #[command(flatten)]
+        link: modbus::Link,
+        #[command(flatten)]
+        range: modbus::Range,
+        #[arg(long = "type", value_enum)]
+        ty: Option<modbus::TypeArg>,
+        #[arg(long, value_enum, default_value = "ABCD")]
+        order: modbus::OrderArg,
+    },
+    /// Show a register range decoded as every type in all four byte orders.
+    Probe {
+        #[command(flatten)]
+        link: modbus::Link,
+        #[command(flatten)]
+        range: modbus::Range,
+    },
+    /// Find which unit ids answer on a line.
+    Scan {
+        #[command(flatten)]
+        link: modbus::Link,
+        #[arg(long, default_value_t = 1)]
+        from: u8,
+        #[arg(long, default_value_t = 247)]
+        to: u8,
+        /// Holding register to ask each unit for.
+        #[arg(long, default_value_t = 0)]
+        address: u16,
     },
 }
 
@@ -176,6 +216,27 @@ fn main() -> ExitCode {
             &endpoint,
             serde_json::json!({"op": "read", "points": [path]}),
         ),
+        Command::Modbus {
+            command:
+                ModbusCommand::Read {
+                    link,
+                    range,
+                    ty,
+                    order,
+                },
+        } => modbus::read_command(&link, &range, ty, order, cli.json),
+        Command::Modbus {
+            command: ModbusCommand::Probe { link, range },
+        } => modbus::probe_command(&link, &range, cli.json),
+        Command::Modbus {
+            command:
+                ModbusCommand::Scan {
+                    link,
+                    from,
+                    to,
+                    address,
+                },
+        } => modbus::scan_command(&link, from, to, address, cli.json),
         Command::Coap {
             command: CoapCommand::Get { uri, timeout },
         } => ferrogate::cli::coap::get(

@@ -6,6 +6,7 @@
 //! not be reached (not running, or no permission on its socket).
 
 pub mod coap;
+pub mod modbus;
 pub mod output;
 pub mod remote;
 
