@@ -2,6 +2,7 @@
 //! `coap-server` for `ferrogate coap get|observe`.
 
 mod common;
+mod daemon;
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -117,44 +118,6 @@ fn coap_errors_are_clear() {
     );
 }
 
-/// pymodbus as an independent Modbus slave (the adapter's test peer),
-/// listening on a free port; it exits when its stdin closes.
-struct Slave {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Slave {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pymodbus_slave(spec: serde_json::Value) -> Slave {
-    use std::io::BufRead;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("adapters/modbus/tests/peers/slave.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(spec.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 (with pymodbus: pip install pymodbus)");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .strip_prefix("READY ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("slave did not start (is pymodbus installed?): {line:?}"));
-    Slave { child, port }
-}
-
 /// 1234.5 as f32 is 0x449A5000; stored here in each byte order in turn.
 const F32_IN_EACH_ORDER: [u16; 8] = [
     0x449A, 0x5000, 0x5000, 0x449A, 0x9A44, 0x0050, 0x0050, 0x9A44,
@@ -162,7 +125,7 @@ const F32_IN_EACH_ORDER: [u16; 8] = [
 
 #[test]
 fn modbus_probe_finds_each_byte_order() {
-    let slave = pymodbus_slave(
+    let slave = daemon::pymodbus_slave(
         serde_json::json!({"tcp": 0, "units": {"1": {"hr": F32_IN_EACH_ORDER}, "2": {"hr": [7]}}}),
     );
     let tcp = format!("127.0.0.1:{}", slave.port);
@@ -283,7 +246,7 @@ fn modbus_scan_over_an_rtu_line_skips_silent_units() {
     common::wait_for("socat ptys", Duration::from_secs(10), || {
         gw_end.exists() && slave_end.exists()
     });
-    let _slave = pymodbus_slave(serde_json::json!({
+    let _slave = daemon::pymodbus_slave(serde_json::json!({
         "serial": slave_end.to_str().unwrap(),
         "units": {"3": {"hr": [1]}, "5": {"hr": [2]}, "6": {"hr": [3]}},
         "silent": [6],

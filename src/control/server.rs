@@ -226,8 +226,12 @@ async fn handle(state: &ControlState, request: &Json) -> Json {
     }
 }
 
+/// A unique id for a command from the socket: the idempotency cache must
+/// never take two CLI commands for one redelivered request.
 fn command_id() -> String {
-    format!("cli-{}-{}", std::process::id(), Timestamp::now().0)
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("cli-{}-{n}", Timestamp::now().0)
 }
 
 async fn command(state: &ControlState, request: &Json, body: Json) -> Json {

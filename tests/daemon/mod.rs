@@ -109,3 +109,63 @@ impl Drop for Daemon {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferrogate"))
 }
+
+/// pymodbus as an independent Modbus slave (the adapter's test peer),
+/// listening on a free port; it exits when its stdin closes.
+pub struct Slave {
+    child: Child,
+    pub port: u16,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Slave {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn pymodbus_slave(spec: serde_json::Value) -> Slave {
+    use std::io::BufRead;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("adapters/modbus/tests/peers/slave.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(spec.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 (with pymodbus: pip install pymodbus)");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let stdin = child.stdin.take().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let port = line
+        .strip_prefix("READY ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("slave did not start (is pymodbus installed?): {line:?}"));
+    Slave {
+        child,
+        port,
+        stdin,
+        stdout,
+    }
+}
+
+impl Slave {
+    /// Ask the slave for its own view of registers: `get <unit> <fc> <address> <count>`.
+    pub fn get(&mut self, unit: u8, fc: u8, address: u16, count: u16) -> Vec<i64> {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "get {unit} {fc} {address} {count}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("VALUES")
+            .unwrap_or_else(|| panic!("slave said {line:?}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    }
+}
