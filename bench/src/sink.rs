@@ -7,6 +7,7 @@
 //! slaves, latency = arrival − the slave's response time (µs); otherwise
 //! arrival − the message's `ts` (ms resolution).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,9 @@ impl Sink {
     /// Subscribes to `filters` on 127.0.0.1:`port` and counts until the
     /// process ends. Resolves once the subscription is acknowledged.
     pub async fn start(port: u16, filters: &[&str], stamp: StampKeys) -> Sink {
-        let mut opts = MqttOptions::new(format!("bench-sink-{}", std::process::id()), "127.0.0.1", port);
+        static SINKS: AtomicU32 = AtomicU32::new(0);
+        let id = format!("bench-sink-{}-{}", std::process::id(), SINKS.fetch_add(1, Ordering::Relaxed));
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut events) = AsyncClient::new(opts, 1024);
@@ -66,12 +69,16 @@ impl Sink {
                         let arrived = now_us();
                         let topic = p.topic.clone();
                         if let Some(id) = topic.strip_prefix("v1/devices/me/rpc/request/") {
-                            let _ = client.try_publish(
-                                format!("v1/devices/me/rpc/response/{id}"),
-                                QoS::AtLeastOnce,
-                                false,
-                                SESSION_LIMITS,
-                            );
+                            // Answered a moment later: an immediate answer can
+                            // beat that gateway's own subscription to responses.
+                            let client = client.clone();
+                            let topic = format!("v1/devices/me/rpc/response/{id}");
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                let _ = client
+                                    .publish(topic, QoS::AtLeastOnce, false, SESSION_LIMITS)
+                                    .await;
+                            });
                             if let Ok(mut t) = tally.lock() {
                                 t.rpc_answered += 1;
                             }
