@@ -11,6 +11,7 @@ mod measure;
 mod modbus_slave;
 mod proc;
 mod scenario_modbus;
+mod scenario_pipeline;
 mod sink;
 mod stats;
 mod thingsboard;
@@ -83,6 +84,16 @@ enum Cmd {
         #[arg(long, default_value_t = 23000)]
         base_port: u16,
     },
+    /// Scenario 2: pipeline ceiling (simulator adapter) vs a bare rumqttc publisher.
+    Pipeline {
+        /// Simulated device counts to step through.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100,200")]
+        steps: Vec<u32>,
+        #[arg(long, default_value_t = 10)]
+        points: u32,
+        #[arg(long, default_value = "1ms")]
+        period: String,
+    },
     /// Simulator: Modbus TCP slaves on consecutive ports (runs until killed).
     ModbusSlaves {
         #[arg(long)]
@@ -130,6 +141,10 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             let c = thingsboard::run(&cli.gateway, &cli.work.join("vs-tb"), &peer, &p).await?;
             c.print();
             Ok(())
+        }
+        Cmd::Pipeline { steps, points, period } => {
+            let p = scenario_pipeline::Params { steps, points, period, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
+            scenario_pipeline::run(&cli.gateway, &cli.work.join("pipeline"), &p).await
         }
         Cmd::ModbusSlaves { base_port, count, registers } => {
             modbus_slave::run(base_port, count, registers).await
