@@ -176,3 +176,29 @@ fn real_uid() -> u32 {
         })
         .unwrap_or(u32::MAX)
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(daemon::binary())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("ferrogate") && text.contains("probe"),
+            "{shell}"
+        );
+    }
+    let out = Command::new(daemon::binary()).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH ferrogate"),
+        "{man}"
+    );
+    assert!(
+        man.contains("Exit codes"),
+        "the man page documents the exit codes"
+    );
+}
