@@ -202,3 +202,39 @@ fn completions_and_man_page_come_from_the_cli_definitions() {
         "the man page documents the exit codes"
     );
 }
+
+#[test]
+fn lwm2m_clients_lists_a_registered_libcoap_client() {
+    let coap_client = common::require("coap-client-notls", "libcoap3-bin");
+    let broker = Mosquitto::start();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    drop(udp);
+    let lwm2m = format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\ndevice_prefix = \"lw-\"\n");
+    let config = ConfigDir::new("gw-lwm2m", broker.port, "5", &lwm2m);
+    let socket = config.path().join("control.sock");
+    let _gw = Daemon::start(config.path());
+    common::wait_for("the control socket", Duration::from_secs(20), || {
+        socket.exists()
+    });
+    // libcoap registers an endpoint (RFC-style Register, LwM2M 1.1).
+    let out = Command::new(coap_client)
+        .args(["-m", "post", "-t", "40", "-e", "</1/0>,</3/0>,</3303/0>"])
+        .arg(format!(
+            "coap://127.0.0.1:{port}/rd?ep=node-7&lt=300&lwm2m=1.1&b=U"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::wait_for("the client listed", Duration::from_secs(20), || {
+        let clients = json(&cli(&socket, &["--json", "lwm2m", "clients"]));
+        clients.as_array().is_some_and(|c| {
+            c.iter()
+                .any(|d| d["name"] == "lw-node-7" && d["state"] == "online")
+        })
+    });
+}
