@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,6 @@ use crate::broker::free_port;
 pub struct Gateway {
     child: Child,
     pub metrics: u16,
-    pub dir: PathBuf,
 }
 
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {
@@ -59,7 +58,7 @@ impl Gateway {
             .stderr(log)
             .spawn()
             .map_err(|e| BenchError::Io(format!("{} (cargo build --release -p ferrogate)", bin.display()), e))?;
-        let mut g = Gateway { child, metrics, dir: dir.to_path_buf() };
+        let mut g = Gateway { child, metrics };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = g.child.try_wait() {

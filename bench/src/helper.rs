@@ -41,10 +41,6 @@ impl Helper {
         std::thread::spawn(move || for _ in lines {});
         Ok(Helper { child })
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for Helper {

@@ -5,11 +5,16 @@
 //! binary (`modbus-slaves`, `coap-clients`, `lwm2m-clients`).
 
 mod broker;
+mod coap_client;
 mod gateway;
 mod helper;
+mod lwm2m_client;
 mod measure;
 mod modbus_slave;
 mod proc;
+mod scenario_coap;
+mod scenario_idle;
+mod scenario_lwm2m;
 mod scenario_modbus;
 mod scenario_pipeline;
 mod sink;
@@ -94,6 +99,41 @@ enum Cmd {
         #[arg(long, default_value = "1ms")]
         period: String,
     },
+    /// Scenario 4: CoAP ingest requests/s.
+    Coap {
+        /// Devices (one UDP socket each).
+        #[arg(long, default_value_t = 64)]
+        devices: u32,
+        /// Requests outstanding per device.
+        #[arg(long, default_value_t = 8)]
+        window: u16,
+    },
+    /// Scenario 3: LwM2M registration storm, then sustained notifications.
+    Lwm2m {
+        #[arg(long, default_value_t = 100_000)]
+        clients: u32,
+        /// Notifications per second offered in total.
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// Registrations in flight per client process.
+        #[arg(long, default_value_t = 500)]
+        window: usize,
+    },
+    /// Simulator: LwM2M clients (one helper process of the lwm2m scenario).
+    Lwm2mClients {
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        #[arg(long)]
+        first: u32,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 500)]
+        window: usize,
+        #[arg(long)]
+        rate: f64,
+    },
+    /// Scenario 6: idle RSS with one device, and the binary's size.
+    Idle,
     /// Simulator: Modbus TCP slaves on consecutive ports (runs until killed).
     ModbusSlaves {
         #[arg(long)]
@@ -146,6 +186,18 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             let p = scenario_pipeline::Params { steps, points, period, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
             scenario_pipeline::run(&cli.gateway, &cli.work.join("pipeline"), &p).await
         }
+        Cmd::Coap { devices, window } => {
+            let p = scenario_coap::Params { devices, window, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
+            scenario_coap::run(&cli.gateway, &cli.work.join("coap"), &p).await
+        }
+        Cmd::Lwm2m { clients, rate, window } => {
+            let p = scenario_lwm2m::Params { clients, rate, window, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
+            scenario_lwm2m::run(&cli.gateway, &cli.work.join("lwm2m"), &p).await
+        }
+        Cmd::Lwm2mClients { server, first, count, window, rate } => {
+            lwm2m_client::run(server, first, count, window, rate).await
+        }
+        Cmd::Idle => scenario_idle::run(&cli.gateway, &cli.work.join("idle"), cli.secs, cli.runs, cli.warmup).await,
         Cmd::ModbusSlaves { base_port, count, registers } => {
             modbus_slave::run(base_port, count, registers).await
         }

@@ -24,14 +24,6 @@ impl Latencies {
         self.0.push(us);
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-
     /// The `p`-th percentile (0..=100) in milliseconds, nearest rank.
     pub fn percentile_ms(&mut self, p: f64) -> f64 {
         if self.0.is_empty() {
