@@ -10,7 +10,9 @@ use crate::BenchError;
 
 pub fn free_port() -> Result<u16, BenchError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::Io("bind".into(), e))?;
-    Ok(l.local_addr().map_err(|e| BenchError::Io("addr".into(), e))?.port())
+    Ok(l.local_addr()
+        .map_err(|e| BenchError::Io("addr".into(), e))?
+        .port())
 }
 
 pub struct Broker {

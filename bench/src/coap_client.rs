@@ -16,6 +16,8 @@ pub struct Answers {
     pub changed: AtomicU64,
     pub other: AtomicU64,
     pub lost_windows: AtomicU64,
+    /// The last code other than 2.04, e.g. "5.03".
+    pub last_other: std::sync::Mutex<String>,
 }
 
 pub fn post(device: &str, mid: u16, value: u64) -> Vec<u8> {
@@ -32,7 +34,9 @@ pub fn post(device: &str, mid: u16, value: u64) -> Vec<u8> {
 
 /// One device: POSTs forever with `window` requests in flight.
 pub async fn device(server: SocketAddr, name: String, window: u16, answers: Arc<Answers>) {
-    let Ok(sock) = UdpSocket::bind("127.0.0.1:0").await else { return };
+    let Ok(sock) = UdpSocket::bind("127.0.0.1:0").await else {
+        return;
+    };
     if sock.connect(server).await.is_err() {
         return;
     }
@@ -46,7 +50,9 @@ pub async fn device(server: SocketAddr, name: String, window: u16, answers: Arc<
         loop {
             match tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await {
                 Ok(Ok(n)) => {
-                    let Ok(p) = Packet::from_bytes(&buf[..n]) else { continue };
+                    let Ok(p) = Packet::from_bytes(&buf[..n]) else {
+                        continue;
+                    };
                     if p.header.get_type() != MessageType::Acknowledgement {
                         continue;
                     }
@@ -54,6 +60,9 @@ pub async fn device(server: SocketAddr, name: String, window: u16, answers: Arc<
                         answers.changed.fetch_add(1, Ordering::Relaxed);
                     } else {
                         answers.other.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut last) = answers.last_other.lock() {
+                            *last = p.header.get_code();
+                        }
                     }
                     mid = mid.wrapping_add(1);
                     let _ = sock.send(&post(&name, mid, u64::from(mid))).await;
@@ -77,7 +86,12 @@ mod tests {
         let p = Packet::from_bytes(&post("bench-1", 7, 21)).expect("decodes");
         assert_eq!(p.header.get_type(), MessageType::Confirmable);
         assert_eq!(p.header.message_id, 7);
-        let path: Vec<_> = p.get_option(CoapOption::UriPath).into_iter().flatten().cloned().collect();
+        let path: Vec<_> = p
+            .get_option(CoapOption::UriPath)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         assert_eq!(path, vec![b"bench-1".to_vec(), b"v".to_vec()]);
         assert_eq!(p.payload, b"21.5");
     }

@@ -57,7 +57,12 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| BenchError::Io(format!("{} (cargo build --release -p ferrogate)", bin.display()), e))?;
+            .map_err(|e| {
+                BenchError::Io(
+                    format!("{} (cargo build --release -p ferrogate)", bin.display()),
+                    e,
+                )
+            })?;
         let mut g = Gateway { child, metrics };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -114,15 +119,19 @@ impl Drop for Gateway {
 
 /// GET /metrics on 127.0.0.1:`port`, summing each series over its labels.
 pub fn scrape(port: u16) -> Result<HashMap<String, f64>, BenchError> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| BenchError::Io("metrics".into(), e))?;
+    let mut s =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| BenchError::Io("metrics".into(), e))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .map_err(|e| BenchError::Io("metrics".into(), e))?;
     let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| BenchError::Io("metrics".into(), e))?;
+    s.read_to_string(&mut body)
+        .map_err(|e| BenchError::Io("metrics".into(), e))?;
     let mut out = HashMap::new();
     for line in body.lines().filter(|l| l.starts_with("ferrogate_")) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let name = series.split('{').next().unwrap_or(series);
         if let Ok(v) = value.parse::<f64>() {
             *out.entry(name.to_string()).or_insert(0.0) += v;

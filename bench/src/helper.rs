@@ -33,7 +33,9 @@ impl Helper {
                 Some(Ok(_)) => continue,
                 _ => {
                     let _ = child.kill();
-                    return Err(BenchError::Gateway(format!("helper {args:?} ended before ready")));
+                    return Err(BenchError::Gateway(format!(
+                        "helper {args:?} ended before ready"
+                    )));
                 }
             }
         }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{
+    CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -73,7 +75,9 @@ async fn client(
     progress: Arc<Progress>,
     observed: Arc<Mutex<Vec<Observed>>>,
 ) {
-    let Ok(sock) = UdpSocket::bind((client_ip(i), 0)).await else { return };
+    let Ok(sock) = UdpSocket::bind((client_ip(i), 0)).await else {
+        return;
+    };
     let sock = Arc::new(sock);
     let ep = format!("bench-{i}");
     let mut buf = [0u8; 1500];
@@ -84,8 +88,12 @@ async fn client(
         loop {
             match tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf)).await {
                 Ok(Ok((n, _))) => {
-                    let Ok(p) = Packet::from_bytes(&buf[..n]) else { continue };
-                    if p.header.message_id == mid && p.header.code == MessageClass::Response(ResponseType::Created) {
+                    let Ok(p) = Packet::from_bytes(&buf[..n]) else {
+                        continue;
+                    };
+                    if p.header.message_id == mid
+                        && p.header.code == MessageClass::Response(ResponseType::Created)
+                    {
                         progress.registered.fetch_add(1, Ordering::Relaxed);
                         break 'register;
                     }
@@ -100,17 +108,32 @@ async fn client(
     drop(permit);
     // Answer the server's requests: the observe gets the first value.
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
-        let Ok(p) = Packet::from_bytes(&buf[..n]) else { continue };
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            return;
+        };
+        let Ok(p) = Packet::from_bytes(&buf[..n]) else {
+            continue;
+        };
         if p.header.code != MessageClass::Request(RequestType::Get) {
             continue;
         }
         let token = p.get_token().to_vec();
-        let reply = content(MessageType::Acknowledgement, p.header.message_id, &token, 1, i);
+        let reply = content(
+            MessageType::Acknowledgement,
+            p.header.message_id,
+            &token,
+            1,
+            i,
+        );
         let _ = sock.send_to(&reply, from).await;
-        if p.get_observe_value().is_some_and(|o| o.is_ok_and(|v| v == 0)) {
+        if p.get_observe_value()
+            .is_some_and(|o| o.is_ok_and(|v| v == 0))
+        {
             progress.observed.fetch_add(1, Ordering::Relaxed);
-            observed.lock().await.push(Observed { sock: sock.clone(), token });
+            observed.lock().await.push(Observed {
+                sock: sock.clone(),
+                token,
+            });
         }
     }
 }
@@ -118,13 +141,25 @@ async fn client(
 /// Runs `count` clients from index `first`; registration `window` at once
 /// per process; once they are observed, `rate` notifications/s in total.
 /// Prints `ready`, then a progress line every second.
-pub async fn run(server: SocketAddr, first: u32, count: u32, window: usize, rate: f64) -> Result<(), BenchError> {
+pub async fn run(
+    server: SocketAddr,
+    first: u32,
+    count: u32,
+    window: usize,
+    rate: f64,
+) -> Result<(), BenchError> {
     let storm = Arc::new(Semaphore::new(window));
     let progress = Arc::new(Progress::default());
     let observed = Arc::new(Mutex::new(Vec::with_capacity(count as usize)));
     println!("ready");
     for i in first..first + count {
-        tokio::spawn(client(i, server, storm.clone(), progress.clone(), observed.clone()));
+        tokio::spawn(client(
+            i,
+            server,
+            storm.clone(),
+            progress.clone(),
+            observed.clone(),
+        ));
     }
     let reporter = progress.clone();
     tokio::spawn(async move {
@@ -157,7 +192,13 @@ pub async fn run(server: SocketAddr, first: u32, count: u32, window: usize, rate
             due -= 1.0;
             let c = &clients[k];
             mid = mid.wrapping_add(1);
-            let _ = c.sock.send_to(&content(MessageType::NonConfirmable, mid, &c.token, seq, k as u32), server).await;
+            let _ = c
+                .sock
+                .send_to(
+                    &content(MessageType::NonConfirmable, mid, &c.token, seq, k as u32),
+                    server,
+                )
+                .await;
             progress.notified.fetch_add(1, Ordering::Relaxed);
             k += 1;
             if k == clients.len() {
@@ -183,7 +224,12 @@ mod tests {
     #[test]
     fn register_carries_the_endpoint_and_lifetime() {
         let p = Packet::from_bytes(&register("bench-3", 9)).expect("decodes");
-        let q: Vec<_> = p.get_option(CoapOption::UriQuery).into_iter().flatten().cloned().collect();
+        let q: Vec<_> = p
+            .get_option(CoapOption::UriQuery)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         assert!(q.contains(&b"ep=bench-3".to_vec()));
         assert!(q.contains(&b"lt=86400".to_vec()));
     }

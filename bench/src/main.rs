@@ -165,41 +165,114 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), BenchError> {
-    std::fs::create_dir_all(&cli.work).map_err(|e| BenchError::Io(cli.work.display().to_string(), e))?;
+    std::fs::create_dir_all(&cli.work)
+        .map_err(|e| BenchError::Io(cli.work.display().to_string(), e))?;
     match cli.cmd {
-        Cmd::Modbus { devices, registers, poll, base_port } => {
+        Cmd::Modbus {
+            devices,
+            registers,
+            poll,
+            base_port,
+        } => {
             let p = scenario_modbus::Params {
-                devices, registers, poll, base_port, secs: cli.secs, runs: cli.runs, warmup: cli.warmup,
+                devices,
+                registers,
+                poll,
+                base_port,
+                secs: cli.secs,
+                runs: cli.runs,
+                warmup: cli.warmup,
             };
-            scenario_modbus::run(&cli.gateway, &cli.work.join("modbus"), &p).await.map(|_| ())
+            scenario_modbus::run(&cli.gateway, &cli.work.join("modbus"), &p)
+                .await
+                .map(|_| ())
         }
-        Cmd::VsThingsboard { tb_bin, tb_dir, devices, registers, poll, base_port } => {
+        Cmd::VsThingsboard {
+            tb_bin,
+            tb_dir,
+            devices,
+            registers,
+            poll,
+            base_port,
+        } => {
             let p = scenario_modbus::Params {
-                devices, registers, poll, base_port, secs: cli.secs, runs: cli.runs, warmup: cli.warmup,
+                devices,
+                registers,
+                poll,
+                base_port,
+                secs: cli.secs,
+                runs: cli.runs,
+                warmup: cli.warmup,
             };
-            let peer = thingsboard::Peer { bin: tb_bin, dir: tb_dir };
+            let peer = thingsboard::Peer {
+                bin: tb_bin,
+                dir: tb_dir,
+            };
             let c = thingsboard::run(&cli.gateway, &cli.work.join("vs-tb"), &peer, &p).await?;
             c.print();
             Ok(())
         }
-        Cmd::Pipeline { steps, points, period } => {
-            let p = scenario_pipeline::Params { steps, points, period, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
+        Cmd::Pipeline {
+            steps,
+            points,
+            period,
+        } => {
+            let p = scenario_pipeline::Params {
+                steps,
+                points,
+                period,
+                secs: cli.secs,
+                runs: cli.runs,
+                warmup: cli.warmup,
+            };
             scenario_pipeline::run(&cli.gateway, &cli.work.join("pipeline"), &p).await
         }
         Cmd::Coap { devices, window } => {
-            let p = scenario_coap::Params { devices, window, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
+            let p = scenario_coap::Params {
+                devices,
+                window,
+                secs: cli.secs,
+                runs: cli.runs,
+                warmup: cli.warmup,
+            };
             scenario_coap::run(&cli.gateway, &cli.work.join("coap"), &p).await
         }
-        Cmd::Lwm2m { clients, rate, window } => {
-            let p = scenario_lwm2m::Params { clients, rate, window, secs: cli.secs, runs: cli.runs, warmup: cli.warmup };
+        Cmd::Lwm2m {
+            clients,
+            rate,
+            window,
+        } => {
+            let p = scenario_lwm2m::Params {
+                clients,
+                rate,
+                window,
+                secs: cli.secs,
+                runs: cli.runs,
+                warmup: cli.warmup,
+            };
             scenario_lwm2m::run(&cli.gateway, &cli.work.join("lwm2m"), &p).await
         }
-        Cmd::Lwm2mClients { server, first, count, window, rate } => {
-            lwm2m_client::run(server, first, count, window, rate).await
+        Cmd::Lwm2mClients {
+            server,
+            first,
+            count,
+            window,
+            rate,
+        } => lwm2m_client::run(server, first, count, window, rate).await,
+        Cmd::Idle => {
+            scenario_idle::run(
+                &cli.gateway,
+                &cli.work.join("idle"),
+                cli.secs,
+                cli.runs,
+                cli.warmup,
+            )
+            .await
         }
-        Cmd::Idle => scenario_idle::run(&cli.gateway, &cli.work.join("idle"), cli.secs, cli.runs, cli.warmup).await,
-        Cmd::ModbusSlaves { base_port, count, registers } => {
-            modbus_slave::run(base_port, count, registers).await
-        }
+        Cmd::ModbusSlaves {
+            base_port,
+            count,
+            registers,
+        } => modbus_slave::run(base_port, count, registers).await,
     }
 }

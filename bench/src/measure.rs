@@ -118,7 +118,11 @@ pub fn medians(ws: &[Window]) -> Window {
 }
 
 /// Waits until `cond` holds, polling every 200 ms, up to `limit`.
-pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<(), BenchError> {
+pub async fn wait_for(
+    limit: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Result<(), BenchError> {
     let deadline = tokio::time::Instant::now() + limit;
     while !cond() {
         if tokio::time::Instant::now() > deadline {

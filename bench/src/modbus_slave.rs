@@ -50,7 +50,11 @@ fn parse_pdu(pdu: &[u8]) -> Result<ReadRequest, (u8, u8)> {
     if quantity == 0 || quantity > 125 {
         return Err((function, ILLEGAL_DATA_VALUE));
     }
-    Ok(ReadRequest { function, start: u16::from_be_bytes([*a, *b]), quantity })
+    Ok(ReadRequest {
+        function,
+        start: u16::from_be_bytes([*a, *b]),
+        quantity,
+    })
 }
 
 /// The value of register `addr` of a map of `registers` at `now_us`.
@@ -126,7 +130,10 @@ pub async fn run(base_port: u16, count: u16, registers: u16) -> Result<(), Bench
             }
         });
     }
-    println!("ready {count} slaves on 127.0.0.1:{base_port}..{}", base_port + count - 1);
+    println!(
+        "ready {count} slaves on 127.0.0.1:{base_port}..{}",
+        base_port + count - 1
+    );
     std::future::pending::<()>().await;
     Ok(())
 }

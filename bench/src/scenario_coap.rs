@@ -35,7 +35,14 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
     let answers = Arc::new(Answers::default());
     let server = ([127, 0, 0, 1], port).into();
     let tasks: Vec<_> = (0..p.devices)
-        .map(|d| tokio::spawn(device(server, format!("bench-{d}"), p.window, answers.clone())))
+        .map(|d| {
+            tokio::spawn(device(
+                server,
+                format!("bench-{d}"),
+                p.window,
+                answers.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(p.warmup)).await;
     let (mut reqs, mut acks, mut cpus, mut rsss) = (vec![], vec![], vec![], vec![]);
@@ -55,8 +62,10 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
         let m1 = gw.scrape()?;
         let changed = (answers.changed.load(Ordering::Relaxed) - a0) as f64 / s;
         let other = (answers.other.load(Ordering::Relaxed) - o0) as f64 / s;
-        let get = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
-        let acked = (get(&m1, "ferrogate_mqtt_acks_total") - get(&m0, "ferrogate_mqtt_acks_total")) / s;
+        let get =
+            |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+        let acked =
+            (get(&m1, "ferrogate_mqtt_acks_total") - get(&m0, "ferrogate_mqtt_acks_total")) / s;
         println!(
             "coap ingest {} devices window {} run {run}/{}: {changed:.0} req/s answered 2.04 ({other:.0}/s other codes), \
              {acked:.0} MQTT msg/s acked, cpu={:.1}% rss={:.1}MB outbox_depth={} load={:.2}",
@@ -74,12 +83,17 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
         rsss.push(u.rss_mean as f64 / 1e6);
     }
     println!(
-        "coap ingest MEDIAN: {:.0} req/s answered 2.04, {:.0} MQTT msg/s acked, cpu={:.1}% rss={:.1}MB; lost windows {}",
+        "coap ingest MEDIAN: {:.0} req/s answered 2.04, {:.0} MQTT msg/s acked, cpu={:.1}% rss={:.1}MB; lost windows {}, last other code {:?}",
         median(&reqs),
         median(&acks),
         median(&cpus),
         median(&rsss),
-        answers.lost_windows.load(Ordering::Relaxed)
+        answers.lost_windows.load(Ordering::Relaxed),
+        answers
+            .last_other
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     );
     for t in tasks {
         t.abort();

@@ -13,15 +13,47 @@ use crate::measure;
 use crate::scenario_modbus::{Params, ferrogate_config, slave_args, stamp_keys};
 use crate::sink::Sink;
 
-pub async fn run(bin: &Path, work: &Path, secs: u64, runs: usize, warmup: u64) -> Result<(), BenchError> {
-    let size = std::fs::metadata(bin).map_err(|e| BenchError::Io(bin.display().to_string(), e))?.len();
-    println!("binary {}: {size} bytes ({:.2} MB)", bin.display(), size as f64 / 1e6);
-    let p = Params { devices: 1, registers: 10, poll: "1s".into(), base_port: 22900, secs, runs, warmup };
+pub async fn run(
+    bin: &Path,
+    work: &Path,
+    secs: u64,
+    runs: usize,
+    warmup: u64,
+) -> Result<(), BenchError> {
+    let size = std::fs::metadata(bin)
+        .map_err(|e| BenchError::Io(bin.display().to_string(), e))?
+        .len();
+    println!(
+        "binary {}: {size} bytes ({:.2} MB)",
+        bin.display(),
+        size as f64 / 1e6
+    );
+    let p = Params {
+        devices: 1,
+        registers: 10,
+        poll: "1s".into(),
+        base_port: 22900,
+        secs,
+        runs,
+        warmup,
+    };
     let broker = Broker::start(work)?;
     let _slave = Helper::spawn(&slave_args(&p))?;
     let (profile, conf) = ferrogate_config(&p);
-    let gw = Gateway::start(bin, &work.join("gw"), broker.port, "", &conf, &[("bench", profile)])?;
-    let sink = Sink::start(broker.port, &["ferrogate/bench/devices/+/telemetry"], stamp_keys(p.registers)).await;
+    let gw = Gateway::start(
+        bin,
+        &work.join("gw"),
+        broker.port,
+        "",
+        &conf,
+        &[("bench", profile)],
+    )?;
+    let sink = Sink::start(
+        broker.port,
+        &["ferrogate/bench/devices/+/telemetry"],
+        stamp_keys(p.registers),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     let ws = measure::windows(gw.pid(), None, &sink, secs, runs, "idle, one device").await?;
     let m = measure::medians(&ws);

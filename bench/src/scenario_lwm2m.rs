@@ -34,7 +34,8 @@ fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
 pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> {
     let broker = Broker::start(work)?;
     let port = free_port()?;
-    let conf = format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\nauto_observe = [\"/3303/*/5700\"]\n");
+    let conf =
+        format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\nauto_observe = [\"/3303/*/5700\"]\n");
     let gw = Gateway::start(bin, &work.join("gw"), broker.port, "", &conf, &[])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss0 = rss_bytes(gw.pid())?;
@@ -70,7 +71,10 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
             break;
         }
         if last_print.elapsed() > Duration::from_secs(5) {
-            println!("  storm: {online} online after {:.1} s", t0.elapsed().as_secs_f64());
+            println!(
+                "  storm: {online} online after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             last_print = Instant::now();
         }
         cpu_storm.sample();
@@ -104,8 +108,11 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
         let s = t.elapsed().as_secs_f64();
         let (u, _) = g.finish()?;
         let m1 = gw.scrape()?;
-        let telemetry = (get(&m1, "ferrogate_device_telemetry_total") - get(&m0, "ferrogate_device_telemetry_total")) / s;
-        let acked = (get(&m1, "ferrogate_mqtt_acks_total") - get(&m0, "ferrogate_mqtt_acks_total")) / s;
+        let telemetry = (get(&m1, "ferrogate_device_telemetry_total")
+            - get(&m0, "ferrogate_device_telemetry_total"))
+            / s;
+        let acked =
+            (get(&m1, "ferrogate_mqtt_acks_total") - get(&m0, "ferrogate_mqtt_acks_total")) / s;
         println!(
             "lwm2m {} clients, offered {:.0} notifications/s, run {run}/{}: {telemetry:.0} telemetry/s, {acked:.0} MQTT msg/s acked, \
              cpu={:.1}% rss={:.1}MB outbox_depth={} online={} load={:.2}",

@@ -35,7 +35,10 @@ pub fn stamp_keys(registers: u16) -> StampKeys {
 pub fn ferrogate_config(p: &Params) -> (String, String) {
     let mut profile = String::new();
     for r in 0..p.registers {
-        let _ = writeln!(profile, "[[point]]\nname = \"r{r}\"\naddress = {r}\ntype = \"u16\"\n");
+        let _ = writeln!(
+            profile,
+            "[[point]]\nname = \"r{r}\"\naddress = {r}\ntype = \"u16\"\n"
+        );
     }
     let mut conf = String::new();
     for d in 0..p.devices {
@@ -66,11 +69,26 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<Window, BenchErr
     let broker = Broker::start(work)?;
     let _slaves = Helper::spawn(&slave_args(p))?;
     let (profile, conf) = ferrogate_config(p);
-    let gw = Gateway::start(bin, &work.join("gw"), broker.port, "", &conf, &[("bench", profile)])?;
-    let sink = Sink::start(broker.port, &["ferrogate/bench/devices/+/telemetry"], stamp_keys(p.registers)).await;
+    let gw = Gateway::start(
+        bin,
+        &work.join("gw"),
+        broker.port,
+        "",
+        &conf,
+        &[("bench", profile)],
+    )?;
+    let sink = Sink::start(
+        broker.port,
+        &["ferrogate/bench/devices/+/telemetry"],
+        stamp_keys(p.registers),
+    )
+    .await;
     let want = f64::from(p.devices);
     measure::wait_for(Duration::from_secs(120), "every device online", || {
-        gw.scrape().ok().and_then(|m| m.get("ferrogate_device_online").copied()) == Some(want)
+        gw.scrape()
+            .ok()
+            .and_then(|m| m.get("ferrogate_device_online").copied())
+            == Some(want)
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(p.warmup)).await;
@@ -79,7 +97,11 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<Window, BenchErr
     let m = measure::medians(&ws);
     m.print(&format!("{label} MEDIAN"));
     if let Ok(metrics) = gw.scrape() {
-        for k in ["ferrogate_device_read_errors_total", "ferrogate_outbox_dropped_total", "ferrogate_outbox_depth"] {
+        for k in [
+            "ferrogate_device_read_errors_total",
+            "ferrogate_outbox_dropped_total",
+            "ferrogate_outbox_depth",
+        ] {
             println!("  {k} = {}", metrics.get(k).copied().unwrap_or(f64::NAN));
         }
     }

@@ -41,7 +41,10 @@ struct Rate {
 fn simulator_config(devices: u32, points: u32, period: &str) -> String {
     let mut s = String::new();
     for d in 0..devices {
-        let _ = writeln!(s, "[[simulator.device]]\nname = \"s{d}\"\nperiod = \"{period}\"\n");
+        let _ = writeln!(
+            s,
+            "[[simulator.device]]\nname = \"s{d}\"\nperiod = \"{period}\"\n"
+        );
         for p in 0..points {
             let _ = writeln!(
                 s,
@@ -61,7 +64,11 @@ struct BarePublisher {
 
 impl BarePublisher {
     async fn start(port: u16, payload: Vec<u8>, inflight: u16) -> BarePublisher {
-        let mut opts = MqttOptions::new(format!("bench-bare-{}", std::process::id()), "127.0.0.1", port);
+        let mut opts = MqttOptions::new(
+            format!("bench-bare-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_inflight(inflight);
         opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -84,12 +91,19 @@ impl BarePublisher {
             loop {
                 i += 1;
                 let topic = format!("bench/bare/d{}/telemetry", i % 100);
-                if client.publish(topic, QoS::AtLeastOnce, false, payload.clone()).await.is_err() {
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         });
-        BarePublisher { acks, tasks: vec![poller, publisher] }
+        BarePublisher {
+            acks,
+            tasks: vec![poller, publisher],
+        }
     }
 }
 
@@ -152,12 +166,20 @@ fn med(rs: &[Rate]) -> Rate {
             rss_mean: m(&|r| r.usage.rss_mean as f64) as u64,
             rss_max: rs.iter().map(|r| r.usage.rss_max).max().unwrap_or(0),
         },
-        broker: Usage { cpu_pct: m(&|r| r.broker.cpu_pct), ..Usage::default() },
+        broker: Usage {
+            cpu_pct: m(&|r| r.broker.cpu_pct),
+            ..Usage::default()
+        },
         load: m(&|r| r.load),
     }
 }
 
-async fn bare(broker: &Broker, p: &Params, payload: &[u8], label: &str) -> Result<Vec<Rate>, BenchError> {
+async fn bare(
+    broker: &Broker,
+    p: &Params,
+    payload: &[u8],
+    label: &str,
+) -> Result<Vec<Rate>, BenchError> {
     let publisher = BarePublisher::start(broker.port, payload.to_vec(), 256).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut out = Vec::new();
@@ -168,7 +190,10 @@ async fn bare(broker: &Broker, p: &Params, payload: &[u8], label: &str) -> Resul
             (a, a)
         })
         .await?;
-        print(&format!("bare rumqttc QoS 1 ({label}) run {run}/{}", p.runs), &r);
+        print(
+            &format!("bare rumqttc QoS 1 ({label}) run {run}/{}", p.runs),
+            &r,
+        );
         out.push(r);
     }
     Ok(out)
@@ -179,7 +204,9 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
     // The size of one gateway telemetry message with this many points.
     let payload_len = 120 + 18 * p.points as usize;
     let payload = vec![b'x'; payload_len];
-    println!("bare publisher payload {payload_len} bytes, in-flight window 256 (the gateway's default)");
+    println!(
+        "bare publisher payload {payload_len} bytes, in-flight window 256 (the gateway's default)"
+    );
     let mut bare_rates = bare(&broker, p, &payload, "before").await?;
 
     let mut best: Option<(u32, Rate)> = None;
@@ -193,11 +220,19 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
                 let m = gw.scrape().unwrap_or_default();
                 (
                     m.get("ferrogate_mqtt_acks_total").copied().unwrap_or(0.0),
-                    m.get("ferrogate_device_telemetry_total").copied().unwrap_or(0.0),
+                    m.get("ferrogate_device_telemetry_total")
+                        .copied()
+                        .unwrap_or(0.0),
                 )
             })
             .await?;
-            print(&format!("gateway {devices} devices x {} points @{} run {run}/{}", p.points, p.period, p.runs), &r);
+            print(
+                &format!(
+                    "gateway {devices} devices x {} points @{} run {run}/{}",
+                    p.points, p.period, p.runs
+                ),
+                &r,
+            );
             rates.push(r);
         }
         let m = med(&rates);
@@ -205,10 +240,23 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
         if let Ok(metrics) = gw.scrape() {
             println!(
                 "  outbox_depth={} dropped={} uplink latency mean={:.2}ms",
-                metrics.get("ferrogate_outbox_depth").copied().unwrap_or(f64::NAN),
-                metrics.get("ferrogate_outbox_dropped_total").copied().unwrap_or(f64::NAN),
-                1000.0 * metrics.get("ferrogate_uplink_latency_seconds_sum").copied().unwrap_or(f64::NAN)
-                    / metrics.get("ferrogate_uplink_latency_seconds_count").copied().unwrap_or(f64::NAN)
+                metrics
+                    .get("ferrogate_outbox_depth")
+                    .copied()
+                    .unwrap_or(f64::NAN),
+                metrics
+                    .get("ferrogate_outbox_dropped_total")
+                    .copied()
+                    .unwrap_or(f64::NAN),
+                1000.0
+                    * metrics
+                        .get("ferrogate_uplink_latency_seconds_sum")
+                        .copied()
+                        .unwrap_or(f64::NAN)
+                    / metrics
+                        .get("ferrogate_uplink_latency_seconds_count")
+                        .copied()
+                        .unwrap_or(f64::NAN)
             );
         }
         if best.is_none_or(|(_, b)| m.acks_per_s > b.acks_per_s) {

@@ -41,7 +41,11 @@ impl Sink {
     /// process ends. Resolves once the subscription is acknowledged.
     pub async fn start(port: u16, filters: &[&str], stamp: StampKeys) -> Sink {
         static SINKS: AtomicU32 = AtomicU32::new(0);
-        let id = format!("bench-sink-{}-{}", std::process::id(), SINKS.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "bench-sink-{}-{}",
+            std::process::id(),
+            SINKS.fetch_add(1, Ordering::Relaxed)
+        );
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(4 << 20, 4 << 20);
@@ -50,7 +54,9 @@ impl Sink {
             let _ = client.subscribe(*f, QoS::AtMostOnce).await;
         }
         let tally = Arc::new(Mutex::new(Tally::default()));
-        let sink = Sink { tally: tally.clone() };
+        let sink = Sink {
+            tally: tally.clone(),
+        };
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);
         let mut acks_left = filters.len();
@@ -84,7 +90,9 @@ impl Sink {
                             }
                             continue;
                         }
-                        let Ok(json) = serde_json::from_slice::<Json>(&p.payload) else { continue };
+                        let Ok(json) = serde_json::from_slice::<Json>(&p.payload) else {
+                            continue;
+                        };
                         if let Ok(mut t) = tally.lock() {
                             count(&mut t, &topic, &json, arrived, &stamp);
                         }
@@ -100,13 +108,18 @@ impl Sink {
 
     /// Returns what was counted since the last call and starts afresh.
     pub fn take(&self) -> Tally {
-        self.tally.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default()
+        self.tally
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
     }
 }
 
 /// One telemetry object: `{"values": {...}, "ts": ms}` (both gateways).
 fn count_values(t: &mut Tally, msg: &Json, arrived: u64, stamp: &StampKeys) {
-    let Some(values) = msg.get("values").and_then(Json::as_object) else { return };
+    let Some(values) = msg.get("values").and_then(Json::as_object) else {
+        return;
+    };
     t.messages += 1;
     t.values += values.len() as u64;
     let stamped = stamp.as_ref().and_then(|keys| {
@@ -149,7 +162,13 @@ mod tests {
         let sent: u64 = 1_700_000_000_000_000;
         let w = |i: u32| (sent >> (48 - 16 * i)) & 0xffff;
         let json = serde_json::json!({"ts": 1, "values": {"r0": 1, "r6": w(0), "r7": w(1), "r8": w(2), "r9": w(3)}});
-        count(&mut t, "ferrogate/bench/devices/d1/telemetry", &json, sent + 1500, &keys());
+        count(
+            &mut t,
+            "ferrogate/bench/devices/d1/telemetry",
+            &json,
+            sent + 1500,
+            &keys(),
+        );
         assert_eq!((t.messages, t.values), (1, 5));
         assert_eq!(t.latency.percentile_ms(50.0), 1.5);
     }

@@ -74,7 +74,10 @@ fn thingsboard_config(peer: &Peer, p: &Params, broker_port: u16) -> Result<(), B
         })
         .collect();
     write_json(&config.join("tb_gateway.json"), &gateway)?;
-    write_json(&config.join("modbus.json"), &json!({"master": {"slaves": slaves}}))
+    write_json(
+        &config.join("modbus.json"),
+        &json!({"master": {"slaves": slaves}}),
+    )
 }
 
 fn poll_ms(poll: &str) -> u64 {
@@ -101,52 +104,107 @@ pub struct Comparison {
     pub thingsboard: Window,
 }
 
-pub async fn run(bin: &Path, work: &Path, peer: &Peer, p: &Params) -> Result<Comparison, BenchError> {
+pub async fn run(
+    bin: &Path,
+    work: &Path,
+    peer: &Peer,
+    p: &Params,
+) -> Result<Comparison, BenchError> {
     let broker = Broker::start(work)?;
     let _slaves = Helper::spawn(&slave_args(p))?;
-    let sink_ferrogate = Sink::start(broker.port, &["ferrogate/bench/devices/+/telemetry"], stamp_keys(p.registers)).await;
+    let sink_ferrogate = Sink::start(
+        broker.port,
+        &["ferrogate/bench/devices/+/telemetry"],
+        stamp_keys(p.registers),
+    )
+    .await;
     let label = format!("{}x{} @{}", p.devices, p.registers, p.poll);
 
     let ferrogate = {
         let (profile, conf) = ferrogate_config(p);
-        let gw = Gateway::start(bin, &work.join("gw"), broker.port, "", &conf, &[("bench", profile)])?;
+        let gw = Gateway::start(
+            bin,
+            &work.join("gw"),
+            broker.port,
+            "",
+            &conf,
+            &[("bench", profile)],
+        )?;
         let want = f64::from(p.devices);
-        measure::wait_for(Duration::from_secs(120), "every ferrogate device online", || {
-            gw.scrape().ok().and_then(|m| m.get("ferrogate_device_online").copied()) == Some(want)
-        })
+        measure::wait_for(
+            Duration::from_secs(120),
+            "every ferrogate device online",
+            || {
+                gw.scrape()
+                    .ok()
+                    .and_then(|m| m.get("ferrogate_device_online").copied())
+                    == Some(want)
+            },
+        )
         .await?;
         tokio::time::sleep(Duration::from_secs(p.warmup)).await;
-        let ws = measure::windows(gw.pid(), Some(broker.pid()), &sink_ferrogate, p.secs, p.runs, &format!("ferrogate {label}")).await?;
+        let ws = measure::windows(
+            gw.pid(),
+            Some(broker.pid()),
+            &sink_ferrogate,
+            p.secs,
+            p.runs,
+            &format!("ferrogate {label}"),
+        )
+        .await?;
         measure::medians(&ws)
     };
 
-    let sink = Sink::start(broker.port, &["v1/gateway/telemetry", "v1/devices/me/rpc/request/+"], stamp_keys(p.registers)).await;
+    let sink = Sink::start(
+        broker.port,
+        &["v1/gateway/telemetry", "v1/devices/me/rpc/request/+"],
+        stamp_keys(p.registers),
+    )
+    .await;
     thingsboard_config(peer, p, broker.port)?;
     let child = Command::new(&peer.bin)
         .current_dir(&peer.dir)
         .env("TB_GW_CONFIG_DIR", peer.dir.join("config"))
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(peer.dir.join("stderr.log")).map_err(|e| BenchError::Io("stderr.log".into(), e))?)
+        .stderr(
+            std::fs::File::create(peer.dir.join("stderr.log"))
+                .map_err(|e| BenchError::Io("stderr.log".into(), e))?,
+        )
         .spawn()
         .map_err(|e| BenchError::Io(peer.bin.display().to_string(), e))?;
     let tb = PeerProcess(child);
     // Running once every device sends: wait for a full second of values.
     let want = f64::from(p.devices) * f64::from(p.registers);
     let mut last = 0;
-    measure::wait_for(Duration::from_secs(180), "the ThingsBoard gateway to send every device", || {
-        let t = sink.take();
-        let ok = t.values as f64 >= 0.9 * want && last > 0;
-        last = t.values;
-        if !ok {
-            std::thread::sleep(Duration::from_millis(800));
-        }
-        ok
-    })
+    measure::wait_for(
+        Duration::from_secs(180),
+        "the ThingsBoard gateway to send every device",
+        || {
+            let t = sink.take();
+            let ok = t.values as f64 >= 0.9 * want && last > 0;
+            last = t.values;
+            if !ok {
+                std::thread::sleep(Duration::from_millis(800));
+            }
+            ok
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(p.warmup)).await;
-    let ws = measure::windows(tb.0.id(), Some(broker.pid()), &sink, p.secs, p.runs, &format!("thingsboard {label}")).await?;
+    let ws = measure::windows(
+        tb.0.id(),
+        Some(broker.pid()),
+        &sink,
+        p.secs,
+        p.runs,
+        &format!("thingsboard {label}"),
+    )
+    .await?;
     let thingsboard = measure::medians(&ws);
-    Ok(Comparison { ferrogate, thingsboard })
+    Ok(Comparison {
+        ferrogate,
+        thingsboard,
+    })
 }
 
 impl Comparison {
@@ -156,7 +214,10 @@ impl Comparison {
         println!();
         println!("| | ferrogate | ThingsBoard gateway | ratio (TB / ferrogate) |");
         println!("|---|---|---|---|");
-        println!("| values/s delivered | {:.0} | {:.0} | |", f.values_per_s, t.values_per_s);
+        println!(
+            "| values/s delivered | {:.0} | {:.0} | |",
+            f.values_per_s, t.values_per_s
+        );
         println!(
             "| CPU, % of one core | {:.2} | {:.2} | |",
             f.gateway.cpu_pct, t.gateway.cpu_pct
@@ -173,8 +234,18 @@ impl Comparison {
             measure::mb(t.gateway.rss_mean),
             t.gateway.rss_mean as f64 / f.gateway.rss_mean as f64
         );
-        println!("| latency p50, ms | {:.1} | {:.1} | {:.1}× |", f.p50_ms, t.p50_ms, t.p50_ms / f.p50_ms);
-        println!("| latency p99, ms | {:.1} | {:.1} | {:.1}× |", f.p99_ms, t.p99_ms, t.p99_ms / f.p99_ms);
+        println!(
+            "| latency p50, ms | {:.1} | {:.1} | {:.1}× |",
+            f.p50_ms,
+            t.p50_ms,
+            t.p50_ms / f.p50_ms
+        );
+        println!(
+            "| latency p99, ms | {:.1} | {:.1} | {:.1}× |",
+            f.p99_ms,
+            t.p99_ms,
+            t.p99_ms / f.p99_ms
+        );
         println!(
             "| broker CPU, % | {:.1} | {:.1} | |",
             f.broker.map_or(f64::NAN, |b| b.cpu_pct),
