@@ -5,7 +5,7 @@
 mod common;
 
 use common::{PtyPair, Slave, start, value};
-use ferrogate_sdk::{DeviceState, PointErrorKind, Uplink, Value};
+use ferrogate_sdk::{DeviceState, ErrorCode, Operation, PointErrorKind, Uplink, Value};
 use serde_json::json;
 
 fn device(name: &str, unit: u8) -> String {
@@ -40,6 +40,16 @@ async fn silent_unit_is_backed_off_and_the_others_keep_polling() {
             .as_deref()
             .is_some_and(|r| r.contains("no response from unit 3")),
         "{reason:?}"
+    );
+    // A command for it is not reported as done: refused as offline while
+    // the unit is backed off, or a timeout if it falls on a retry.
+    let e = running
+        .command("m3", Operation::Read { points: vec![] })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code, ErrorCode::DeviceOffline | ErrorCode::Timeout),
+        "{e}"
     );
 
     // While m1 delivers 20 cycles, m3 is tried far less often than once per
