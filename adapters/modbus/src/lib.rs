@@ -5,24 +5,28 @@
 //! one adapter per `[[modbus.connection]]`, named `modbus/<connection>`,
 //! that polls the connection's devices and executes their commands.
 //!
+//! Public for diagnostics such as `ferrogate modbus read|probe`:
 //! - [`point`], [`codec`]: point maps and register ⇄ value conversion.
 //! - [`pdu`], [`frame`]: the wire format (sans-IO).
-//! - [`planner`]: merging points into requests, splitting after refusals.
-//! - [`scheduler`]: what the line does next (sans-IO).
-//! - `transport`, `line`: the I/O shell and the running adapter.
+//!
+//! Internal: `config` and `build` (the TOML shape and its validation),
+//! `planner` (merging points into requests, splitting after refusals),
+//! `scheduler` (what the line does next, sans-IO), `report` and `quality`
+//! (report on change, online/offline), `transport` and `line` (the I/O
+//! shell and the running adapter).
 
 pub mod codec;
 pub mod frame;
 pub mod pdu;
-pub mod planner;
 pub mod point;
-pub mod scheduler;
 
 mod build;
 mod config;
 mod line;
+mod planner;
 mod quality;
 mod report;
+mod scheduler;
 mod transport;
 
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
