@@ -55,6 +55,9 @@ struct Cli {
     /// Seconds of warm-up before the first window.
     #[arg(long, global = true, default_value_t = 5)]
     warmup: u64,
+    /// The gateway's outbox fsync policy: always (its default) or interval.
+    #[arg(long, global = true)]
+    fsync: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -165,6 +168,9 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), BenchError> {
+    if let Some(f) = cli.fsync.clone() {
+        let _ = gateway::FSYNC.set(f);
+    }
     std::fs::create_dir_all(&cli.work)
         .map_err(|e| BenchError::Io(cli.work.display().to_string(), e))?;
     match cli.cmd {
