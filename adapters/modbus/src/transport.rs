@@ -60,7 +60,7 @@ pub enum TransactionError {
     #[error("{0}")]
     Exception(pdu::Exception),
     /// The device answered with something that is not a valid answer.
-    #[error("{0}")]
+    #[error("invalid response: {0}")]
     Malformed(String),
     #[error("{0}")]
     Io(String),
