@@ -574,11 +574,16 @@ impl ModbusLine {
                 };
                 match self.transact(sched, unit, &read, limit).await {
                     Ok(Response::Data(data)) if data == expected => {}
-                    Ok(_) => {
+                    Ok(response) => {
+                        let found = match response {
+                            Response::Data(data) => decode_point(&point, point.address, &data)
+                                .map_or_else(|e| e.to_string(), |v| v.to_string()),
+                            Response::Written => "a write confirmation".to_string(),
+                        };
                         return Err(CommandError::new(
                             ErrorCode::DeviceException,
                             format!(
-                                "{name}: the device accepted the write but reads back a different value"
+                                "{name}: the device accepted {value} but reads back a different value: {found}"
                             ),
                         ));
                     }
