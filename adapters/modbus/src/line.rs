@@ -534,7 +534,14 @@ impl ModbusLine {
         let single = self.spec.devices[device].single_register_writes;
         let verify = self.spec.devices[device].verify_writes;
         let mut confirmed = BTreeMap::new();
+        if !single {
+            self.write_coil_runs(sched, device, values, deadline, &mut confirmed)
+                .await?;
+        }
         for (name, value) in values {
+            if confirmed.contains_key(name) {
+                continue;
+            }
             let (_, point) = find_point(&self.spec.devices[device], name)?;
             let point = point.clone();
             let wire = prepare_write(&point, value)?;
@@ -599,6 +606,87 @@ impl ModbusLine {
             confirmed.insert(name.clone(), stored);
         }
         Ok(confirmed)
+    }
+}
+
+impl ModbusLine {
+    /// Coils of one command at consecutive addresses go in one FC15
+    /// request (and one read-back); each run is confirmed as a whole.
+    async fn write_coil_runs(
+        &mut self,
+        sched: &mut LineScheduler<Queued>,
+        device: usize,
+        values: &BTreeMap<String, Value>,
+        deadline: Instant,
+        confirmed: &mut BTreeMap<String, Value>,
+    ) -> Result<(), CommandError> {
+        let spec = &self.spec.devices[device];
+        let mut coils: Vec<(u16, &String, bool)> = Vec::new();
+        for (name, value) in values {
+            let (_, point) = find_point(spec, name)?;
+            if point.area == Area::Coil {
+                let wire = prepare_write(point, value)?;
+                coils.push((point.address, name, wire.get(1).is_some_and(|b| *b != 0)));
+            }
+        }
+        coils.sort_by_key(|(address, _, _)| *address);
+        let mut runs: Vec<&[(u16, &String, bool)]> = Vec::new();
+        let mut start = 0;
+        for i in 1..=coils.len() {
+            let breaks = i == coils.len() || coils[i].0 != coils[i - 1].0.wrapping_add(1);
+            if breaks {
+                if i - start >= 2 {
+                    runs.push(&coils[start..i]);
+                }
+                start = i;
+            }
+        }
+        let unit = spec.unit;
+        let verify = spec.verify_writes;
+        for run in runs {
+            let first = run[0].0;
+            let bits: Vec<bool> = run.iter().map(|(_, _, b)| *b).collect();
+            let names: Vec<&str> = run.iter().map(|(_, n, _)| n.as_str()).collect();
+            let label = names.join(", ");
+            let timeout_error =
+                || CommandError::new(ErrorCode::Timeout, format!("{label}: the deadline passed"));
+            let fail =
+                |e: &TransactionError| CommandError::new(command_code(e), format!("{label}: {e}"));
+            let limit = remaining(self.spec.timeout, Some(deadline)).ok_or_else(timeout_error)?;
+            let request = Request::WriteCoils {
+                start: first,
+                values: bits.clone(),
+            };
+            self.transact(sched, unit, &request, limit)
+                .await
+                .map_err(|e| fail(&e))?;
+            if verify {
+                let limit =
+                    remaining(self.spec.timeout, Some(deadline)).ok_or_else(timeout_error)?;
+                let read = Request::Read {
+                    area: Area::Coil,
+                    start: first,
+                    count: bits.len() as u16,
+                };
+                match self.transact(sched, unit, &read, limit).await {
+                    Ok(Response::Data(data)) if data == crate::pdu::pack_bits(&bits) => {}
+                    Ok(_) => {
+                        return Err(CommandError::new(
+                            ErrorCode::DeviceException,
+                            format!(
+                                "{label}: the device accepted the coils but reads back different states"
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(fail(&e)),
+                }
+            }
+            tracing::info!(device = %self.spec.devices[device].name, points = %label, "modbus coil write confirmed");
+            for (_, name, bit) in run {
+                confirmed.insert((*name).clone(), Value::Bool(*bit));
+            }
+        }
+        Ok(())
     }
 }
 

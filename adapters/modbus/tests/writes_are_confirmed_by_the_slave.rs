@@ -38,6 +38,7 @@ async fn writes_change_the_slave_and_bad_writes_are_refused() {
          [[modbus.device.point]]\nname = \"counter\"\naddress = 5\nwritable = false\n\
          [[modbus.device.point]]\nname = \"label\"\naddress = 6\ntype = \"string\"\nlength = 2\nwritable = true\n\
          [[modbus.device.point]]\nname = \"pump\"\narea = \"coil\"\naddress = 1\nwritable = true\n\
+         [[modbus.device.point]]\nname = \"fan\"\narea = \"coil\"\naddress = 0\nwritable = true\n\
          [[modbus.device.point]]\nname = \"far\"\naddress = 900\nwritable = true\npoll = \"1h\"\n\n\
          [[modbus.device]]\nname = \"old\"\nconnection = \"plc\"\nunit = 2\npoll = \"200ms\"\nsingle_register_writes = true\n\
          [[modbus.device.point]]\nname = \"total\"\naddress = 0\ntype = \"i32\"\nwritable = true\n\n\
@@ -83,6 +84,26 @@ async fn writes_change_the_slave_and_bad_writes_are_refused() {
         .await
         .unwrap();
     assert_eq!(slave.get(1, 1, 1, 1).await, vec![1]);
+    // Two coils at consecutive addresses in one command: FC15, read back.
+    let ok = running
+        .command(
+            "ctl",
+            Operation::Write {
+                values: BTreeMap::from([
+                    ("fan".to_string(), Value::Bool(true)),
+                    ("pump".to_string(), Value::Bool(false)),
+                ]),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["fan"], Value::Bool(true));
+    assert_eq!(ok["pump"], Value::Bool(false));
+    assert_eq!(slave.get(1, 1, 0, 2).await, vec![1, 0]);
+    running
+        .command("ctl", write("pump", Value::Bool(true)))
+        .await
+        .unwrap();
     // FC06 per register when FC16 is not allowed.
     running
         .command("old", write("total", Value::Int(-2)))
