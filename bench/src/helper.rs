@@ -15,6 +15,15 @@ pub struct Helper {
 impl Helper {
     /// Runs `ferrogate-bench <args>` and waits for its `ready` line.
     pub fn spawn(args: &[String]) -> Result<Helper, BenchError> {
+        Self::spawn_with(args, |_| {})
+    }
+
+    /// Like [`Helper::spawn`], handing every later line of its output to
+    /// `on_line` (on a thread of its own).
+    pub fn spawn_with(
+        args: &[String],
+        mut on_line: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Helper, BenchError> {
         let exe = std::env::current_exe().map_err(|e| BenchError::Io("current_exe".into(), e))?;
         let mut child = Command::new(exe)
             .args(args)
@@ -40,7 +49,11 @@ impl Helper {
             }
         }
         // Keep draining its stdout so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                on_line(&line);
+            }
+        });
         Ok(Helper { child })
     }
 }

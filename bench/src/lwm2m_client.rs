@@ -21,6 +21,9 @@ use crate::BenchError;
 
 pub const CLIENTS_PER_IP: u32 = 400;
 
+/// Observations stopped coming: the server will not observe the rest.
+pub const SETTLED: Duration = Duration::from_secs(20);
+
 /// The loopback address of client `i`: 127.1.x.y, `CLIENTS_PER_IP` each.
 pub fn client_ip(i: u32) -> Ipv4Addr {
     let g = i / CLIENTS_PER_IP;
@@ -173,8 +176,17 @@ pub async fn run(
             );
         }
     });
-    // Notify only once every client is observed: the storm is measured alone.
-    while progress.observed.load(Ordering::Relaxed) < u64::from(count) {
+    // Notify only once every client is observed (or no more observations
+    // came for `SETTLED`): the storm is measured alone.
+    let mut last = (0, tokio::time::Instant::now());
+    loop {
+        let seen = progress.observed.load(Ordering::Relaxed);
+        if seen >= u64::from(count) || (seen > 0 && seen == last.0 && last.1.elapsed() > SETTLED) {
+            break;
+        }
+        if seen != last.0 {
+            last = (seen, tokio::time::Instant::now());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let clients = std::mem::take(&mut *observed.lock().await);
