@@ -42,6 +42,17 @@ fn args(port: u16, method: &str, extra: &[&str], uri: String) -> Vec<String> {
     a
 }
 
+/// A free UDP port below the kernel's ephemeral range (32768 and up), so
+/// no socket another test binds to port 0 can take it between our check
+/// and coap-client's bind.
+fn client_port() -> u16 {
+    let start = 20_000 + (std::process::id() % 5_000) as u16;
+    (start..30_000)
+        .chain(20_000..start)
+        .find(|p| std::net::UdpSocket::bind(("0.0.0.0", *p)).is_ok())
+        .unwrap_or_else(|| panic!("no free UDP port between 20000 and 30000"))
+}
+
 /// The response code in coap-client's verbose output (`c:2.01`).
 fn code(output: &str) -> Option<&str> {
     output
@@ -54,11 +65,7 @@ fn code(output: &str) -> Option<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libcoap_client_lifecycle() {
     let (mut h, server) = start_server("").await;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = client_port();
 
     let out = coap_client(args(
         port,

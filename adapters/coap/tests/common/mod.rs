@@ -21,10 +21,19 @@ pub fn require(program: &str) -> PathBuf {
         })
 }
 
-/// A UDP port free right now on 127.0.0.1.
+/// A UDP port free right now, below the kernel's ephemeral range (32768
+/// and up): sockets other tests bind to port 0 cannot take it between this
+/// check and the bind of the server that gets it.
 pub fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 5_000) as u16;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Run coap-client-notls with `args` and return every response code it
