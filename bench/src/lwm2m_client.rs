@@ -135,6 +135,7 @@ async fn client(
         {
             progress.observed.fetch_add(1, Ordering::Relaxed);
             observed.lock().await.push(Observed {
+                index: i,
                 sock: sock.clone(),
                 token,
             });
