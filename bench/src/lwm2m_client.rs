@@ -111,6 +111,7 @@ async fn client(
     }
     drop(permit);
     // Answer the server's requests: the observe gets the first value.
+    let mut observed_once = false;
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             return;
@@ -130,9 +131,12 @@ async fn client(
             i,
         );
         let _ = sock.send_to(&reply, from).await;
-        if p.get_observe_value()
-            .is_some_and(|o| o.is_ok_and(|v| v == 0))
+        // A retransmitted observe is answered again but counted once.
+        if !observed_once
+            && p.get_observe_value()
+                .is_some_and(|o| o.is_ok_and(|v| v == 0))
         {
+            observed_once = true;
             progress.observed.fetch_add(1, Ordering::Relaxed);
             observed.lock().await.push(Observed {
                 index: i,

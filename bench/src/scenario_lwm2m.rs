@@ -52,7 +52,8 @@ fn total(ps: &[Progress], i: usize) -> u64 {
 pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> {
     let broker = Broker::start(work)?;
     let port = free_port()?;
-    let conf = format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\nauto_observe = [\"/3303/*/5700\"]\n");
+    let conf =
+        format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\nauto_observe = [\"/3303/*/5700\"]\n");
     let gw = Gateway::start(bin, &work.join("gw"), broker.port, "", &conf, &[])?;
     let sink = Sink::start(broker.port, &["ferrogate/bench/devices/+/telemetry"], None).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -136,14 +137,21 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> 
     tokio::time::sleep(Duration::from_secs(p.warmup)).await;
     let n0 = total(&progress, 2);
     let t = Instant::now();
-    let label = format!("lwm2m {} clients, {:.0} notifications/s offered", p.clients, p.rate);
+    let label = format!(
+        "lwm2m {} clients, {:.0} notifications/s offered",
+        p.clients, p.rate
+    );
     let ws = measure::windows(gw.pid(), Some(broker.pid()), &sink, p.secs, p.runs, &label).await?;
     let offered = (total(&progress, 2) - n0) as f64 / t.elapsed().as_secs_f64();
     let m = measure::medians(&ws);
     m.print(&format!("{label} MEDIAN (msg/s = notifications delivered as telemetry; latency = ts to subscriber, ms resolution)"));
     println!("  notifications actually sent by the clients: {offered:.0}/s");
     if let Ok(metrics) = gw.scrape() {
-        for k in ["ferrogate_outbox_depth", "ferrogate_outbox_dropped_total", "ferrogate_device_online"] {
+        for k in [
+            "ferrogate_outbox_depth",
+            "ferrogate_outbox_dropped_total",
+            "ferrogate_device_online",
+        ] {
             println!("  {k} = {}", metrics.get(k).copied().unwrap_or(f64::NAN));
         }
     }
