@@ -29,7 +29,7 @@ impl Broker {
         // Queues large enough that a subscriber briefly behind loses nothing.
         let text = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 1000000\nmax_inflight_messages 0\nlog_type error\n"
+             max_queued_messages 1000000\nmax_inflight_messages 0\nlog_type error\nset_tcp_nodelay true\n"
         );
         std::fs::write(&conf, text).map_err(|e| BenchError::Io(conf.display().to_string(), e))?;
         let child = Command::new("mosquitto")
