@@ -80,8 +80,21 @@ fn release_parser_memory() {
     }
 }
 
+/// At most two malloc arenas: glibc's default of eight per core lets a few
+/// worker threads each keep a mostly empty arena of its own (measured with
+/// 1000 Modbus devices: most of the resident memory sat in arenas).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// `ferrogate run --config DIR`.
 pub fn main(dir: &Path) -> ExitCode {
+    limit_malloc_arenas();
     let loaded = match config::load(dir, &crate::kinds::all()) {
         Ok(l) => l,
         Err(issues) => {

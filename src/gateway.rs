@@ -18,7 +18,7 @@ use crate::router::{CommandsConfig, Router};
 use crate::supervisor::{Backoff, StateHandle, Supervisor};
 
 /// Uplink messages buffered between adapters and the north side.
-const UPLINK_BUFFER: usize = 4096;
+const UPLINK_BUFFER: usize = 256;
 /// Live messages buffered per `tail` watcher before it starts missing some.
 const LIVE_BUFFER: usize = 1024;
 /// How long the old adapters of a reload get to stop.

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use ferrogate_sdk::{DeviceEvent, DeviceMeta, DeviceStatus, Outcome, Telemetry, Timestamp, Uplink};
+use ferrogate_sdk::{
+    DeviceEvent, DeviceMeta, DeviceStatus, Outcome, Reading, Telemetry, Timestamp, Uplink, Value,
+};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value as Json, json};
 
 /// The topics under one root (`ferrogate/{gateway_id}` by default).
@@ -73,7 +76,13 @@ pub fn encode_uplink(
 ) -> Encoded {
     let (leaf, retain) = leaf(uplink);
     let body = match uplink {
-        Uplink::Telemetry(t) => telemetry(gateway, adapter, t, seq),
+        Uplink::Telemetry(t) => {
+            return Encoded {
+                topic: topics.device(&t.device, leaf),
+                retain,
+                payload: telemetry(gateway, adapter, t, seq),
+            };
+        }
         Uplink::Status(s) => device_status(gateway, s),
         Uplink::Meta(m) => meta(gateway, m),
         Uplink::Event(e) => event(gateway, e),
@@ -90,28 +99,77 @@ fn to_bytes(v: &Json) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn telemetry(gateway: &str, adapter: &str, t: &Telemetry, seq: u64) -> Json {
-    let mut values = Map::new();
-    let mut errors = Map::new();
-    for r in &t.readings {
-        match &r.value {
-            Ok(v) => {
-                values.insert(r.point.clone(), v.to_json());
-            }
-            Err(e) => {
-                errors.insert(r.point.clone(), e.to_string().into());
+/// Telemetry is the hot path (one message per poll of every device): it is
+/// serialized straight from the readings, without building a JSON tree.
+fn telemetry(gateway: &str, adapter: &str, t: &Telemetry, seq: u64) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        gateway: &'a str,
+        device: &'a str,
+        adapter: &'a str,
+        ts: u64,
+        seq: u64,
+        values: Values<'a>,
+        errors: Errors<'a>,
+    }
+    let body = Body {
+        gateway,
+        device: &t.device,
+        adapter,
+        ts: t.ts.0,
+        seq,
+        values: Values(&t.readings),
+        errors: Errors(&t.readings),
+    };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `{point: value}` of the readings that have a value.
+struct Values<'a>(&'a [Reading]);
+
+impl Serialize for Values<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for r in self.0 {
+            if let Ok(v) = &r.value {
+                map.serialize_entry(&r.point, &PointValue(v))?;
             }
         }
+        map.end()
     }
-    json!({
-        "gateway": gateway,
-        "device": t.device,
-        "adapter": adapter,
-        "ts": t.ts.0,
-        "seq": seq,
-        "values": values,
-        "errors": errors,
-    })
+}
+
+/// `{point: "kind: message"}` of the readings that failed.
+struct Errors<'a>(&'a [Reading]);
+
+impl Serialize for Errors<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for r in self.0 {
+            if let Err(e) = &r.value {
+                map.serialize_entry(&r.point, &e.to_string())?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// A value as [`Value::to_json`] writes it, without the intermediate tree.
+struct PointValue<'a>(&'a Value);
+
+impl Serialize for PointValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) => s.serialize_unit(),
+            Value::String(text) => s.serialize_str(text),
+            Value::Bytes(_) => self.0.to_json().serialize(s),
+        }
+    }
 }
 
 fn device_status(gateway: &str, s: &DeviceStatus) -> Json {

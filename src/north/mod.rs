@@ -57,7 +57,7 @@ pub use codec::Topics;
 
 /// Capacity of the adapters' uplink channel: when the outbox writer is
 /// behind (or the disk refuses writes) adapters wait instead of losing data.
-const UPLINK_CAPACITY: usize = 4096;
+const UPLINK_CAPACITY: usize = 1024;
 const RESULT_CAPACITY: usize = 256;
 const COMMAND_CAPACITY: usize = 256;
 /// The whole graceful shutdown must fit in the daemon's 5 s budget.
