@@ -33,6 +33,16 @@ fn sample(text: &str, series: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Turn the metrics endpoint on, on a free port, and return the port.
+fn serve_metrics(config: &ConfigDir) -> u16 {
+    let port = common::free_port();
+    let path = config.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("bind = \"\"", &format!("bind = \"127.0.0.1:{port}\""));
+    std::fs::write(path, text).unwrap();
+    port
+}
+
 fn cli(config: &ConfigDir, args: &[&str]) -> std::process::Output {
     std::process::Command::new(daemon::binary())
         .arg("--socket")
@@ -45,22 +55,13 @@ fn cli(config: &ConfigDir, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_describe_a_running_gateway() {
     let broker = Mosquitto::start();
-    let metrics_port = common::free_port();
     let config = ConfigDir::new(
         "gw-metrics",
         broker.port,
         "5",
         &simulated_device("m-1", "50ms"),
     );
-    let gateway_toml = std::fs::read_to_string(config.path().join("gateway.toml")).unwrap();
-    std::fs::write(
-        config.path().join("gateway.toml"),
-        gateway_toml.replace(
-            "bind = \"\"",
-            &format!("bind = \"127.0.0.1:{metrics_port}\""),
-        ),
-    )
-    .unwrap();
+    let metrics_port = serve_metrics(&config);
     let sub = Subscriber::start(broker.port, "ferrogate/gw-metrics/devices/m-1/telemetry").await;
     let _gw = Daemon::start(config.path());
     sub.wait_for(
@@ -229,17 +230,8 @@ async fn modbus_device_through_the_daemon_cli_and_metrics() {
         serde_json::json!({"tcp": 0, "units": {"1": {"hr": [10], "ir": [77]}}}),
     );
     let broker = Mosquitto::start();
-    let metrics_port = common::free_port();
     let config = ConfigDir::new("gw-modbus", broker.port, "5", &modbus_device(slave.port));
-    let gateway_toml = std::fs::read_to_string(config.path().join("gateway.toml")).unwrap();
-    std::fs::write(
-        config.path().join("gateway.toml"),
-        gateway_toml.replace(
-            "bind = \"\"",
-            &format!("bind = \"127.0.0.1:{metrics_port}\""),
-        ),
-    )
-    .unwrap();
+    let metrics_port = serve_metrics(&config);
     let sub = Subscriber::start(broker.port, "ferrogate/gw-modbus/devices/meter/#").await;
     let _gw = Daemon::start(config.path());
     let telemetry = "ferrogate/gw-modbus/devices/meter/telemetry";
