@@ -96,7 +96,11 @@ fn server_config(settings: &Settings) -> ServerConfig {
     config.coap.seed = seed;
     // a registration storm comes from many sources at once; the per-source
     // limit still applies
-    config.coap.max_exchanges = 64 * 1024;
+    // Every active observation holds an exchange for as long as it lives, so
+    // the cap must exceed the fleet's observations, not only the requests
+    // in flight: at 64k, clients past the 65,536th were registered but
+    // never observed (ferrogate-bench lwm2m --clients 100000).
+    config.coap.max_exchanges = 1 << 20;
     config.coap.max_pending_requests = 16 * 1024;
     // one rate-limit bucket per client address: with fewer, a large fleet
     // makes the limiter evict (and rescan) on every datagram
