@@ -207,10 +207,7 @@ fn completions_and_man_page_come_from_the_cli_definitions() {
 fn lwm2m_clients_lists_a_registered_libcoap_client() {
     let coap_client = common::require("coap-client-notls", "libcoap3-bin");
     let broker = Mosquitto::start();
-    // Below the ephemeral range, so no port-0 socket of another test takes it.
-    let port = (20_000 + (std::process::id() % 5_000) as u16..30_000)
-        .find(|p| std::net::UdpSocket::bind(("0.0.0.0", *p)).is_ok())
-        .unwrap_or_else(|| panic!("no free UDP port between 20000 and 30000"));
+    let port = common::free_udp_port_below_ephemeral();
     let lwm2m = format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\ndevice_prefix = \"lw-\"\n");
     let config = ConfigDir::new("gw-lwm2m", broker.port, "5", &lwm2m);
     let socket = config.path().join("control.sock");

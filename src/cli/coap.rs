@@ -248,8 +248,9 @@ fn print_response(response: &Response, as_json: bool) {
     }
 }
 
+/// Lowercase hex, as the message model writes bytes values.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ferrogate_sdk::Value::Bytes(bytes.to_vec()).to_string()
 }
 
 #[cfg(test)]

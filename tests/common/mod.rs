@@ -40,6 +40,15 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
+/// A free UDP port below the kernel's ephemeral range (32768 and up), for a
+/// peer that binds it later: no port-0 socket of a parallel test can take it
+/// in between.
+pub fn free_udp_port_below_ephemeral() -> u16 {
+    (20_000 + (std::process::id() % 5_000) as u16..30_000)
+        .find(|p| std::net::UdpSocket::bind(("0.0.0.0", *p)).is_ok())
+        .unwrap_or_else(|| panic!("no free UDP port between 20000 and 30000"))
+}
+
 /// Polls `cond` until it holds or `timeout` passes; panics with `what`.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
