@@ -237,12 +237,14 @@ fn modbus_scan_over_an_rtu_line_skips_silent_units() {
     let socat = common::require("socat", "socat");
     let dir = tempfile::tempdir().unwrap();
     let (gw_end, slave_end) = (dir.path().join("gw"), dir.path().join("slave"));
-    let mut pty = Command::new(socat)
-        .arg(format!("pty,raw,echo=0,link={}", gw_end.display()))
-        .arg(format!("pty,raw,echo=0,link={}", slave_end.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let pty = common::Reaped(
+        Command::new(socat)
+            .arg(format!("pty,raw,echo=0,link={}", gw_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", slave_end.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     common::wait_for("socat ptys", Duration::from_secs(10), || {
         gw_end.exists() && slave_end.exists()
     });
@@ -266,8 +268,7 @@ fn modbus_scan_over_an_rtu_line_skips_silent_units() {
         "--timeout",
         "300ms",
     ]);
-    let _ = pty.kill();
-    let _ = pty.wait();
+    drop(pty);
     assert!(
         out.status.success(),
         "{}",

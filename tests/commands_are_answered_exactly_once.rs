@@ -54,7 +54,8 @@ impl Adapter for TestAdapter {
                             data_type: "f64".into(),
                             ..Default::default()
                         },
-                    ],
+                    ]
+                    .into(),
                     operations: (Some(i) == self.read_only).then(|| vec!["read".to_string()]),
                     attributes: BTreeMap::new(),
                 };

@@ -94,7 +94,8 @@ async fn contract(version: MqttVersion) {
                 min: Some(0.0),
                 max: Some(90.0),
                 description: Some("target".into()),
-            }],
+            }]
+            .into(),
             ..Default::default()
         }))
         .await

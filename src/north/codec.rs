@@ -338,7 +338,8 @@ mod tests {
                 min: Some(0.0),
                 max: Some(90.0),
                 description: None,
-            }],
+            }]
+            .into(),
             ..Default::default()
         });
         let e = encode_uplink(&topics, "g", "a", &m, 0);

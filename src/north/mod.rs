@@ -233,6 +233,7 @@ impl North {
             qos: mqtt.qos,
             fsync: outbox_cfg.fsync,
             fsync_interval: outbox_cfg.fsync_interval.0,
+            commit_delay: outbox_cfg.commit_delay.0,
             max_packet_size: mqtt.max_packet_size,
             wake: wake.clone(),
         };

@@ -534,6 +534,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Empties the write buffer, giving back what a burst (every device's
+    /// meta at start) grew it to.
+    fn release_buffer(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > 4 * WRITE_BUFFER {
+            self.buf.shrink_to(WRITE_BUFFER);
+        }
+    }
+
     /// Writes the buffered messages to the kernel. On failure nothing of
     /// them stays (ids and seqs are handed out again) and the caller
     /// retries later with the same messages.
@@ -554,7 +563,7 @@ impl Outbox {
                 if self.fsync == FsyncPolicy::Interval {
                     self.visible_len = self.active_len;
                 }
-                self.buf.clear();
+                self.release_buffer();
                 self.uncommitted_from = self.next_id;
                 self.seqs.commit();
                 self.write_recovered();
@@ -566,7 +575,7 @@ impl Outbox {
                     // Cut a partial write so the next one starts clean.
                     let _ = f.set_len(self.active_len);
                 }
-                self.buf.clear();
+                self.release_buffer();
                 self.next_id = self.uncommitted_from;
                 self.seqs.rollback();
                 self.write_failed("append", &e);

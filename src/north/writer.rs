@@ -35,6 +35,7 @@ pub(crate) struct Writer {
     pub qos: u8,
     pub fsync: FsyncPolicy,
     pub fsync_interval: Duration,
+    pub commit_delay: Duration,
     pub max_packet_size: u32,
     pub wake: Arc<Notify>,
 }
@@ -78,6 +79,7 @@ impl Writer {
             tokio::select! {
                 n = uplinks.recv_many(&mut envs, BATCH) => {
                     if n == 0 { break; }
+                    this.linger(&mut uplinks, &mut envs).await;
                     items.extend(envs.drain(..).map(Item::Uplink));
                 }
                 r = results.recv() => match r {
@@ -121,6 +123,25 @@ impl Writer {
                 Some(tokio::time::Instant::now() + GIVE_UP_AT_SHUTDOWN),
             )
             .await;
+        }
+    }
+
+    /// Gathers more of a burst into `envs` for up to `commit_delay`, until
+    /// the batch is full or the channel closes.
+    async fn linger(
+        &self,
+        uplinks: &mut mpsc::Receiver<UplinkEnvelope>,
+        envs: &mut Vec<UplinkEnvelope>,
+    ) {
+        if self.commit_delay.is_zero() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + self.commit_delay;
+        while envs.len() < BATCH {
+            tokio::select! {
+                n = uplinks.recv_many(envs, BATCH - envs.len()) => if n == 0 { return },
+                _ = tokio::time::sleep_until(until) => return,
+            }
         }
     }
 

@@ -24,6 +24,17 @@ pub fn require(program: &str, package: &str) -> PathBuf {
     })
 }
 
+/// A helper process (socat, a peer) killed when the test ends, also when
+/// it ends in a panic.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

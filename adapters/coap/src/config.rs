@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::PointMeta;
@@ -168,7 +169,7 @@ pub struct DevicePlan {
     pub address: Option<SocketAddr>,
     pub timeout: Duration,
     pub resources: Vec<ResourcePlan>,
-    pub points: Vec<PointMeta>,
+    pub points: Arc<[PointMeta]>,
 }
 
 #[derive(Debug, Clone)]
@@ -501,7 +502,7 @@ fn device_plan(dev: &Located<DeviceConfig>, issues: &mut Vec<ConfigIssue>) -> Op
         address,
         timeout,
         resources,
-        points: metas,
+        points: metas.into(),
     })
 }
 

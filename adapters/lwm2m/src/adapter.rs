@@ -165,7 +165,7 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                     next_key += 1;
                     let job = Job {
                         key: next_key,
-                        command: request.command.clone(),
+                        command: (*request.command).clone(),
                         deadline: request.command.deadline.into_std(),
                     };
                     waiting.insert(next_key, request);

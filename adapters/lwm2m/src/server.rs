@@ -148,8 +148,15 @@ pub struct Lwm2mServer {
     deadlines: BTreeSet<(Instant, u64)>,
     observations: HashMap<Arc<str>, Vec<Observation>>,
     formats: HashMap<Arc<str>, ContentFormat>,
+    /// Point lists by object instances: a fleet of one kind of client
+    /// shares one list in its devices' meta.
+    point_lists: HashMap<Vec<Path>, Arc<[PointMeta]>>,
     outputs: VecDeque<Output>,
 }
+
+/// Distinct object-instance sets whose point lists are kept for sharing;
+/// past it the cache starts over (a fleet has a handful).
+const POINT_LISTS_KEPT: usize = 256;
 
 impl Lwm2mServer {
     pub fn new(config: ServerConfig, registry: Arc<ObjectRegistry>) -> Self {
@@ -163,6 +170,7 @@ impl Lwm2mServer {
             deadlines: BTreeSet::new(),
             observations: HashMap::new(),
             formats: HashMap::new(),
+            point_lists: HashMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -927,33 +935,23 @@ impl Lwm2mServer {
     }
 
     fn meta(&mut self, reg: &Registration) {
-        let mut points = Vec::new();
-        for inst in reg.objects.paths().into_iter().filter(|p| p.depth() == 2) {
-            let Some(object) = inst.object().and_then(|o| self.registry.object(o)) else {
-                continue;
-            };
-            if object.id == 0 {
-                continue;
+        let instances: Vec<Path> = reg
+            .objects
+            .paths()
+            .into_iter()
+            .filter(|p| p.depth() == 2)
+            .collect();
+        let points = match self.point_lists.get(&instances) {
+            Some(points) => points.clone(),
+            None => {
+                let points = self.point_list(&instances);
+                if self.point_lists.len() >= POINT_LISTS_KEPT {
+                    self.point_lists.clear();
+                }
+                self.point_lists.insert(instances, points.clone());
+                points
             }
-            for res in object
-                .resources
-                .values()
-                .filter(|r| r.operations.read || r.operations.write)
-            {
-                let Some(path) = inst.child(res.id) else {
-                    continue;
-                };
-                points.push(PointMeta {
-                    name: self.registry.point_name(&path, self.config.naming),
-                    data_type: res.ty.as_str().to_string(),
-                    unit: res.units.clone(),
-                    writable: res.operations.write,
-                    min: res.range.map(|r| r.0),
-                    max: res.range.map(|r| r.1),
-                    description: Some(format!("{} {}", path, res.name)),
-                });
-            }
-        }
+        };
         let objects: Vec<serde_json::Value> = reg
             .objects
             .entries
@@ -980,6 +978,38 @@ impl Lwm2mServer {
                 operations: None,
                 attributes,
             })));
+    }
+
+    /// The readable and writable resources of these object instances.
+    fn point_list(&self, instances: &[Path]) -> Arc<[PointMeta]> {
+        let mut points = Vec::new();
+        for inst in instances {
+            let Some(object) = inst.object().and_then(|o| self.registry.object(o)) else {
+                continue;
+            };
+            if object.id == 0 {
+                continue;
+            }
+            for res in object
+                .resources
+                .values()
+                .filter(|r| r.operations.read || r.operations.write)
+            {
+                let Some(path) = inst.child(res.id) else {
+                    continue;
+                };
+                points.push(PointMeta {
+                    name: self.registry.point_name(&path, self.config.naming),
+                    data_type: res.ty.as_str().to_string(),
+                    unit: res.units.clone(),
+                    writable: res.operations.write,
+                    min: res.range.map(|r| r.0),
+                    max: res.range.map(|r| r.1),
+                    description: Some(format!("{} {}", path, res.name)),
+                });
+            }
+        }
+        points.into()
     }
 
     // ------------------------------------------------------------ observations

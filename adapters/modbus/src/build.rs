@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrogate_sdk::PointMeta;
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
 
 use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
@@ -36,6 +37,8 @@ pub struct DeviceSpec {
     pub description: Option<String>,
     /// Shared by every device that uses the same profile as it is.
     pub points: Arc<[Point]>,
+    /// What the device's meta message says about `points`, shared alike.
+    pub point_meta: Arc<[PointMeta]>,
     /// Points grouped by poll period.
     pub groups: Vec<PollGroup>,
     pub limits: Limits,
@@ -329,7 +332,24 @@ fn char_bits(s: &SerialSettings) -> u32 {
 /// already reported).
 #[derive(Default)]
 struct SharedMaps {
-    maps: BTreeMap<SharedKey, Option<Arc<[Point]>>>,
+    maps: BTreeMap<SharedKey, Option<PointMap>>,
+}
+
+/// A device's points and their meta, as shared between devices.
+#[derive(Clone)]
+struct PointMap {
+    points: Arc<[Point]>,
+    meta: Arc<[PointMeta]>,
+}
+
+impl PointMap {
+    fn new(points: Vec<Point>) -> Self {
+        let meta = points.iter().map(Point::meta).collect();
+        PointMap {
+            points: points.into(),
+            meta,
+        }
+    }
 }
 
 /// A profile and the request limits its map was checked against.
@@ -461,20 +481,21 @@ fn device_spec(
     }
 
     let inline = node.get("point").is_some();
-    let points: Arc<[Point]> = match (&dev.profile, inline) {
+    let PointMap { points, meta } = match (&dev.profile, inline) {
         (Some(profile), false) => {
             let key = (profile.clone(), limits.max_registers, limits.max_bits);
             match shared.maps.get(&key) {
                 Some(map) => map.clone()?,
                 None => {
                     let label = format!("profile {profile}: ");
-                    let map = point_map(point_nodes, &label, limits, issues, notes).map(Arc::from);
+                    let map =
+                        point_map(point_nodes, &label, limits, issues, notes).map(PointMap::new);
                     shared.maps.insert(key, map.clone());
                     map?
                 }
             }
         }
-        _ => Arc::from(point_map(
+        _ => PointMap::new(point_map(
             point_nodes,
             &format!("{}.", dev.name),
             limits,
@@ -502,6 +523,7 @@ fn device_spec(
         unit: dev.unit as u8,
         description: dev.description.clone(),
         points,
+        point_meta: meta,
         groups,
         limits,
         report: ReportPolicy {

@@ -10,8 +10,8 @@ use tokio::time::{Instant, sleep_until};
 
 use ferrogate_sdk::{
     Adapter, AdapterContext, AdapterError, BoxFuture, CommandError, CommandRequest, DeviceMeta,
-    DeviceState, DeviceStatus, ErrorCode, Operation, Outcome, PointError, PointErrorKind,
-    PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
+    DeviceState, DeviceStatus, ErrorCode, Operation, Outcome, PointError, PointErrorKind, Reading,
+    Telemetry, Timestamp, Uplink, Value,
 };
 
 use crate::build::{DeviceSpec, LineSpec};
@@ -108,19 +108,7 @@ impl ModbusLine {
         }
         DeviceMeta {
             device: device.name.clone(),
-            points: device
-                .points
-                .iter()
-                .map(|p| PointMeta {
-                    name: p.name.clone(),
-                    data_type: p.ty.name().to_string(),
-                    unit: p.unit.clone(),
-                    writable: p.writable,
-                    min: p.min,
-                    max: p.max,
-                    description: p.description.clone(),
-                })
-                .collect(),
+            points: device.point_meta.clone(),
             operations: device.operations.clone(),
             attributes,
         }

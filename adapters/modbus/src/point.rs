@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use ferrogate_sdk::PointMeta;
 use serde::Deserialize;
 
 /// The four Modbus data areas.
@@ -227,6 +228,19 @@ pub struct Point {
 }
 
 impl Point {
+    /// What the device's meta message says about this point.
+    pub fn meta(&self) -> PointMeta {
+        PointMeta {
+            name: self.name.clone(),
+            data_type: self.ty.name().to_string(),
+            unit: self.unit.clone(),
+            writable: self.writable,
+            min: self.min,
+            max: self.max,
+            description: self.description.clone(),
+        }
+    }
+
     /// The last address the point covers (checked at build to fit in u16).
     pub fn end(&self) -> u32 {
         u32::from(self.address) + u32::from(self.ty.width())

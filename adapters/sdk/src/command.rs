@@ -140,7 +140,9 @@ pub type Outcome = Result<BTreeMap<String, Value>, CommandError>;
 /// goes back on.
 #[derive(Debug)]
 pub struct CommandRequest {
-    pub command: Command,
+    /// Boxed: a request waits in a channel per adapter, whose slots are
+    /// allocated up front (32 at a time), one channel per Modbus line.
+    pub command: Box<Command>,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -149,7 +151,13 @@ impl CommandRequest {
     /// the receiver; tests use it to drive an adapter directly.
     pub fn new(command: Command) -> (Self, oneshot::Receiver<Outcome>) {
         let (reply, rx) = oneshot::channel();
-        (CommandRequest { command, reply }, rx)
+        (
+            CommandRequest {
+                command: Box::new(command),
+                reply,
+            },
+            rx,
+        )
     }
 
     /// Answer the command. The runtime may have given up on it already

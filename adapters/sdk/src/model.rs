@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Unix epoch milliseconds, the `ts` of the northbound contract.
@@ -236,7 +237,9 @@ pub struct PointMeta {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeviceMeta {
     pub device: String,
-    pub points: Vec<PointMeta>,
+    /// Shared: devices of one kind (a Modbus profile, LwM2M clients with
+    /// the same objects) hold one list between them.
+    pub points: Arc<[PointMeta]>,
     /// Operations allowed on this device; `None` allows every operation the
     /// adapter supports.
     pub operations: Option<Vec<String>>,

@@ -78,7 +78,7 @@ pub fn device_meta(device: &Device) -> DeviceMeta {
     }
     DeviceMeta {
         device: device.name.clone(),
-        points,
+        points: points.into(),
         operations: Some(operations),
         attributes,
     }
