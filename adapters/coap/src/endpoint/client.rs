@@ -34,13 +34,13 @@ pub(super) struct Exchange {
     follow: Option<Vec<u8>>,
     /// Block1 upload: the block size exponent in use and the next offset.
     upload: Option<(u8, usize)>,
-    download: Option<Download>,
-    /// Give up waiting for a response at this instant (separate responses,
-    /// NON requests).
-    deadline: Option<Instant>,
-    /// When to re-register an established observation.
-    fresh_until: Option<Instant>,
-    /// The timer armed for `fresh_until`, replaced on each notification.
+    /// Boxed: rare, and every observation is an exchange.
+    download: Option<Box<Download>>,
+    /// The timer that gives up waiting for a response (separate responses,
+    /// NON requests); disarmed when one comes.
+    deadline: Option<(Instant, u64)>,
+    /// The timer that re-registers an established observation when its
+    /// Max-Age runs out, replaced on each notification.
     fresh_timer: Option<(Instant, u64)>,
 }
 
@@ -113,7 +113,6 @@ impl Endpoint {
                 upload,
                 download: None,
                 deadline: None,
-                fresh_until: None,
                 fresh_timer: None,
             },
         );
@@ -288,7 +287,9 @@ impl Endpoint {
         }
         let peer = ex.peer;
         let confirmable = ex.request.confirmable;
-        ex.deadline = None;
+        if let Some(key) = ex.deadline.take() {
+            self.timers.remove(&key);
+        }
         let frame = Frame {
             kind: if confirmable { Kind::Con } else { Kind::Non },
             code: ex.request.method.code(),
@@ -311,9 +312,15 @@ impl Endpoint {
 
     fn arm_deadline(&mut self, now: Instant, id: u64) {
         let at = now + self.config.response_timeout;
+        let Some(old) = self.exchanges.get_mut(&id).map(|ex| ex.deadline.take()) else {
+            return;
+        };
+        if let Some(key) = old {
+            self.timers.remove(&key);
+        }
+        let key = self.set_timer(at, Timer::ExchangeDeadline(id));
         if let Some(ex) = self.exchanges.get_mut(&id) {
-            ex.deadline = Some(at);
-            self.set_timer(at, Timer::ExchangeDeadline(id));
+            ex.deadline = Some(key);
         }
     }
 
@@ -328,7 +335,7 @@ impl Endpoint {
             .exchanges
             .get(&id)
             .and_then(|ex| ex.deadline)
-            .is_some_and(|d| d <= now);
+            .is_some_and(|(at, _)| at <= now);
         if due {
             self.fail(id, RequestError::Timeout);
         }
@@ -338,10 +345,10 @@ impl Endpoint {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return;
         };
-        if ex.fresh_until.is_none_or(|t| t > now) {
+        if ex.fresh_timer.is_none_or(|(at, _)| at > now) {
             return;
         }
-        ex.fresh_until = None;
+        ex.fresh_timer = None;
         let token = ex.token.clone();
         tracing::debug!(peer = %ex.peer, path = %ex.request.path_string(), "re-registering observation");
         self.send_request_message(now, id, token, None);
@@ -378,7 +385,9 @@ impl Endpoint {
             return;
         };
         let on_primary = frame.token == ex.token;
-        ex.deadline = None;
+        if let Some(key) = ex.deadline.take() {
+            self.timers.remove(&key);
+        }
 
         // Block1: the peer asks for the next block.
         if let Some((szx, offset)) = ex.upload {
@@ -414,11 +423,11 @@ impl Endpoint {
                         self.fail(id, RequestError::Block("Block2 restarted on a follow-up"));
                         return;
                     }
-                    ex.download = Some(Download {
+                    ex.download = Some(Box::new(Download {
                         first: frame.to_response(),
                         body: Vec::new(),
                         etag: frame.option(option::ETAG).map(<[u8]>::to_vec),
-                    });
+                    }));
                 }
                 let Some(download) = ex.download.as_mut() else {
                     self.fail(
@@ -457,7 +466,7 @@ impl Endpoint {
                     self.send_request_message(now, id, token, Some(next));
                     return;
                 }
-                let Some(download) = ex.download.take() else {
+                let Some(download) = ex.download.take().map(|d| *d) else {
                     return;
                 };
                 Response {
@@ -553,10 +562,7 @@ impl Endpoint {
     /// Arm re-registration after Max-Age (default 60 s, RFC 7252 §5.10.5).
     fn refresh(&mut self, now: Instant, id: u64, max_age: Option<u32>, margin: Duration) {
         let at = now + Duration::from_secs(u64::from(max_age.unwrap_or(60))) + margin;
-        let Some(old) = self.exchanges.get_mut(&id).map(|ex| {
-            ex.fresh_until = Some(at);
-            ex.fresh_timer.take()
-        }) else {
+        let Some(old) = self.exchanges.get_mut(&id).map(|ex| ex.fresh_timer.take()) else {
             return;
         };
         if let Some(key) = old {

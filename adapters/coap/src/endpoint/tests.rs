@@ -312,6 +312,13 @@ fn slow_answer_becomes_a_separate_response() {
         matches!(&events[..], [Event::Response { id: got, response, .. }]
         if *got == id && response.payload == b"late")
     );
+    assert!(
+        !net.a
+            .timers
+            .values()
+            .any(|t| matches!(t, Timer::ExchangeDeadline(_))),
+        "the response deadline is disarmed when the response comes"
+    );
     // the server's CON was acknowledged: no retransmission
     net.advance_by(Duration::from_secs(100));
     net.pump();
