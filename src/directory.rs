@@ -7,7 +7,7 @@
 //! forwards everything north unchanged.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ferrogate_sdk::{DeviceMeta, DeviceState, Timestamp, Uplink, UplinkEnvelope};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -18,6 +18,10 @@ use crate::metrics::Counters;
 #[derive(Debug, Clone)]
 pub struct DeviceEntry {
     pub adapter: String,
+    /// The device's points and allowed operations as last announced. Its
+    /// `attributes` are not kept (they are published north as they come,
+    /// and nothing here reads them): an LwM2M client's object list alone
+    /// costs kilobytes per device.
     pub meta: Option<DeviceMeta>,
     pub state: Option<DeviceState>,
     pub reason: Option<String>,
@@ -25,7 +29,52 @@ pub struct DeviceEntry {
     /// The last point error, for `ferrogate devices`.
     pub last_error: Option<String>,
     pub counts: DeviceCounts,
-    online: watch::Sender<bool>,
+    online: OnlineFlag,
+}
+
+/// Whether a device is online, for those waiting for it to come back. The
+/// channel is made for the first waiter (few devices ever have one) and
+/// shared by every copy of the entry.
+#[derive(Debug, Clone, Default)]
+struct OnlineFlag(Arc<Mutex<Online>>);
+
+#[derive(Debug)]
+struct Online {
+    up: bool,
+    watchers: Option<watch::Sender<bool>>,
+}
+
+impl Default for Online {
+    /// Unknown counts as online: the adapter decides.
+    fn default() -> Self {
+        Online {
+            up: true,
+            watchers: None,
+        }
+    }
+}
+
+impl OnlineFlag {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Online> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, up: bool) {
+        let mut online = self.lock();
+        online.up = up;
+        if let Some(tx) = &online.watchers {
+            tx.send_replace(up);
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        let mut online = self.lock();
+        let up = online.up;
+        online
+            .watchers
+            .get_or_insert_with(|| watch::channel(up).0)
+            .subscribe()
+    }
 }
 
 /// What a device has sent, for metrics.
@@ -47,7 +96,7 @@ impl DeviceEntry {
             last_seen: None,
             last_error: None,
             counts: DeviceCounts::default(),
-            online: watch::channel(true).0,
+            online: OnlineFlag::default(),
         }
     }
 
@@ -122,15 +171,20 @@ impl Directory {
         };
         match &envelope.uplink {
             Uplink::Meta(meta) => {
-                entry.adapter = envelope.adapter.to_string();
-                entry.meta = Some(meta.clone());
+                if *entry.adapter != *envelope.adapter {
+                    entry.adapter = envelope.adapter.to_string();
+                }
+                entry.meta = Some(DeviceMeta {
+                    device: meta.device.clone(),
+                    points: meta.points.clone(),
+                    operations: meta.operations.clone(),
+                    attributes: BTreeMap::new(),
+                });
             }
             Uplink::Status(status) => {
                 entry.state = Some(status.state);
                 entry.reason = status.reason.clone();
-                entry
-                    .online
-                    .send_replace(status.state == DeviceState::Online);
+                entry.online.set(status.state == DeviceState::Online);
                 if status.state == DeviceState::Online {
                     entry.last_seen = Some(status.ts);
                 }
@@ -187,5 +241,64 @@ pub async fn tap(
             return;
         }
         counters.uplink_latency.observe(produced.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrogate_sdk::{DeviceStatus, PointMeta};
+
+    fn envelope(uplink: Uplink) -> UplinkEnvelope {
+        UplinkEnvelope {
+            adapter: Arc::from("lwm2m"),
+            uplink,
+            produced: std::time::Instant::now(),
+        }
+    }
+
+    fn status(state: DeviceState) -> UplinkEnvelope {
+        envelope(Uplink::Status(DeviceStatus {
+            device: "d".into(),
+            state,
+            reason: None,
+            ts: Timestamp(1),
+        }))
+    }
+
+    #[test]
+    fn a_waiter_sees_the_device_come_back_in_every_copy() {
+        let dir = Directory::default();
+        dir.observe(&status(DeviceState::Offline));
+        let copy = dir.get("d").unwrap();
+        assert!(copy.is_offline());
+        let mut online = copy.watch_online();
+        assert!(!*online.borrow());
+        dir.observe(&status(DeviceState::Online));
+        assert!(online.has_changed().unwrap());
+        assert!(*online.borrow_and_update());
+        // a waiter that comes later starts from the current state
+        assert!(*dir.get("d").unwrap().watch_online().borrow());
+    }
+
+    #[test]
+    fn meta_keeps_points_and_operations_but_not_attributes() {
+        let dir = Directory::default();
+        let points: Arc<[PointMeta]> = Arc::from(vec![PointMeta {
+            name: "t".into(),
+            ..PointMeta::default()
+        }]);
+        dir.observe(&envelope(Uplink::Meta(DeviceMeta {
+            device: "d".into(),
+            points: points.clone(),
+            operations: Some(vec!["read".into()]),
+            attributes: BTreeMap::from([("objects".to_string(), "[..]".into())]),
+        })));
+        let entry = dir.get("d").unwrap();
+        assert_eq!(entry.adapter, "lwm2m");
+        let meta = entry.meta.unwrap();
+        assert!(Arc::ptr_eq(&meta.points, &points));
+        assert_eq!(meta.operations, Some(vec!["read".to_string()]));
+        assert!(meta.attributes.is_empty());
     }
 }
