@@ -7,7 +7,7 @@
 //! the old registration, and an Update from a new source address (NAT
 //! rebinding) moves the client without changing who it is.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -215,7 +215,7 @@ fn parse_lifetime(v: &str) -> Result<Duration, RegistrationError> {
 
 /// The objects and instances a client announced, and its alternate root
 /// path and preferred content format (`</>;rt="oma.lwm2m";ct=110`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ObjectList {
     /// Object (`/3`) and instance (`/3/0`) paths, with object versions.
     pub entries: Vec<(Path, Option<String>)>,
@@ -295,7 +295,8 @@ pub struct Registration {
     pub version: Version,
     pub binding: Binding,
     pub sms: Option<String>,
-    pub objects: ObjectList,
+    /// Shared by the clients that announced the same list (a fleet).
+    pub objects: Arc<ObjectList>,
     pub registered_at: Instant,
     pub updated_at: Instant,
     /// When the client was last heard from (any message): a queue-mode
@@ -351,6 +352,10 @@ pub struct Updated<C> {
     pub released: Vec<C>,
 }
 
+/// Distinct object lists shared between registrations (a fleet has a
+/// handful).
+const OBJECT_LISTS_KEPT: usize = 256;
+
 /// Registrations by id, endpoint and source address, with lifetimes and
 /// held commands. `C` is whatever the caller holds for sleeping clients.
 pub struct RegistrationTable<C> {
@@ -359,6 +364,8 @@ pub struct RegistrationTable<C> {
     by_peer: HashMap<SocketAddr, u64>,
     expiries: BTreeSet<(Instant, u64)>,
     held_deadlines: BTreeSet<(Instant, u64)>,
+    /// Object lists in use, for sharing between registrations.
+    object_lists: HashSet<Arc<ObjectList>>,
     next_id: u64,
     /// How long a queue-mode client stays reachable after it was last
     /// heard from (Core 1.1 §6.2.2: CoAP MAX_TRANSMIT_WAIT, 93 s).
@@ -373,6 +380,7 @@ impl<C> RegistrationTable<C> {
             by_peer: HashMap::new(),
             expiries: BTreeSet::new(),
             held_deadlines: BTreeSet::new(),
+            object_lists: HashSet::new(),
             next_id: 0,
             awake_window,
         }
@@ -416,7 +424,7 @@ impl<C> RegistrationTable<C> {
             version: req.version,
             binding: req.binding,
             sms: req.sms,
-            objects: req.objects,
+            objects: self.share(req.objects),
             registered_at: now,
             updated_at: now,
             last_seen: now,
@@ -445,6 +453,10 @@ impl<C> RegistrationTable<C> {
     ) -> Result<Updated<C>, RegistrationError> {
         let unknown = || RegistrationError::UnknownLocation(location.to_string());
         let id = location_id(location).ok_or_else(unknown)?;
+        if !self.entries.contains_key(&id) {
+            return Err(unknown());
+        }
+        let objects = req.objects.map(|list| self.share(list));
         let Some(entry) = self.entries.get_mut(&id) else {
             return Err(unknown());
         };
@@ -474,7 +486,7 @@ impl<C> RegistrationTable<C> {
         if req.sms.is_some() {
             reg.sms = req.sms;
         }
-        let objects_changed = match req.objects {
+        let objects_changed = match objects {
             Some(list) if list != reg.objects => {
                 reg.objects = list;
                 true
@@ -621,6 +633,23 @@ impl<C> RegistrationTable<C> {
 
     pub fn iter(&self) -> impl Iterator<Item = &Registration> {
         self.entries.values().map(|e| &e.reg)
+    }
+
+    /// The shared copy of `list`. Past [`OBJECT_LISTS_KEPT`] distinct
+    /// lists, those no registration holds any more are let go, and new ones
+    /// are no longer shared.
+    fn share(&mut self, list: ObjectList) -> Arc<ObjectList> {
+        if let Some(shared) = self.object_lists.get(&list) {
+            return shared.clone();
+        }
+        if self.object_lists.len() >= OBJECT_LISTS_KEPT {
+            self.object_lists.retain(|l| Arc::strong_count(l) > 1);
+        }
+        let shared = Arc::new(list);
+        if self.object_lists.len() < OBJECT_LISTS_KEPT {
+            self.object_lists.insert(shared.clone());
+        }
+        shared
     }
 
     fn insert(&mut self, reg: Registration) {
@@ -834,6 +863,38 @@ mod tests {
             .update(t0, &loc, addr(2000), UpdateRequest::default())
             .unwrap();
         assert_eq!(same.moved_from, None);
+    }
+
+    #[test]
+    fn clients_with_the_same_objects_share_one_list() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let loc = register(&mut table, t0, "a", &[], 1000).location;
+        register(&mut table, t0, "b", &[], 1001);
+        let (a, b) = (
+            table.by_endpoint("a").unwrap(),
+            table.by_endpoint("b").unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.objects, &b.objects));
+        let same = UpdateRequest::parse(
+            [],
+            b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>,</3303/0>,</3303/1>",
+        )
+        .unwrap();
+        let up = table.update(t0, &loc, addr(1000), same).unwrap();
+        assert!(!up.objects_changed);
+        let fewer = UpdateRequest::parse([], b"</3/0>").unwrap();
+        assert!(
+            table
+                .update(t0, &loc, addr(1000), fewer)
+                .unwrap()
+                .objects_changed
+        );
+        let (a, b) = (
+            table.by_endpoint("a").unwrap(),
+            table.by_endpoint("b").unwrap(),
+        );
+        assert!(!Arc::ptr_eq(&a.objects, &b.objects));
     }
 
     #[test]
