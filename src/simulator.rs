@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::f64::consts::TAU;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::config::{BuildContext, ConfigDuration, ConfigIssue, Located, Section};
@@ -189,6 +190,8 @@ impl Rng {
 }
 
 struct SimPoint {
+    /// The configured name, shared by every reading of the point.
+    name: Arc<str>,
     config: SimPointConfig,
     value: f64,
 }
@@ -257,7 +260,7 @@ impl SimDevice {
         self.points
             .iter()
             .filter(|p| only.is_empty() || only.contains(&p.config.name))
-            .map(|p| Reading::ok(p.config.name.clone(), p.value(), ts))
+            .map(|p| Reading::ok(p.name.clone(), p.value(), ts))
             .collect()
     }
 }
@@ -282,6 +285,7 @@ impl Simulator {
                     .point
                     .into_iter()
                     .map(|p| SimPoint {
+                        name: p.name.as_str().into(),
                         value: p.min,
                         config: p,
                     })
@@ -374,7 +378,7 @@ impl Simulator {
                 }
                 Ok(d.readings(Timestamp::now(), points)
                     .into_iter()
-                    .filter_map(|r| r.value.ok().map(|v| (r.point, v)))
+                    .filter_map(|r| r.value.ok().map(|v| (r.point.to_string(), v)))
                     .collect())
             }
             Operation::Write { values } => {

@@ -311,7 +311,7 @@ fn read_once(
 
 fn point(address: u16, ty: PointType, order: Order) -> Point {
     Point {
-        name: String::new(),
+        name: "".into(),
         area: Area::Holding,
         address,
         ty,

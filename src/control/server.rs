@@ -381,7 +381,7 @@ async fn tail(
             continue;
         }
         if let (Some(p), Uplink::Telemetry(t)) = (&point, uplink) {
-            if !t.readings.iter().any(|r| &r.point == p) {
+            if !t.readings.iter().any(|r| *r.point == **p) {
                 continue;
             }
         } else if point.is_some() && !matches!(uplink, Uplink::Telemetry(_)) {

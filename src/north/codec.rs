@@ -133,7 +133,7 @@ impl Serialize for Values<'_> {
         let mut map = s.serialize_map(None)?;
         for r in self.0 {
             if let Ok(v) = &r.value {
-                map.serialize_entry(&r.point, &PointValue(v))?;
+                map.serialize_entry(&*r.point, &PointValue(v))?;
             }
         }
         map.end()
@@ -148,7 +148,7 @@ impl Serialize for Errors<'_> {
         let mut map = s.serialize_map(None)?;
         for r in self.0 {
             if let Err(e) = &r.value {
-                map.serialize_entry(&r.point, &e.to_string())?;
+                map.serialize_entry(&*r.point, &e.to_string())?;
             }
         }
         map.end()

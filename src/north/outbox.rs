@@ -534,6 +534,12 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether enough is buffered to write it out before taking more, so a
+    /// burst of large messages does not grow the buffer without bound.
+    pub fn buffer_full(&self) -> bool {
+        self.buf.len() >= WRITE_BUFFER
+    }
+
     /// Empties the write buffer, giving back what a burst (every device's
     /// meta at start) grew it to.
     fn release_buffer(&mut self) {

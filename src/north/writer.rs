@@ -156,15 +156,18 @@ impl Writer {
         loop {
             let me = self.clone();
             let joined = tokio::task::spawn_blocking(move || {
-                let ok = me.commit(&items);
-                (items, ok)
+                let stored = me.commit(&items);
+                (items, stored)
             })
             .await;
-            let Ok((back, ok)) = joined else { return };
-            if ok {
+            let Ok((mut back, stored)) = joined else {
+                return;
+            };
+            let Err(done) = stored else {
                 self.wake.notify_one();
                 return;
-            }
+            };
+            back.drain(..done);
             items = back;
             let past = give_up.is_some_and(|g| tokio::time::Instant::now() >= g);
             if past {
@@ -181,8 +184,10 @@ impl Writer {
         }
     }
 
-    /// One group commit. Blocking: runs on the blocking pool.
-    fn commit(&self, items: &[Item]) -> bool {
+    /// One group commit. Blocking: runs on the blocking pool. A failed
+    /// write reports how many of `items` were written before it, to retry
+    /// only the rest.
+    fn commit(&self, items: &[Item]) -> Result<(), usize> {
         let mut ob = lock(&self.outbox);
         let max = self.max_packet_size;
         let put = |ob: &mut Outbox, msg: NewMessage| match unpublishable(&msg, max) {
@@ -191,7 +196,12 @@ impl Writer {
                 ob.append(msg);
             }
         };
-        for item in items {
+        let mut written = 0;
+        for (i, item) in items.iter().enumerate() {
+            if ob.buffer_full() {
+                ob.commit().map_err(|_| written)?;
+                written = i;
+            }
             match item {
                 Item::Uplink(env) => {
                     let seq = match &env.uplink {
@@ -255,9 +265,7 @@ impl Writer {
                 }
             }
         }
-        if ob.commit().is_err() {
-            return false;
-        }
+        ob.commit().map_err(|_| written)?;
         if self.fsync == FsyncPolicy::Always {
             let target = ob.sync_target();
             drop(ob);
@@ -268,7 +276,7 @@ impl Writer {
                 lock(&self.outbox).synced(&t, &r);
             }
         }
-        true
+        Ok(())
     }
 }
 

@@ -29,7 +29,7 @@ unit = "Cel"
 fn value_of(t: &ferrogate_sdk::Telemetry, point: &str) -> Value {
     t.readings
         .iter()
-        .find(|r| r.point == point)
+        .find(|r| &*r.point == point)
         .unwrap_or_else(|| panic!("no {point} in {t:?}"))
         .value
         .clone()
@@ -95,7 +95,7 @@ async fn libcoap_client_pushes_readings() {
     assert_eq!(codes, vec!["2.04"]);
     let t = telemetry(&mut h, "meter-1").await;
     assert_eq!(value_of(&t, "temp"), Value::Int(23));
-    let rh = t.readings.iter().find(|r| r.point == "rh").unwrap();
+    let rh = t.readings.iter().find(|r| &*r.point == "rh").unwrap();
     assert_eq!(rh.ts.0, 1_700_000_010_000);
 
     // SenML CBOR, from a file (binary body)

@@ -100,7 +100,7 @@ async fn libcoap_server_is_polled_and_observed() {
     while times.len() < 3 || !saw_data || !saw_missing {
         let t = telemetry(&mut h, "libcoap").await;
         for r in &t.readings {
-            match (r.point.as_str(), &r.value) {
+            match (&*r.point, &r.value) {
                 ("time", Ok(Value::String(s))) => times.push(s.clone()),
                 ("data", Ok(Value::String(s))) => {
                     assert_eq!(s.len(), 3000);
@@ -189,7 +189,7 @@ async fn libcoap_server_is_polled_and_observed() {
         let t = telemetry(&mut h, "libcoap").await;
         if t.readings
             .iter()
-            .any(|r| r.point == "time" && r.value.is_ok())
+            .any(|r| &*r.point == "time" && r.value.is_ok())
         {
             break t;
         }

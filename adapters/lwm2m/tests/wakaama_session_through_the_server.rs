@@ -146,7 +146,7 @@ fn default_build_session() {
             Output::Uplink(Uplink::Telemetry(t)) => Some(
                 t.readings
                     .iter()
-                    .map(|r| (r.point.clone(), r.value.clone().expect("value")))
+                    .map(|r| (r.point.to_string(), r.value.clone().expect("value")))
                     .collect::<Vec<_>>(),
             ),
             _ => None,
@@ -201,7 +201,7 @@ fn cbor_build_session() {
     let bytes = datagram("run3.cbor_send_3_0_9.send_request");
     assert_eq!(Run::reply_to(&run.feed(&bytes), &[]).code, Code::CHANGED);
     assert!(run.outputs.iter().any(|o| matches!(o, Output::Uplink(Uplink::Telemetry(t))
-        if t.readings.iter().any(|r| r.point == "device.battery_level" && r.value == Ok(Value::Int(100))))));
+        if t.readings.iter().any(|r| &*r.point == "device.battery_level" && r.value == Ok(Value::Int(100))))));
     let dereg = at_location("run3.cbor_deregister_quit.deregister_request", &location);
     let token = Frame::parse(&dereg).expect("frame").token;
     assert_eq!(Run::reply_to(&run.feed(&dereg), &token).code, Code::DELETED);
@@ -226,10 +226,6 @@ fn path_naming_names_points_by_path_with_a_device_prefix() {
         })
         .expect("telemetry");
     assert_eq!(telemetry.device, "lwm2m-wakaama-vec");
-    let points: Vec<&str> = telemetry
-        .readings
-        .iter()
-        .map(|r| r.point.as_str())
-        .collect();
+    let points: Vec<&str> = telemetry.readings.iter().map(|r| &*r.point).collect();
     assert_eq!(points, ["3/0/9", "3/0/13"]);
 }

@@ -813,7 +813,7 @@ fn point(
         return None;
     }
     Some(Point {
-        name: cfg.name.clone(),
+        name: cfg.name.as_str().into(),
         area,
         address,
         ty,

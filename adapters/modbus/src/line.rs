@@ -494,7 +494,7 @@ impl ModbusLine {
         for (_, reading) in outcome.readings {
             match reading.value {
                 Ok(v) => {
-                    values.insert(reading.point, v);
+                    values.insert(reading.point.to_string(), v);
                 }
                 Err(e) => {
                     let code = match e.kind {
@@ -708,7 +708,7 @@ fn find_point<'a>(spec: &'a DeviceSpec, name: &str) -> Result<(usize, &'a Point)
     spec.points
         .iter()
         .enumerate()
-        .find(|(_, p)| p.name == name)
+        .find(|(_, p)| &*p.name == name)
         .ok_or_else(|| {
             CommandError::new(
                 ErrorCode::UnknownPoint,

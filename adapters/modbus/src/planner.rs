@@ -158,7 +158,7 @@ mod tests {
 
     fn point(area: Area, address: u16, ty: PointType) -> Point {
         Point {
-            name: format!("{area:?}{address}"),
+            name: format!("{area:?}{address}").into(),
             area,
             address,
             ty,

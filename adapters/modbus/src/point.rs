@@ -4,6 +4,7 @@
 //! Decoding and encoding of values lives in [`crate::codec`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::PointMeta;
@@ -209,7 +210,7 @@ impl PointType {
 /// One point of a device, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    pub name: String,
+    pub name: Arc<str>,
     pub area: Area,
     pub address: u16,
     pub ty: PointType,
@@ -231,7 +232,7 @@ impl Point {
     /// What the device's meta message says about this point.
     pub fn meta(&self) -> PointMeta {
         PointMeta {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             data_type: self.ty.name().to_string(),
             unit: self.unit.clone(),
             writable: self.writable,

@@ -37,7 +37,7 @@ async fn illegal_address_hits_only_its_point_and_other_exceptions_are_named() {
         assert_eq!(value(&t, "a"), Value::UInt(10));
         assert_eq!(value(&t, "b"), Value::UInt(12));
         assert_eq!(value(&t, "d"), Value::UInt(15));
-        let missing = t.readings.iter().find(|r| r.point == "missing").unwrap();
+        let missing = t.readings.iter().find(|r| &*r.point == "missing").unwrap();
         let e = missing.value.as_ref().unwrap_err();
         assert_eq!(e.kind, PointErrorKind::DeviceException);
         assert_eq!(e.message, "exception 2 (illegal data address)");

@@ -22,7 +22,7 @@ async fn a_fast_point_is_polled_on_its_own() {
     let mut fast = 0;
     while fast < 5 || slow == 0 {
         let t = running.telemetry("d").await;
-        let names: Vec<&str> = t.readings.iter().map(|r| r.point.as_str()).collect();
+        let names: Vec<&str> = t.readings.iter().map(|r| &*r.point).collect();
         match names.as_slice() {
             ["slow"] => {
                 assert_eq!(value(&t, "slow"), Value::UInt(1));

@@ -162,13 +162,15 @@ impl fmt::Display for PointError {
 /// One point's value or error, with the time the device produced it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
-    pub point: String,
+    /// Shared with the adapter's point map: a reading costs no allocation
+    /// for its name.
+    pub point: Arc<str>,
     pub value: Result<Value, PointError>,
     pub ts: Timestamp,
 }
 
 impl Reading {
-    pub fn ok(point: impl Into<String>, value: Value, ts: Timestamp) -> Self {
+    pub fn ok(point: impl Into<Arc<str>>, value: Value, ts: Timestamp) -> Self {
         Reading {
             point: point.into(),
             value: Ok(value),
@@ -176,7 +178,7 @@ impl Reading {
         }
     }
 
-    pub fn failed(point: impl Into<String>, error: PointError, ts: Timestamp) -> Self {
+    pub fn failed(point: impl Into<Arc<str>>, error: PointError, ts: Timestamp) -> Self {
         Reading {
             point: point.into(),
             value: Err(error),

@@ -589,12 +589,12 @@ impl Line {
                 let mut values = BTreeMap::new();
                 let mut errors = Vec::new();
                 for r in &readings {
-                    if !points.is_empty() && !points.contains(&r.point) {
+                    if !points.is_empty() && !points.iter().any(|p| **p == *r.point) {
                         continue;
                     }
                     match &r.value {
                         Ok(v) => {
-                            values.insert(r.point.clone(), v.clone());
+                            values.insert(r.point.to_string(), v.clone());
                         }
                         Err(e) => errors.push(format!("{}: {e}", r.point)),
                     }

@@ -73,7 +73,7 @@ reply = '^OK$'
         .await;
     let t = telemetry(&t).unwrap();
     assert_eq!(value_of(t, "temp"), Some(&Value::Float(22.0)));
-    let rh = t.readings.iter().find(|r| r.point == "humidity").unwrap();
+    let rh = t.readings.iter().find(|r| &*r.point == "humidity").unwrap();
     assert_eq!(rh.value.as_ref().unwrap_err().kind, PointErrorKind::Decode);
 
     // The instrument goes quiet: each query times out, then the device is offline.

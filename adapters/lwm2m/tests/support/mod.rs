@@ -67,7 +67,7 @@ pub fn reading(u: &Uplink, device: &str, point: &str) -> Option<ferrogate_sdk::V
         Uplink::Telemetry(t) if t.device == device => t
             .readings
             .iter()
-            .find(|r| r.point == point)
+            .find(|r| &*r.point == point)
             .and_then(|r| r.value.clone().ok()),
         _ => None,
     }

@@ -294,7 +294,7 @@ pub fn value(t: &Telemetry, point: &str) -> Value {
     let reading = t
         .readings
         .iter()
-        .find(|r| r.point == point)
+        .find(|r| &*r.point == point)
         .unwrap_or_else(|| panic!("no reading of {point} in {t:?}"));
     match &reading.value {
         Ok(v) => v.clone(),

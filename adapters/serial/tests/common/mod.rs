@@ -204,6 +204,6 @@ pub fn value_of<'a>(
 ) -> Option<&'a ferrogate_sdk::Value> {
     t.readings
         .iter()
-        .find(|r| r.point == point)
+        .find(|r| &*r.point == point)
         .and_then(|r| r.value.as_ref().ok())
 }
