@@ -154,6 +154,12 @@ impl Directory {
         self.read().clone()
     }
 
+    /// Look at every device without copying them (the metrics endpoint
+    /// reads a few fields of each); writers wait until `f` returns.
+    pub fn with_devices<R>(&self, f: impl FnOnce(&BTreeMap<String, DeviceEntry>) -> R) -> R {
+        f(&self.read())
+    }
+
     /// Learn from one uplink message.
     pub fn observe(&self, envelope: &UplinkEnvelope) {
         // Events may come from the runtime itself (command audits): they

@@ -222,60 +222,61 @@ pub fn render(s: &Sources) -> String {
         per_adapter(&|st| st.restarts as f64),
     );
 
-    let devices = s.directory.snapshot();
-    let dl = |name: &str, e: &crate::directory::DeviceEntry| {
-        format!(
-            "adapter=\"{}\",device=\"{}\"",
-            label(&e.adapter),
-            label(name)
-        )
-    };
-    gauge(
-        "device_online",
-        "gauge",
-        "1 when the device is online.",
-        devices
+    // Each device's labels are made once for its four series, and the
+    // directory is read in place: a copy of it costs as much as the
+    // directory itself.
+    s.directory.with_devices(|devices| {
+        let labels: Vec<String> = devices
             .iter()
-            .map(|(n, e)| {
-                (
-                    format!("{{{}}}", dl(n, e)),
-                    b(e.state == Some(DeviceState::Online)),
+            .map(|(name, e)| {
+                format!(
+                    "adapter=\"{}\",device=\"{}\"",
+                    label(&e.adapter),
+                    label(name)
                 )
             })
-            .collect(),
-    );
-    gauge(
-        "device_telemetry_total",
-        "counter",
-        "Telemetry messages from the device.",
-        devices
-            .iter()
-            .map(|(n, e)| (format!("{{{}}}", dl(n, e)), e.counts.telemetry as f64))
-            .collect(),
-    );
-    gauge(
-        "device_readings_total",
-        "counter",
-        "Point values read successfully.",
-        devices
-            .iter()
-            .map(|(n, e)| (format!("{{{}}}", dl(n, e)), e.counts.readings as f64))
-            .collect(),
-    );
-    gauge(
-        "device_read_errors_total",
-        "counter",
-        "Failed point reads by kind.",
-        devices
-            .iter()
-            .flat_map(|(n, e)| {
-                e.counts
-                    .errors
-                    .iter()
-                    .map(move |(kind, v)| (format!("{{{},kind=\"{kind}\"}}", dl(n, e)), *v as f64))
-            })
-            .collect(),
-    );
+            .collect();
+        let per_device = |f: &dyn Fn(&crate::directory::DeviceEntry) -> f64| {
+            labels
+                .iter()
+                .zip(devices.values())
+                .map(|(l, e)| (format!("{{{l}}}"), f(e)))
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            "device_online",
+            "gauge",
+            "1 when the device is online.",
+            per_device(&|e| b(e.state == Some(DeviceState::Online))),
+        );
+        gauge(
+            "device_telemetry_total",
+            "counter",
+            "Telemetry messages from the device.",
+            per_device(&|e| e.counts.telemetry as f64),
+        );
+        gauge(
+            "device_readings_total",
+            "counter",
+            "Point values read successfully.",
+            per_device(&|e| e.counts.readings as f64),
+        );
+        gauge(
+            "device_read_errors_total",
+            "counter",
+            "Failed point reads by kind.",
+            labels
+                .iter()
+                .zip(devices.values())
+                .flat_map(|(l, e)| {
+                    e.counts
+                        .errors
+                        .iter()
+                        .map(move |(kind, v)| (format!("{{{l},kind=\"{kind}\"}}"), *v as f64))
+                })
+                .collect(),
+        );
+    });
     let mut commands = vec![(
         "{result=\"ok\"}".to_string(),
         s.counters.commands_ok.load(Ordering::Relaxed) as f64,
