@@ -104,7 +104,7 @@ impl Endpoint {
             .then_some((self.config.block_szx.min(6), 0));
         self.exchanges.insert(
             id,
-            Exchange {
+            Box::new(Exchange {
                 peer,
                 request,
                 observe,
@@ -114,7 +114,7 @@ impl Endpoint {
                 download: None,
                 deadline: None,
                 fresh_timer: None,
-            },
+            }),
         );
         self.send_request_message(now, id, token, None);
         Ok(RequestId(id))

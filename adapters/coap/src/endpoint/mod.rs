@@ -235,7 +235,8 @@ pub struct Endpoint {
     seen: HashMap<(SocketAddr, u16), Seen>,
     seen_order: VecDeque<(Instant, SocketAddr, u16)>,
     sources: HashMap<IpAddr, Bucket>,
-    exchanges: HashMap<u64, client::Exchange>,
+    /// Boxed: one per observation, so the table is mostly what it indexes.
+    exchanges: HashMap<u64, Box<client::Exchange>>,
     tokens: HashMap<(SocketAddr, Vec<u8>), u64>,
     incoming: HashMap<u64, server::Incoming>,
     relations: HashMap<u64, server::Relation>,
