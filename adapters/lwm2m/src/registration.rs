@@ -359,7 +359,8 @@ const OBJECT_LISTS_KEPT: usize = 256;
 /// Registrations by id, endpoint and source address, with lifetimes and
 /// held commands. `C` is whatever the caller holds for sleeping clients.
 pub struct RegistrationTable<C> {
-    entries: HashMap<u64, Entry<C>>,
+    /// Boxed: the table then costs little beside the registrations.
+    entries: HashMap<u64, Box<Entry<C>>>,
     by_endpoint: HashMap<Arc<str>, u64>,
     by_peer: HashMap<SocketAddr, u64>,
     expiries: BTreeSet<(Instant, u64)>,
@@ -659,15 +660,15 @@ impl<C> RegistrationTable<C> {
         self.by_peer.insert(reg.peer, id);
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 reg,
                 held: VecDeque::new(),
-            },
+            }),
         );
     }
 
     fn remove(&mut self, id: u64) -> Option<Entry<C>> {
-        let entry = self.entries.remove(&id)?;
+        let entry = *self.entries.remove(&id)?;
         self.expiries.remove(&(entry.reg.expires_at(), id));
         if self.by_endpoint.get(&entry.reg.endpoint) == Some(&id) {
             self.by_endpoint.remove(&entry.reg.endpoint);
