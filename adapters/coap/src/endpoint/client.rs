@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Endpoint, EndpointError, Event, Owner, RequestError, RequestId, Timer};
+use super::{Endpoint, EndpointError, Event, Owner, RequestError, RequestId, Timer, Token};
 use crate::block::{BlockOption, size_of_szx};
 use crate::message::{Code, Frame, Kind, Request, Response, encode_uint, option};
 
@@ -29,9 +29,9 @@ pub(super) struct Exchange {
     request: Request,
     observe: Observe,
     /// The token of the request (of the observation, for an observe).
-    token: Vec<u8>,
+    token: Token,
     /// The token of the latest block-wise follow-up request.
-    follow: Option<Vec<u8>>,
+    follow: Option<Token>,
     /// Block1 upload: the block size exponent in use and the next offset.
     upload: Option<(u8, usize)>,
     /// Boxed: rare, and every observation is an exchange.
@@ -99,7 +99,7 @@ impl Endpoint {
         request.observe = None;
         let id = self.next_id();
         let token = self.new_token(peer);
-        self.tokens.insert((peer, token.clone()), id);
+        self.tokens.insert((peer, token), id);
         let upload = (request.payload.len() > self.config.max_payload)
             .then_some((self.config.block_szx.min(6), 0));
         self.exchanges.insert(
@@ -108,7 +108,7 @@ impl Endpoint {
                 peer,
                 request,
                 observe,
-                token: token.clone(),
+                token,
                 follow: None,
                 upload,
                 download: None,
@@ -129,7 +129,7 @@ impl Endpoint {
         if ex.observe == Observe::No {
             return Err(EndpointError::UnknownRequest);
         }
-        let token = ex.token.clone();
+        let token = ex.token;
         self.send_request_message(now, id.0, token, None);
         Ok(())
     }
@@ -150,7 +150,7 @@ impl Endpoint {
                 kind: Kind::Con,
                 code: ex.request.method.code(),
                 mid: self.next_mid(),
-                token: ex.token.clone(),
+                token: ex.token.to_bytes(),
                 options,
                 payload: Vec::new(),
             };
@@ -161,9 +161,9 @@ impl Endpoint {
     }
 
     pub(super) fn forget_exchange(&mut self, id: u64, ex: &Exchange) {
-        self.tokens.remove(&(ex.peer, ex.token.clone()));
-        if let Some(follow) = &ex.follow {
-            self.tokens.remove(&(ex.peer, follow.clone()));
+        self.tokens.remove(&(ex.peer, ex.token));
+        if let Some(follow) = ex.follow {
+            self.tokens.remove(&(ex.peer, follow));
         }
         self.pending_con
             .retain(|_, out| out.owner != Owner::Exchange(id));
@@ -188,7 +188,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         id: u64,
-        token: Vec<u8>,
+        token: Token,
         block2: Option<BlockOption>,
     ) {
         let Some(ex) = self.exchanges.get(&id) else {
@@ -242,7 +242,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         id: u64,
-        token: Vec<u8>,
+        token: Token,
         block2: Option<BlockOption>,
     ) {
         let max_payload = self.config.max_payload;
@@ -294,7 +294,7 @@ impl Endpoint {
             kind: if confirmable { Kind::Con } else { Kind::Non },
             code: ex.request.method.code(),
             mid: 0,
-            token,
+            token: token.to_bytes(),
             options,
             payload,
         };
@@ -349,14 +349,14 @@ impl Endpoint {
             return;
         }
         ex.fresh_timer = None;
-        let token = ex.token.clone();
+        let token = ex.token;
         tracing::debug!(peer = %ex.peer, path = %ex.request.path_string(), "re-registering observation");
         self.send_request_message(now, id, token, None);
     }
 
     /// A response (piggybacked, separate, or a notification) arrived.
     pub(super) fn on_response(&mut self, now: Instant, peer: SocketAddr, frame: Frame) {
-        let id = self.tokens.get(&(peer, frame.token.clone())).copied();
+        let id = Token::of(&frame.token).and_then(|t| self.tokens.get(&(peer, t)).copied());
         if matches!(frame.kind, Kind::Con) {
             // Acknowledge before anything else; a response we do not want
             // is rejected with RST instead (RFC 7252 §4.2, RFC 7641 §3.6).
@@ -384,7 +384,7 @@ impl Endpoint {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return;
         };
-        let on_primary = frame.token == ex.token;
+        let on_primary = Token::of(&frame.token) == Some(ex.token);
         if let Some(key) = ex.deadline.take() {
             self.timers.remove(&key);
         }
@@ -485,14 +485,14 @@ impl Endpoint {
         self.deliver(now, id, response);
     }
 
-    fn new_follow_token(&mut self, id: u64) -> Vec<u8> {
+    fn new_follow_token(&mut self, id: u64) -> Token {
         let Some(peer) = self.exchanges.get(&id).map(|ex| ex.peer) else {
-            return Vec::new();
+            return Token(0);
         };
         let token = self.new_token(peer);
-        self.tokens.insert((peer, token.clone()), id);
+        self.tokens.insert((peer, token), id);
         if let Some(ex) = self.exchanges.get_mut(&id) {
-            if let Some(old) = ex.follow.replace(token.clone()) {
+            if let Some(old) = ex.follow.replace(token) {
                 self.tokens.remove(&(peer, old));
             }
         }

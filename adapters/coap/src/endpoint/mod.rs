@@ -196,7 +196,23 @@ enum Timer {
 
 /// A request message waiting for NSTART room: exchange, token, Block2
 /// follow-up.
-type QueuedMessage = (u64, Vec<u8>, Option<crate::block::BlockOption>);
+type QueuedMessage = (u64, Token, Option<crate::block::BlockOption>);
+
+/// The token of a request of ours: always 8 random bytes, kept as a number
+/// (there is one per observation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Token(u64);
+
+impl Token {
+    /// The token of a received message, if it can be one of ours.
+    fn of(bytes: &[u8]) -> Option<Token> {
+        bytes.try_into().ok().map(|b| Token(u64::from_be_bytes(b)))
+    }
+
+    fn to_bytes(self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+}
 
 /// xorshift64*: message ids, tokens and jitter need unpredictability only
 /// against off-path guessing, and tests need determinism.
@@ -237,7 +253,7 @@ pub struct Endpoint {
     sources: HashMap<IpAddr, Bucket>,
     /// Boxed: one per observation, so the table is mostly what it indexes.
     exchanges: HashMap<u64, Box<client::Exchange>>,
-    tokens: HashMap<(SocketAddr, Vec<u8>), u64>,
+    tokens: HashMap<(SocketAddr, Token), u64>,
     incoming: HashMap<u64, server::Incoming>,
     relations: HashMap<u64, server::Relation>,
     relation_tokens: HashMap<(SocketAddr, Vec<u8>), u64>,
@@ -376,7 +392,8 @@ impl Endpoint {
         match frame.kind {
             Kind::Ack | Kind::Rst => self.pending_con.contains_key(&(peer, frame.mid)),
             Kind::Con | Kind::Non => {
-                frame.code.is_response() && self.tokens.contains_key(&(peer, frame.token.clone()))
+                frame.code.is_response()
+                    && Token::of(&frame.token).is_some_and(|t| self.tokens.contains_key(&(peer, t)))
             }
         }
     }
@@ -576,10 +593,10 @@ impl Endpoint {
         }
     }
 
-    fn new_token(&mut self, peer: SocketAddr) -> Vec<u8> {
+    fn new_token(&mut self, peer: SocketAddr) -> Token {
         loop {
-            let token = self.rng.next().to_be_bytes().to_vec();
-            if !self.tokens.contains_key(&(peer, token.clone())) {
+            let token = Token(self.rng.next());
+            if !self.tokens.contains_key(&(peer, token)) {
                 return token;
             }
         }
