@@ -112,10 +112,14 @@ impl DeviceEntry {
     }
 }
 
+/// The devices by name. The entries are boxed: a B-tree keeps its nodes
+/// about two-thirds full, and an entry is ten times the size of a pointer.
+pub type Devices = BTreeMap<String, Box<DeviceEntry>>;
+
 /// Every known device, shared by the router, the control socket and metrics.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    devices: Arc<RwLock<BTreeMap<String, DeviceEntry>>>,
+    devices: Arc<RwLock<Devices>>,
 }
 
 impl Directory {
@@ -123,7 +127,8 @@ impl Directory {
     pub fn declare(&self, adapter: &str, devices: impl IntoIterator<Item = String>) {
         let mut map = self.write();
         for d in devices {
-            map.entry(d).or_insert_with(|| DeviceEntry::new(adapter));
+            map.entry(d)
+                .or_insert_with(|| Box::new(DeviceEntry::new(adapter)));
         }
     }
 
@@ -141,22 +146,25 @@ impl Directory {
         for (adapter, devices) in declared {
             for d in devices {
                 map.entry(d.clone())
-                    .or_insert_with(|| DeviceEntry::new(adapter));
+                    .or_insert_with(|| Box::new(DeviceEntry::new(adapter)));
             }
         }
     }
 
     pub fn get(&self, device: &str) -> Option<DeviceEntry> {
-        self.read().get(device).cloned()
+        self.read().get(device).map(|e| (**e).clone())
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, DeviceEntry> {
-        self.read().clone()
+        self.read()
+            .iter()
+            .map(|(name, e)| (name.clone(), (**e).clone()))
+            .collect()
     }
 
     /// Look at every device without copying them (the metrics endpoint
     /// reads a few fields of each); writers wait until `f` returns.
-    pub fn with_devices<R>(&self, f: impl FnOnce(&BTreeMap<String, DeviceEntry>) -> R) -> R {
+    pub fn with_devices<R>(&self, f: impl FnOnce(&Devices) -> R) -> R {
         f(&self.read())
     }
 
@@ -173,7 +181,7 @@ impl Directory {
             Some(e) => e,
             None => map
                 .entry(device.to_string())
-                .or_insert_with(|| DeviceEntry::new(&envelope.adapter)),
+                .or_insert_with(|| Box::new(DeviceEntry::new(&envelope.adapter))),
         };
         match &envelope.uplink {
             Uplink::Meta(meta) => {
@@ -214,11 +222,11 @@ impl Directory {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, DeviceEntry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Devices> {
         self.devices.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, DeviceEntry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Devices> {
         self.devices.write().unwrap_or_else(|e| e.into_inner())
     }
 }
