@@ -187,15 +187,25 @@ fn meta(gateway: &str, m: &DeviceMeta) -> Json {
         .points
         .iter()
         .map(|p| {
-            json!({
-                "name": p.name,
-                "type": p.data_type,
-                "unit": p.unit,
-                "writable": p.writable,
-                "description": p.description,
-                "min": p.min,
-                "max": p.max,
-            })
+            // Fields a point does not have are left out, not sent as null:
+            // a fleet of LwM2M clients publishes this once per registration.
+            let mut point = Map::new();
+            point.insert("name".into(), p.name.clone().into());
+            point.insert("type".into(), p.data_type.clone().into());
+            if let Some(unit) = &p.unit {
+                point.insert("unit".into(), unit.clone().into());
+            }
+            point.insert("writable".into(), p.writable.into());
+            if let Some(d) = &p.description {
+                point.insert("description".into(), d.clone().into());
+            }
+            if let Some(min) = p.min {
+                point.insert("min".into(), json!(min));
+            }
+            if let Some(max) = p.max {
+                point.insert("max".into(), json!(max));
+            }
+            Json::Object(point)
         })
         .collect();
     json!({
@@ -347,7 +357,7 @@ mod tests {
         let j = parse(&e.payload);
         assert_eq!(
             j["points"][0],
-            json!({"name":"sp","type":"f32","unit":"C","writable":true,"description":null,"min":0.0,"max":90.0})
+            json!({"name":"sp","type":"f32","unit":"C","writable":true,"min":0.0,"max":90.0})
         );
         let ok: Outcome = Ok([("sp".to_string(), Value::Int(3))].into());
         assert_eq!(

@@ -11,7 +11,7 @@ use ferrogate_sdk::PointMeta;
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
 
 use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
-use crate::planner::{Limits, Planner};
+use crate::planner::{Limits, Planner, ReadRequest};
 use crate::point::{Area, Order, Point, PointType, TypeName, resolve_modicon};
 use crate::report::ReportPolicy;
 use crate::transport::{Endpoint, Parity, Reconnect, SerialSettings};
@@ -39,8 +39,8 @@ pub struct DeviceSpec {
     pub points: Arc<[Point]>,
     /// What the device's meta message says about `points`, shared alike.
     pub point_meta: Arc<[PointMeta]>,
-    /// Points grouped by poll period.
-    pub groups: Vec<PollGroup>,
+    /// Points grouped by poll period, shared like `points`.
+    pub groups: Arc<[PollGroup]>,
     pub limits: Limits,
     pub report: ReportPolicy,
     pub offline_after: u32,
@@ -53,6 +53,8 @@ pub struct DeviceSpec {
 pub struct PollGroup {
     pub period: Duration,
     pub points: Vec<usize>,
+    /// The requests that read `points`, before any split.
+    pub plan: Arc<[ReadRequest]>,
 }
 
 const OPERATIONS: [&str; 2] = ["read", "write"];
@@ -333,6 +335,8 @@ fn char_bits(s: &SerialSettings) -> u32 {
 #[derive(Default)]
 struct SharedMaps {
     maps: BTreeMap<SharedKey, Option<PointMap>>,
+    /// Poll groups by profile and the device's poll period.
+    groups: BTreeMap<(SharedKey, Duration), Arc<[PollGroup]>>,
 }
 
 /// A device's points and their meta, as shared between devices.
@@ -481,9 +485,11 @@ fn device_spec(
     }
 
     let inline = node.get("point").is_some();
+    let mut shared_key = None;
     let PointMap { points, meta } = match (&dev.profile, inline) {
         (Some(profile), false) => {
             let key = (profile.clone(), limits.max_registers, limits.max_bits);
+            shared_key = Some(key.clone());
             match shared.maps.get(&key) {
                 Some(map) => map.clone()?,
                 None => {
@@ -506,17 +512,14 @@ fn device_spec(
     if issues.len() > before {
         return None;
     }
-    let mut groups: Vec<PollGroup> = Vec::new();
-    for (i, p) in points.iter().enumerate() {
-        let period = p.poll.unwrap_or(poll);
-        match groups.iter_mut().find(|g| g.period == period) {
-            Some(g) => g.points.push(i),
-            None => groups.push(PollGroup {
-                period,
-                points: vec![i],
-            }),
-        }
-    }
+    let groups = match shared_key {
+        Some(key) => shared
+            .groups
+            .entry((key, poll))
+            .or_insert_with(|| poll_groups(&points, poll, limits))
+            .clone(),
+        None => poll_groups(&points, poll, limits),
+    };
     Some(DeviceSpec {
         name: dev.name.clone(),
         pos: dev.origin.entry(),
@@ -536,6 +539,28 @@ fn device_spec(
         verify_writes: dev.verify_writes.unwrap_or(false),
         operations: dev.operations.clone(),
     })
+}
+
+/// `points` grouped by their poll period (`poll` unless a point has its
+/// own), each with its first plan.
+fn poll_groups(points: &[Point], poll: Duration, limits: Limits) -> Arc<[PollGroup]> {
+    let mut groups: Vec<(Duration, Vec<usize>)> = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        let period = p.poll.unwrap_or(poll);
+        match groups.iter_mut().find(|(g, _)| *g == period) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((period, vec![i])),
+        }
+    }
+    let planner = Planner::new(limits);
+    groups
+        .into_iter()
+        .map(|(period, members)| PollGroup {
+            period,
+            plan: planner.plan(points, &members).into(),
+            points: members,
+        })
+        .collect()
 }
 
 /// Parse, check and resolve a list of point entries. `label` prefixes
@@ -934,9 +959,8 @@ fn line_load(
     let mut load = 0.0;
     let mut requests_total = 0usize;
     for device in &spec.devices {
-        let planner = Planner::new(device.limits);
-        for group in &device.groups {
-            let requests = planner.plan(&device.points, &group.points);
+        for group in device.groups.iter() {
+            let requests = &group.plan;
             requests_total += requests.len();
             let cycle: f64 = requests
                 .iter()
