@@ -574,7 +574,7 @@ impl Frame {
         self.option(number).and_then(decode_uint)
     }
 
-    fn strings(&self, number: u16) -> Vec<String> {
+    pub(crate) fn strings(&self, number: u16) -> Vec<String> {
         self.options
             .iter()
             .filter(|(n, _)| *n == number)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Endpoint, EndpointError, Event, Owner, RequestError, RequestId, Timer, Token};
 use crate::block::{BlockOption, size_of_szx};
-use crate::message::{Code, Frame, Kind, Request, Response, encode_uint, option};
+use crate::message::{Code, Frame, Kind, Request, Response, encode_uint, join_path, option};
 
 /// RFC 7641 §3.4: a notification older than this is fresh whatever its
 /// sequence number.
@@ -26,7 +26,10 @@ enum Observe {
 #[derive(Debug)]
 pub(super) struct Exchange {
     peer: SocketAddr,
-    request: Request,
+    /// The request encoded once, with no message id and no token: every
+    /// message of the exchange is made from it. A fraction of the size of
+    /// the [`Request`], and there is one per observation.
+    message: Box<[u8]>,
     observe: Observe,
     /// The token of the request (of the observation, for an observe).
     token: Token,
@@ -42,6 +45,44 @@ pub(super) struct Exchange {
     /// The timer that re-registers an established observation when its
     /// Max-Age runs out, replaced on each notification.
     fresh_timer: Option<(Instant, u64)>,
+}
+
+impl Exchange {
+    /// Encode `request` to keep it; `None` when it cannot be encoded.
+    fn encode(request: &Request) -> Option<Box<[u8]>> {
+        let message = Frame {
+            kind: if request.confirmable {
+                Kind::Con
+            } else {
+                Kind::Non
+            },
+            code: request.method.code(),
+            mid: 0,
+            token: Vec::new(),
+            options: Frame::request_options(request),
+            payload: request.payload.clone(),
+        }
+        .emit();
+        Frame::parse(&message)
+            .is_ok()
+            .then(|| message.into_boxed_slice())
+    }
+
+    /// The request as a frame: its method, options and payload, to send
+    /// with a message id and a token.
+    fn request(&self) -> Frame {
+        Frame::parse(&self.message).expect("an exchange keeps only requests that parse back")
+    }
+
+    fn confirmable(&self) -> bool {
+        // the type is the two bits after the version (RFC 7252 §3)
+        self.message.first().is_some_and(|b0| (b0 >> 4) & 0x3 == 0)
+    }
+
+    /// The request's path, for logs.
+    fn path(&self) -> String {
+        join_path(&self.request().strings(option::URI_PATH))
+    }
 }
 
 #[derive(Debug)]
@@ -84,7 +125,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         peer: SocketAddr,
-        mut request: Request,
+        request: Request,
         observe: Observe,
     ) -> Result<RequestId, EndpointError> {
         if self.exchanges.len() >= self.config.max_exchanges {
@@ -96,7 +137,9 @@ impl Endpoint {
                 limit: self.config.max_body,
             });
         }
-        request.observe = None;
+        let Some(message) = Exchange::encode(&request) else {
+            return Err(EndpointError::Unencodable);
+        };
         let id = self.next_id();
         let token = self.new_token(peer);
         self.tokens.insert((peer, token), id);
@@ -106,7 +149,7 @@ impl Endpoint {
             id,
             Box::new(Exchange {
                 peer,
-                request,
+                message,
                 observe,
                 token,
                 follow: None,
@@ -144,15 +187,14 @@ impl Endpoint {
             .ok_or(EndpointError::UnknownRequest)?;
         self.forget_exchange(id.0, &ex);
         if matches!(ex.observe, Observe::Established { .. }) {
-            let mut options = Frame::request_options(&ex.request);
-            options.push((option::OBSERVE, encode_uint(1)));
+            let mut frame = ex.request();
+            frame.options.push((option::OBSERVE, encode_uint(1)));
             let frame = Frame {
                 kind: Kind::Con,
-                code: ex.request.method.code(),
                 mid: self.next_mid(),
                 token: ex.token.to_bytes(),
-                options,
                 payload: Vec::new(),
+                ..frame
             };
             self.send_confirmable(now, ex.peer, &frame, Owner::Deregistration);
         }
@@ -174,7 +216,7 @@ impl Endpoint {
             return;
         };
         self.forget_exchange(id, &ex);
-        tracing::debug!(peer = %ex.peer, path = %ex.request.path_string(), %error, "CoAP request failed");
+        tracing::debug!(peer = %ex.peer, path = %ex.path(), %error, "CoAP request failed");
         self.events.push_back(Event::Failed {
             id: RequestId(id),
             peer: ex.peer,
@@ -195,7 +237,7 @@ impl Endpoint {
             return;
         };
         let peer = ex.peer;
-        if ex.request.confirmable && self.outstanding(peer) >= self.config.nstart.max(1) {
+        if ex.confirmable() && self.outstanding(peer) >= self.config.nstart.max(1) {
             self.queued
                 .entry(peer)
                 .or_default()
@@ -249,7 +291,8 @@ impl Endpoint {
         let Some(ex) = self.exchanges.get_mut(&id) else {
             return;
         };
-        let mut options = Frame::request_options(&ex.request);
+        let request = ex.request();
+        let mut options = request.options;
         let mut payload = Vec::new();
         if block2.is_none() {
             if ex.observe != Observe::No {
@@ -258,10 +301,9 @@ impl Endpoint {
             match ex.upload {
                 Some((szx, offset)) => {
                     let size = size_of_szx(szx);
-                    let total = ex.request.payload.len();
+                    let total = request.payload.len();
                     let end = (offset + size).min(total);
-                    payload = ex
-                        .request
+                    payload = request
                         .payload
                         .get(offset..end)
                         .unwrap_or_default()
@@ -277,7 +319,7 @@ impl Endpoint {
                     }
                 }
                 None => {
-                    payload = ex.request.payload.clone();
+                    payload = request.payload;
                     debug_assert!(payload.len() <= max_payload);
                 }
             }
@@ -286,21 +328,17 @@ impl Endpoint {
             options.push((option::BLOCK2, block.encode()));
         }
         let peer = ex.peer;
-        let confirmable = ex.request.confirmable;
+        let confirmable = request.kind == Kind::Con;
         if let Some(key) = ex.deadline.take() {
             self.timers.remove(&key);
         }
         let frame = Frame {
-            kind: if confirmable { Kind::Con } else { Kind::Non },
-            code: ex.request.method.code(),
-            mid: 0,
+            kind: request.kind,
+            code: request.code,
+            mid: self.next_mid(),
             token: token.to_bytes(),
             options,
             payload,
-        };
-        let frame = Frame {
-            mid: self.next_mid(),
-            ..frame
         };
         if confirmable {
             self.send_confirmable(now, peer, &frame, Owner::Exchange(id));
@@ -350,7 +388,7 @@ impl Endpoint {
         }
         ex.fresh_timer = None;
         let token = ex.token;
-        tracing::debug!(peer = %ex.peer, path = %ex.request.path_string(), "re-registering observation");
+        tracing::debug!(peer = %ex.peer, path = %ex.path(), "re-registering observation");
         self.send_request_message(now, id, token, None);
     }
 
@@ -398,7 +436,7 @@ impl Endpoint {
                 };
                 let szx = szx.min(ack.szx);
                 let next = (ack.num as usize + 1) * size_of_szx(szx);
-                if next <= offset || next >= ex.request.payload.len() {
+                if next <= offset || next >= ex.request().payload.len() {
                     self.fail(
                         id,
                         RequestError::Block("Block1 acknowledgement out of sequence"),

@@ -128,6 +128,8 @@ pub enum EndpointError {
     UnknownRequest,
     #[error("unknown observe relation")]
     UnknownRelation,
+    #[error("the request cannot be encoded as a CoAP message")]
+    Unencodable,
 }
 
 /// Counters of what the endpoint did and refused.
