@@ -176,9 +176,11 @@ struct Outbound {
 }
 
 /// A message id we received, and the reply we gave to it (for duplicates).
+/// There is one per client for a while after it registers: the reply is
+/// kept as a boxed slice, a word smaller than a vector.
 #[derive(Debug)]
 struct Seen {
-    reply: Option<Vec<u8>>,
+    reply: Option<Box<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -372,7 +374,7 @@ impl Endpoint {
                 if let Some(seen) = self.seen.get(&(peer, frame.mid)) {
                     self.stats.duplicates += 1;
                     if frame.kind == Kind::Con {
-                        if let Some(reply) = seen.reply.clone() {
+                        if let Some(reply) = seen.reply.as_deref().map(<[u8]>::to_vec) {
                             self.push_transmit(peer, reply);
                         }
                     }
@@ -446,7 +448,7 @@ impl Endpoint {
         }
         let bytes = Frame::empty(kind, mid).emit();
         if let Some(seen) = self.seen.get_mut(&(peer, mid)) {
-            seen.reply = Some(bytes.clone());
+            seen.reply = Some(bytes.as_slice().into());
         }
         self.push_transmit(peer, bytes);
     }
@@ -456,7 +458,7 @@ impl Endpoint {
     fn send_reply(&mut self, peer: SocketAddr, mid: u16, frame: &Frame) {
         let bytes = frame.emit();
         if let Some(seen) = self.seen.get_mut(&(peer, mid)) {
-            seen.reply = Some(bytes.clone());
+            seen.reply = Some(bytes.as_slice().into());
         }
         self.push_transmit(peer, bytes);
     }
