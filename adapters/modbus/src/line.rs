@@ -71,10 +71,43 @@ struct Queued {
 
 /// What reading a set of points gave.
 struct ReadOutcome {
-    /// `(point index, reading)`, in point order.
-    readings: Vec<(usize, Reading)>,
+    /// Point indexes, in point order once the read is done.
+    points: Vec<usize>,
+    /// `readings[k]` is the reading of point `points[k]`: kept apart so
+    /// the readings become the telemetry message as they are, without a
+    /// copy per poll.
+    readings: Vec<Reading>,
     /// Some request got an answer (data, exception or garbage).
     answered: bool,
+}
+
+impl ReadOutcome {
+    fn with_capacity(points: usize) -> Self {
+        ReadOutcome {
+            points: Vec::with_capacity(points),
+            readings: Vec::with_capacity(points),
+            answered: false,
+        }
+    }
+
+    fn push(&mut self, point: usize, reading: Reading) {
+        self.points.push(point);
+        self.readings.push(reading);
+    }
+
+    /// Puts the readings in point order (split requests may answer out
+    /// of order).
+    fn sort(&mut self) {
+        if self.points.is_sorted() {
+            return;
+        }
+        let mut pairs: Vec<(usize, Reading)> =
+            self.points.drain(..).zip(self.readings.drain(..)).collect();
+        pairs.sort_by_key(|(i, _)| *i);
+        for (i, r) in pairs {
+            self.push(i, r);
+        }
+    }
 }
 
 pub struct ModbusLine {
@@ -225,8 +258,7 @@ impl ModbusLine {
         let mut planned = requests.iter();
         // The parts of a split request, read before the next planned one.
         let mut parts: VecDeque<ReadRequest> = VecDeque::new();
-        let mut readings = Vec::with_capacity(points);
-        let mut answered = false;
+        let mut outcome = ReadOutcome::with_capacity(points);
         let mut abort: Option<PointError> = None;
         let mut replanned = false;
         loop {
@@ -254,52 +286,52 @@ impl ModbusLine {
                 let ts = Timestamp::now();
                 let points = &self.spec.devices[device].points;
                 for &i in &request.points {
-                    readings.push((
+                    outcome.push(
                         i,
                         Reading::failed(points[i].name.clone(), error.clone(), ts),
-                    ));
+                    );
                 }
                 continue;
             }
             let result = self.transact(sched, unit, &request.pdu(), limit).await;
             let ts = Timestamp::now();
             let spec = &self.spec.devices[device];
-            let failed = |e: PointError, readings: &mut Vec<(usize, Reading)>| {
+            let failed = |e: PointError, outcome: &mut ReadOutcome| {
                 for &i in &request.points {
-                    readings.push((
+                    outcome.push(
                         i,
                         Reading::failed(spec.points[i].name.clone(), e.clone(), ts),
-                    ));
+                    );
                 }
             };
             match result {
                 Ok(Response::Data(data)) => {
-                    answered = true;
+                    outcome.answered = true;
                     for &i in &request.points {
                         let p = &spec.points[i];
                         let value = decode_point(p, request.start, &data);
-                        readings.push((
+                        outcome.push(
                             i,
                             Reading {
                                 point: p.name.clone(),
                                 value,
                                 ts,
                             },
-                        ));
+                        );
                     }
                 }
                 Ok(Response::Written) => {
-                    answered = true;
+                    outcome.answered = true;
                     failed(
                         PointError::new(
                             PointErrorKind::Decode,
                             "a write confirmation answered a read",
                         ),
-                        &mut readings,
+                        &mut outcome,
                     );
                 }
                 Err(TransactionError::Exception(x)) if x == Exception::ILLEGAL_DATA_ADDRESS => {
-                    answered = true;
+                    outcome.answered = true;
                     match self.devices[device].planner.split(&spec.points, request) {
                         Some(split_parts) => {
                             tracing::info!(
@@ -313,16 +345,16 @@ impl ModbusLine {
                                 parts.push_front(split);
                             }
                         }
-                        None => failed(point_error(&TransactionError::Exception(x)), &mut readings),
+                        None => failed(point_error(&TransactionError::Exception(x)), &mut outcome),
                     }
                 }
                 Err(e @ (TransactionError::Exception(_) | TransactionError::Malformed(_))) => {
-                    answered = true;
-                    failed(point_error(&e), &mut readings);
+                    outcome.answered = true;
+                    failed(point_error(&e), &mut outcome);
                 }
                 Err(e @ (TransactionError::Timeout { .. } | TransactionError::Io(_))) => {
                     let error = point_error(&e);
-                    failed(error.clone(), &mut readings);
+                    failed(error.clone(), &mut outcome);
                     abort = Some(error);
                 }
             }
@@ -331,8 +363,8 @@ impl ModbusLine {
             let spec = &self.spec.devices[device];
             self.devices[device].replan(spec);
         }
-        readings.sort_by_key(|(i, _)| *i);
-        ReadOutcome { readings, answered }
+        outcome.sort();
+        outcome
     }
 
     async fn poll(
@@ -356,7 +388,7 @@ impl ModbusLine {
                     outcome
                         .readings
                         .iter()
-                        .find_map(|(_, r)| r.value.as_ref().err())
+                        .find_map(|r| r.value.as_ref().err())
                         .map_or_else(|| "no answer".to_string(), |e| e.to_string())
                 )),
             };
@@ -370,20 +402,22 @@ impl ModbusLine {
                 }))
                 .await?;
         }
-        let readings: Vec<Reading> = outcome
-            .readings
-            .into_iter()
-            .filter(|(i, r)| {
-                runtime.filter.admit(
-                    &spec.report,
-                    *i,
-                    spec.points[*i].deadband,
-                    &r.value,
-                    now.into_std(),
-                )
-            })
-            .map(|(_, r)| r)
-            .collect();
+        let ReadOutcome {
+            points,
+            mut readings,
+            ..
+        } = outcome;
+        let mut point = points.iter();
+        readings.retain(|r| {
+            let i = point.next().copied().unwrap_or_default();
+            runtime.filter.admit(
+                &spec.report,
+                i,
+                spec.points[i].deadband,
+                &r.value,
+                now.into_std(),
+            )
+        });
         if readings.is_empty() {
             return Ok(());
         }
@@ -506,7 +540,7 @@ impl ModbusLine {
             .into();
         let outcome = self.read(sched, device, requests, Some(deadline)).await;
         let mut values = BTreeMap::new();
-        for (_, reading) in outcome.readings {
+        for reading in outcome.readings {
             match reading.value {
                 Ok(v) => {
                     values.insert(reading.point.to_string(), v);
