@@ -75,7 +75,7 @@ pub fn start_embedded_broker(_mqtt: &mut MqttConfig, _port: u16) -> Result<(), D
 /// 6.4 MB conf.d file, release build, 8 s after start: 210 MB resident
 /// without the trim, 99 MB with it) and every [`TRIM_EVERY`], which returns
 /// what bursts left behind (every device's first meta and poll at start, a
-/// registration storm): 1000 Modbus devices x 100 registers, 41 -> 31 MB.
+/// registration storm).
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it
@@ -113,11 +113,12 @@ pub fn main(dir: &Path) -> ExitCode {
     let log = crate::logging::init(&loaded.gateway.log.level);
     release_free_memory();
     // One thread runs every task; fsyncs and malloc_trim go to the blocking
-    // pool. Measured against two worker threads (ferrogate-bench, same
-    // machine, one session): Modbus 1000 x 100 @ 1 s 5.6 % vs 7.8-9.7 % of
-    // a core and 17.7 vs 19.7 MB; pipeline ceiling 161k vs 145k msg/s; CoAP
-    // ingest 90k vs 77k req/s. Cross-thread wake-ups cost more than the
-    // second core gave.
+    // pool. Measured with ferrogate-bench, one session (BENCHMARKS.md):
+    // Modbus 1000 x 100 @ 1 s 5.6 % of a core and 17.7 MB on this runtime,
+    // 6.9 % / 19.1 MB with one worker thread, 9.7 % / 21.3 MB with two; one
+    // worker against two also gave a higher pipeline ceiling (161k vs 145k
+    // msg/s) and CoAP ingest (90k vs 77k req/s). Cross-thread wake-ups cost
+    // more than the second core gave.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

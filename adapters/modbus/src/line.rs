@@ -95,6 +95,16 @@ impl ReadOutcome {
         self.readings.push(reading);
     }
 
+    /// Every point of `request` failed with `error`.
+    fn fail(&mut self, request: &ReadRequest, points: &[Point], error: &PointError, ts: Timestamp) {
+        for &i in &request.points {
+            self.push(
+                i,
+                Reading::failed(points[i].name.clone(), error.clone(), ts),
+            );
+        }
+    }
+
     /// Puts the readings in point order (split requests may answer out
     /// of order).
     fn sort(&mut self) {
@@ -283,26 +293,15 @@ impl ModbusLine {
                 }
             };
             if let Some(error) = &abort {
-                let ts = Timestamp::now();
                 let points = &self.spec.devices[device].points;
-                for &i in &request.points {
-                    outcome.push(
-                        i,
-                        Reading::failed(points[i].name.clone(), error.clone(), ts),
-                    );
-                }
+                outcome.fail(request, points, error, Timestamp::now());
                 continue;
             }
             let result = self.transact(sched, unit, &request.pdu(), limit).await;
             let ts = Timestamp::now();
             let spec = &self.spec.devices[device];
             let failed = |e: PointError, outcome: &mut ReadOutcome| {
-                for &i in &request.points {
-                    outcome.push(
-                        i,
-                        Reading::failed(spec.points[i].name.clone(), e.clone(), ts),
-                    );
-                }
+                outcome.fail(request, &spec.points, &e, ts);
             };
             match result {
                 Ok(Response::Data(data)) => {
