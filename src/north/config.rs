@@ -506,5 +506,10 @@ mod tests {
         assert!(toml::from_str::<MqttConfig>("urll = \"x\"").is_err());
         let ob: OutboxConfig = toml::from_str("max_bytes = 100000\nfsync = \"interval\"").unwrap();
         assert_eq!(ob.validate()[0].field, "max_bytes");
+        let ob: OutboxConfig = toml::from_str("commit_delay = \"5s\"").unwrap();
+        let fields: Vec<_> = ob.validate().iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["commit_delay"]);
+        let ob: OutboxConfig = toml::from_str("commit_delay = \"0s\"").unwrap();
+        assert!(ob.validate().is_empty());
     }
 }
