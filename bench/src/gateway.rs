@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use crate::BenchError;
 use crate::broker::free_port;
 
-/// The outbox fsync policy every gateway under test runs with
-/// (`--fsync`); unset = the default ("always").
-pub static FSYNC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The `[outbox]` settings every gateway under test runs with (`--fsync`,
+/// `--commit-delay`), as TOML lines; unset = the defaults.
+pub static OUTBOX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 pub struct Gateway {
     child: Child,
@@ -41,13 +41,13 @@ impl Gateway {
     ) -> Result<Gateway, BenchError> {
         let _ = std::fs::remove_dir_all(dir);
         let metrics = free_port()?;
-        let fsync = FSYNC
+        let outbox = OUTBOX
             .get()
-            .map(|f| format!("\n[outbox]\nfsync = \"{f}\"\n"))
+            .map(|lines| format!("\n[outbox]\n{lines}"))
             .unwrap_or_default();
         let gw = format!(
             "gateway_id = \"bench\"\nstate_dir = \"state\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\n\
-             {extra_gateway_toml}{fsync}\n[control]\nsocket = \"{}/control.sock\"\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n\n\
+             {extra_gateway_toml}{outbox}\n[control]\nsocket = \"{}/control.sock\"\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n\n\
              [log]\nlevel = \"warn\"\n",
             dir.display()
         );

@@ -58,6 +58,9 @@ struct Cli {
     /// The gateway's outbox fsync policy: always (its default) or interval.
     #[arg(long, global = true)]
     fsync: Option<String>,
+    /// The gateway's outbox commit delay, e.g. "5ms" (default: its own).
+    #[arg(long, global = true)]
+    commit_delay: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -168,8 +171,12 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), BenchError> {
-    if let Some(f) = cli.fsync.clone() {
-        let _ = gateway::FSYNC.set(f);
+    let outbox: String = [("fsync", &cli.fsync), ("commit_delay", &cli.commit_delay)]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key} = \"{v}\"\n")))
+        .collect();
+    if !outbox.is_empty() {
+        let _ = gateway::OUTBOX.set(outbox);
     }
     std::fs::create_dir_all(&cli.work)
         .map_err(|e| BenchError::Io(cli.work.display().to_string(), e))?;

@@ -22,7 +22,7 @@ use crate::planner::{Planner, ReadRequest};
 use crate::point::{Area, Point};
 use crate::quality::Quality;
 use crate::report::ChangeFilter;
-use crate::scheduler::{LineScheduler, Next, PollSlot, Settings, phase};
+use crate::scheduler::{LineScheduler, Next, PollSlot, Settings, first_due, phase};
 use crate::transport::{TransactionError, Transport};
 
 /// How many commands may wait for the line before new ones get `busy`.
@@ -164,6 +164,9 @@ impl ModbusLine {
                 return closed(&ctx);
             }
         }
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let slots = self
             .spec
             .devices
@@ -172,7 +175,8 @@ impl ModbusLine {
             .flat_map(|(device, d)| {
                 d.groups.iter().enumerate().map(move |(group, g)| {
                     let key = format!("{}/{group}", d.name);
-                    (PollSlot { device, group }, g.period, phase(&key, g.period))
+                    let first = first_due(phase(&key, g.period), g.period, since_epoch);
+                    (PollSlot { device, group }, g.period, first)
                 })
             })
             .collect();

@@ -62,8 +62,8 @@ pub struct LineScheduler<C> {
 }
 
 impl<C> LineScheduler<C> {
-    /// `slots`: every poll group with its period and the phase (see
-    /// [`phase`]) after `now` at which it is first due.
+    /// `slots`: every poll group with its period and how long after `now`
+    /// it is first due (see [`first_due`]).
     pub fn new(
         settings: Settings,
         slots: Vec<(PollSlot, Duration, Duration)>,
@@ -123,8 +123,11 @@ impl<C> LineScheduler<C> {
         let slot = &mut self.slots[index];
         slot.due += slot.period;
         if slot.due <= now {
-            // Behind (slow line, backoff): skip the missed cycles.
-            slot.due = now + slot.period;
+            // Behind (slow line, backoff): skip the missed cycles, staying
+            // on the slot's grid.
+            let period = slot.period.as_nanos().max(1);
+            let missed = (now - slot.due).as_nanos() / period + 1;
+            slot.due += Duration::from_nanos((missed * period) as u64);
         }
         Next::Poll(slot.slot)
     }
@@ -179,9 +182,9 @@ impl<C> LineScheduler<C> {
 
 const PHASE_STEPS: u64 = 10;
 
-/// Where in its period a poll group first runs: a stable spread (by
-/// `key`, e.g. the device name) over at most one second, in ten steps,
-/// so devices with equal periods do not all send at the same instant.
+/// Where in its period a poll group runs: a stable spread (by `key`, e.g.
+/// the device name) over at most one second, in ten steps, so devices
+/// with equal periods do not all send at the same instant.
 pub fn phase(key: &str, period: Duration) -> Duration {
     // FNV-1a: stable across runs and platforms.
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -193,6 +196,21 @@ pub fn phase(key: &str, period: Duration) -> Duration {
     // small enough that its answers do not queue behind each other.
     let step = (window / PHASE_STEPS).max(1);
     Duration::from_micros(hash % PHASE_STEPS * step)
+}
+
+/// How long after now a poll group is first due: at `phase` past a whole
+/// second (or a whole multiple of a shorter `period`) of the wall clock
+/// (`since_epoch`). Every line then polls its devices of one phase step
+/// at the same instants, so they wake together even when their lines
+/// started at different times, and a gateway's polls land at the same
+/// offsets within each second from one start to the next. Never more
+/// than a second away: a device with a one-hour period is read soon
+/// after start, then hourly.
+pub fn first_due(phase: Duration, period: Duration, since_epoch: Duration) -> Duration {
+    let window = period.min(Duration::from_secs(1)).as_nanos().max(1);
+    let into_window = since_epoch.as_nanos() % window;
+    let wait = (phase.as_nanos() % window + window - into_window) % window;
+    Duration::from_nanos(wait as u64)
 }
 
 #[cfg(test)]
@@ -265,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn late_cycles_are_skipped_not_bunched() {
+    fn late_cycles_are_skipped_not_bunched_and_keep_their_grid() {
         let t0 = Instant::now();
         let period = Duration::from_secs(1);
         let mut s =
@@ -273,7 +291,31 @@ mod tests {
         assert_eq!(s.next(t0), Next::Poll(slot(0)));
         let late = t0 + Duration::from_millis(3500);
         assert_eq!(s.next(late), Next::Poll(slot(0)));
-        assert_eq!(s.next(late), Next::Wait(late + period));
+        assert_eq!(s.next(late), Next::Wait(t0 + Duration::from_secs(4)));
+        let on_time = t0 + Duration::from_secs(4);
+        assert_eq!(s.next(on_time), Next::Poll(slot(0)));
+        assert_eq!(s.next(on_time), Next::Wait(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn first_polls_land_on_a_grid_shared_by_every_line() {
+        let ms = Duration::from_millis;
+        let period = Duration::from_secs(1);
+        // Wall clock 12.250 s past the epoch: phase 300 ms is due at 12.300.
+        assert_eq!(first_due(ms(300), period, ms(12_250)), ms(50));
+        // Phase 200 ms already passed in this second: next second's.
+        assert_eq!(first_due(ms(200), period, ms(12_250)), ms(950));
+        assert_eq!(first_due(ms(250), period, ms(12_250)), ms(0));
+        // Two lines that start 7 ms apart meet at the same instant.
+        let t0 = Instant::now();
+        let a = t0 + first_due(ms(300), period, ms(12_250));
+        let b = t0 + ms(7) + first_due(ms(300), period, ms(12_257));
+        assert_eq!(a, b);
+        // Longer periods start within the second, on the same grid.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(first_due(ms(100), hour, ms(1_234_567)), ms(533));
+        // Shorter ones within their period.
+        assert_eq!(first_due(ms(20), ms(50), ms(1_234_567)), ms(3));
     }
 
     #[test]
