@@ -218,6 +218,7 @@ pub async fn run(
         let sources = metrics::Sources {
             started: Instant::now(),
             counters: core.counters.clone(),
+            uplink_latency: north.uplink_latency(),
             directory: core.directory.clone(),
             adapters: core.states(),
             north: north.status_source(),

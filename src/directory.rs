@@ -2,17 +2,15 @@
 //! adapter owns it, its points, online or offline, last seen), learned from
 //! the uplink stream as it passes from the adapters to the northbound path.
 //!
-//! [`Tap`] sits between the adapters and the north side: it updates the
-//! directory, fans messages out to live watchers (`ferrogate tail`), and
-//! forwards everything north unchanged.
+//! The [`observer`] sees each message as an adapter sends it: it updates
+//! the directory and fans messages out to live watchers (`ferrogate
+//! tail`); the message itself goes north unchanged.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use ferrogate_sdk::{DeviceMeta, DeviceState, Timestamp, Uplink, UplinkEnvelope};
-use tokio::sync::{broadcast, mpsc, watch};
-
-use crate::metrics::Counters;
+use ferrogate_sdk::{DeviceMeta, DeviceState, Timestamp, Uplink, UplinkEnvelope, UplinkObserver};
+use tokio::sync::{broadcast, watch};
 
 /// One device as the runtime sees it.
 #[derive(Debug, Clone)]
@@ -235,27 +233,15 @@ impl Directory {
 /// messages (it is told how many), the north side never does.
 pub type LiveFeed = broadcast::Sender<Arc<UplinkEnvelope>>;
 
-/// Forward adapters' messages north, updating the directory on the way.
-/// Returns when every adapter-side sender is gone.
-pub async fn tap(
-    mut from_adapters: mpsc::Receiver<UplinkEnvelope>,
-    north: mpsc::Sender<UplinkEnvelope>,
-    directory: Directory,
-    live: LiveFeed,
-    counters: Arc<Counters>,
-) {
-    while let Some(envelope) = from_adapters.recv().await {
-        directory.observe(&envelope);
+/// What the runtime does with every uplink message as it is sent: the
+/// directory learns from it, and live watchers (if any) get a copy.
+pub fn observer(directory: Directory, live: LiveFeed) -> UplinkObserver {
+    Arc::new(move |envelope: &UplinkEnvelope| {
+        directory.observe(envelope);
         if live.receiver_count() > 0 {
             let _ = live.send(Arc::new(envelope.clone()));
         }
-        let produced = envelope.produced;
-        if north.send(envelope).await.is_err() {
-            tracing::error!("northbound path closed; uplink tap stopping");
-            return;
-        }
-        counters.uplink_latency.observe(produced.elapsed());
-    }
+    })
 }
 
 #[cfg(test)]

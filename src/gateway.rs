@@ -1,7 +1,7 @@
 //! The in-process gateway core, independent of MQTT: the supervised
-//! adapters, the uplink tap that keeps the device directory, and the
-//! command router. The daemon connects it to the northbound path; tests
-//! connect it to a channel. A reload swaps the adapters while the tap,
+//! adapters, the device directory kept from their messages as they are
+//! sent, and the command router. The daemon connects it to the northbound
+//! path; tests connect it to a channel. A reload swaps the adapters while
 //! the directory and the router (and so the north side) keep running.
 
 use std::collections::BTreeSet;
@@ -17,8 +17,6 @@ use crate::metrics::Counters;
 use crate::router::{CommandsConfig, Router};
 use crate::supervisor::{Backoff, StateHandle, Supervisor};
 
-/// Uplink messages buffered between adapters and the north side.
-const UPLINK_BUFFER: usize = 256;
 /// Live messages buffered per `tail` watcher before it starts missing some.
 const LIVE_BUFFER: usize = 1024;
 /// How long the old adapters of a reload get to stop.
@@ -35,8 +33,8 @@ pub struct Core {
     generation: CancellationToken,
     shutdown: CancellationToken,
     backoff: Backoff,
-    tap_tx: mpsc::Sender<UplinkEnvelope>,
-    tap: tokio::task::JoinHandle<()>,
+    /// Where adapters' messages go (north), observed by the directory.
+    uplink: UplinkSender,
 }
 
 /// What a reload changed.
@@ -60,21 +58,15 @@ impl Core {
         for a in &adapters {
             directory.declare(&a.name, a.devices.iter().map(|(d, _)| d.clone()));
         }
-        let (tap_tx, tap_rx) = mpsc::channel(UPLINK_BUFFER);
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let counters = Arc::new(Counters::default());
-        let tap = tokio::spawn(directory::tap(
-            tap_rx,
-            north,
-            directory.clone(),
-            live.clone(),
-            counters.clone(),
-        ));
+        let uplink = UplinkSender::new("router", north)
+            .observed_by(directory::observer(directory.clone(), live.clone()));
         let generation = shutdown.child_token();
         let states = StateHandle::default();
         let supervisor = Supervisor::start(
             adapters,
-            tap_tx.clone(),
+            &uplink,
             backoff,
             generation.clone(),
             states.clone(),
@@ -83,7 +75,7 @@ impl Core {
             commands,
             directory.clone(),
             supervisor.command_senders(),
-            UplinkSender::new("router", tap_tx.clone()),
+            uplink.clone(),
             counters.clone(),
         );
         Core {
@@ -96,8 +88,7 @@ impl Core {
             generation,
             shutdown,
             backoff,
-            tap_tx,
-            tap,
+            uplink,
         }
     }
 
@@ -107,7 +98,7 @@ impl Core {
     }
 
     /// Stop the running adapters and start `adapters` in their place. The
-    /// uplink tap, the router and the north side are untouched, so `seq`
+    /// directory, the router and the north side are untouched, so `seq`
     /// continues and no accepted message is lost.
     pub async fn reload(&mut self, adapters: Vec<BuiltAdapter>) -> ReloadSummary {
         let old: BTreeSet<String> = self.states.snapshot().into_keys().collect();
@@ -136,7 +127,7 @@ impl Core {
         self.generation = self.shutdown.child_token();
         self.supervisor = Supervisor::start(
             adapters,
-            self.tap_tx.clone(),
+            &self.uplink,
             self.backoff,
             self.generation.clone(),
             self.states.clone(),
@@ -155,7 +146,6 @@ impl Core {
     pub async fn join(self) {
         self.supervisor.join().await;
         drop(self.router);
-        drop(self.tap_tx);
-        let _ = self.tap.await;
+        drop(self.uplink);
     }
 }

@@ -10,7 +10,7 @@
 //! `adapter_restarts_total`; `device_online`, `device_readings_total`,
 //! `device_read_errors_total{kind}`, `device_telemetry_total`;
 //! `commands_total{result}`; `uplink_latency_seconds` (histogram: adapter
-//! produced a message → handed to the outbox writer);
+//! produced a message → the outbox writer took it);
 //! `process_resident_memory_bytes`, `process_cpu_seconds_total`.
 
 use std::fmt::Write as _;
@@ -69,7 +69,6 @@ impl Histogram {
 /// Counters kept by the runtime itself.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub uplink_latency: Histogram,
     commands_ok: AtomicU64,
     commands_failed: [AtomicU64; ErrorCode::ALL.len()],
 }
@@ -91,6 +90,7 @@ impl Counters {
 pub struct Sources {
     pub started: Instant,
     pub counters: Arc<Counters>,
+    pub uplink_latency: Arc<Histogram>,
     pub directory: Directory,
     pub adapters: StateHandle,
     pub north: Arc<dyn Fn() -> NorthStatus + Send + Sync>,
@@ -306,8 +306,7 @@ pub fn render(s: &Sources) -> String {
         "User and system CPU time.",
         one(cpu),
     );
-    s.counters
-        .uplink_latency
+    s.uplink_latency
         .render("ferrogate_uplink_latency_seconds", &mut out);
     out
 }

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrogate_sdk::{
-    AdapterContext, BuiltAdapter, CommandInbox, CommandRequest, Health, Timestamp, UplinkEnvelope,
-    UplinkSender,
+    AdapterContext, BuiltAdapter, CommandInbox, CommandRequest, Health, Timestamp, UplinkSender,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -114,7 +113,7 @@ impl Supervisor {
     /// state into `states`.
     pub fn start(
         adapters: Vec<BuiltAdapter>,
-        uplink: mpsc::Sender<UplinkEnvelope>,
+        uplink: &UplinkSender,
         backoff: Backoff,
         shutdown: CancellationToken,
         states: StateHandle,
@@ -128,7 +127,7 @@ impl Supervisor {
             let health = Health::default();
             let ctx = AdapterContext {
                 name: built.name.clone(),
-                uplink: UplinkSender::new(built.name.as_str(), uplink.clone()),
+                uplink: uplink.for_adapter(built.name.as_str()),
                 commands: CommandInbox::new(rx),
                 shutdown: shutdown.clone(),
                 health: health.clone(),
@@ -292,7 +291,7 @@ mod tests {
                 built("flaky", Box::new(Flaky { runs: runs.clone() })),
                 built("steady", Box::new(Steady)),
             ],
-            tx,
+            &UplinkSender::new("test", tx),
             Backoff::default(),
             shutdown.clone(),
             StateHandle::default(),

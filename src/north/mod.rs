@@ -49,6 +49,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Histogram;
 use config::{BrokerAddr, MqttConfig, OutboxConfig};
 use link::{LinkOptions, Secret};
 use outbox::{Outbox, OutboxStatus};
@@ -145,6 +146,7 @@ pub struct North {
     writer_stop: CancellationToken,
     writer: JoinHandle<()>,
     session: JoinHandle<()>,
+    uplink_latency: Arc<Histogram>,
 }
 
 fn password(mqtt: &MqttConfig) -> Result<Option<Secret>, NorthError> {
@@ -226,6 +228,7 @@ impl North {
         let (uplink_tx, uplink_rx) = mpsc::channel(UPLINK_CAPACITY);
         let (result_tx, result_rx) = mpsc::channel(RESULT_CAPACITY);
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let uplink_latency = Arc::new(Histogram::default());
         let writer = writer::Writer {
             outbox: outbox.clone(),
             topics: topics.clone(),
@@ -236,6 +239,7 @@ impl North {
             commit_delay: outbox_cfg.commit_delay.0,
             max_packet_size: mqtt.max_packet_size,
             wake: wake.clone(),
+            latency: uplink_latency.clone(),
         };
         let writer = tokio::spawn(writer.run(uplink_rx, result_rx, writer_stop.clone()));
         let session = session::Session {
@@ -279,10 +283,17 @@ impl North {
             writer_stop,
             writer,
             session,
+            uplink_latency,
         })
     }
 
     /// Where adapters send their messages (bounded).
+    /// How long messages waited between their adapter and the outbox
+    /// writer.
+    pub fn uplink_latency(&self) -> Arc<Histogram> {
+        self.uplink_latency.clone()
+    }
+
     pub fn uplink_tx(&self) -> mpsc::Sender<UplinkEnvelope> {
         self.uplink_tx.clone()
     }

@@ -15,6 +15,7 @@ use super::codec::{self, Topics};
 use super::config::FsyncPolicy;
 use super::outbox::{NewMessage, Outbox};
 use super::{CommandResultMsg, lock};
+use crate::metrics::Histogram;
 
 /// Messages taken from the channels per commit.
 const BATCH: usize = 1024;
@@ -38,6 +39,8 @@ pub(crate) struct Writer {
     pub commit_delay: Duration,
     pub max_packet_size: u32,
     pub wake: Arc<Notify>,
+    /// Adapter → taken here, per message.
+    pub latency: Arc<Histogram>,
 }
 
 /// Why no broker would accept this message, if so. Storing it would block
@@ -79,6 +82,7 @@ impl Writer {
             tokio::select! {
                 n = uplinks.recv_many(&mut envs, BATCH) => {
                     if n == 0 { break; }
+                    this.took(&envs);
                     this.linger(&mut uplinks, &mut envs).await;
                     items.extend(envs.drain(..).map(Item::Uplink));
                 }
@@ -139,9 +143,21 @@ impl Writer {
         let until = tokio::time::Instant::now() + self.commit_delay;
         while envs.len() < BATCH {
             tokio::select! {
-                n = uplinks.recv_many(envs, BATCH - envs.len()) => if n == 0 { return },
+                n = uplinks.recv_many(envs, BATCH - envs.len()) => {
+                    if n == 0 { return }
+                    self.took(&envs[envs.len() - n..]);
+                },
                 _ = tokio::time::sleep_until(until) => return,
             }
+        }
+    }
+
+    /// Counts how long `taken` waited since their adapters sent them.
+    fn took(&self, taken: &[UplinkEnvelope]) {
+        let now = std::time::Instant::now();
+        for e in taken {
+            self.latency
+                .observe(now.saturating_duration_since(e.produced));
         }
     }
 

@@ -17,7 +17,7 @@ pub mod testing;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandInbox,
-    Health, UplinkEnvelope, UplinkSender,
+    Health, UplinkEnvelope, UplinkObserver, UplinkSender,
 };
 pub use command::{Command, CommandError, CommandRequest, ErrorCode, Operation, Outcome};
 pub use model::{
