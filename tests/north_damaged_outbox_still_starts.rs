@@ -121,7 +121,7 @@ proptest! {
                 // A valid record followed by garbage.
                 let mut rec = Vec::new();
                 Record { id, accepted_ms: 0, seq: 1, qos: 1, retain: false, device: "d".into(),
-                         topic: "t".into(), correlation: None, payload: vec![1, 2, 3] }.emit(&mut rec);
+                         topic: "t".into(), correlation: None, payload: vec![1, 2, 3].into() }.emit(&mut rec);
                 rec.extend_from_slice(&bytes);
                 bytes = rec;
             }

@@ -14,6 +14,7 @@ use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::bytes::Bytes;
 
 use super::config::{BrokerAddr, MqttVersion};
 use super::record::Record;
@@ -264,15 +265,9 @@ impl Link {
     }
 
     /// Queues a stored record for publishing.
-    pub async fn publish(&self, r: &Record) -> Result<(), String> {
-        self.publish_parts(
-            &r.topic,
-            r.qos,
-            r.retain,
-            r.payload.clone(),
-            r.correlation.clone(),
-        )
-        .await
+    pub async fn publish(&self, r: Record) -> Result<(), String> {
+        self.publish_parts(&r.topic, r.qos, r.retain, r.payload, r.correlation)
+            .await
     }
 
     /// Queues a publish. Correlation data is sent only over MQTT 5.
@@ -281,12 +276,12 @@ impl Link {
         topic: &str,
         qos: u8,
         retain: bool,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
         correlation: Option<Vec<u8>>,
     ) -> Result<(), String> {
         match &self.client {
             Client::V4(c) => c
-                .publish(topic, qos4(qos), retain, payload)
+                .publish_bytes(topic, qos4(qos), retain, payload.into())
                 .await
                 .map_err(|e| e.to_string()),
             Client::V5(c) => {

@@ -491,7 +491,7 @@ impl Outbox {
             device: msg.device,
             topic: msg.topic,
             correlation: msg.correlation,
-            payload: msg.payload,
+            payload: msg.payload.into(),
         };
         rec.emit(&mut self.buf);
         id
@@ -1026,7 +1026,7 @@ mod tests {
                 device: "d".into(),
                 topic: "t".into(),
                 correlation: None,
-                payload: vec![1; 20],
+                payload: vec![1; 20].into(),
             }
             .emit(&mut bytes);
         }

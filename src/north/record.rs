@@ -22,6 +22,8 @@
 
 use std::fmt;
 
+use tokio_util::bytes::Bytes;
+
 /// Marks the start of a record.
 pub const MAGIC: u16 = 0x6667;
 /// Bytes before the body: magic, length, checksum.
@@ -47,7 +49,8 @@ pub struct Record {
     pub topic: String,
     /// MQTT 5 correlation data, for answers on a request's response topic.
     pub correlation: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// Shared, not copied, by the record's in-flight copy and its publish.
+    pub payload: Bytes,
 }
 
 /// Why bytes are not a record.
@@ -167,7 +170,7 @@ impl Record {
             device,
             topic,
             correlation,
-            payload: r.0.to_vec(),
+            payload: Bytes::copy_from_slice(r.0),
         })
     }
 }
@@ -238,7 +241,7 @@ mod tests {
                     device,
                     topic,
                     correlation,
-                    payload,
+                    payload: payload.into(),
                 },
             )
     }

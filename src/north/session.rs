@@ -172,13 +172,15 @@ impl Session {
         }
         t.awaiting_pkid.push_back(None);
         let resend = lock(&self.outbox).rewind();
-        for r in &resend {
+        let resent = resend.len();
+        for r in resend {
+            let id = r.id;
             if let Err(e) = link.publish(r).await {
                 return up(e);
             }
-            t.awaiting_pkid.push_back(Some(r.id));
+            t.awaiting_pkid.push_back(Some(id));
         }
-        lock(&self.live).published += resend.len() as u64;
+        lock(&self.live).published += resent as u64;
         let mut pace = Pace::new(self.replay_rate);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut floor_saved = Instant::now();
@@ -239,12 +241,14 @@ impl Session {
             if batch.is_empty() {
                 return Ok(());
             }
-            pace.spend(batch.len());
-            for r in &batch {
+            let published = batch.len();
+            pace.spend(published);
+            for r in batch {
+                let id = r.id;
                 link.publish(r).await?;
-                t.awaiting_pkid.push_back(Some(r.id));
+                t.awaiting_pkid.push_back(Some(id));
             }
-            lock(&self.live).published += batch.len() as u64;
+            lock(&self.live).published += published as u64;
         }
     }
 

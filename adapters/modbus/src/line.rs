@@ -209,7 +209,10 @@ impl ModbusLine {
             }
             // A transaction's future is boxed while it runs: the line's own
             // future then stays small while it waits, which is most of the
-            // time (1000 lines: 2 MB less resident).
+            // time (1000 lines: 2 MB less resident). A poll's future is
+            // 976 bytes: below 1 KiB, glibc serves it from its per-thread
+            // cache, above it every poll paid for a heap consolidation
+            // (4 % of the gateway's samples in `perf`).
             match sched.next(Instant::now().into_std()) {
                 Next::Command(queued) => {
                     tokio::select! {

@@ -84,6 +84,9 @@ pub struct Transport {
     next_attempt: Option<Instant>,
     backoff: Duration,
     transaction: u16,
+    /// The request's PDU, then its frame, and the answer: reused by every
+    /// transaction.
+    pdu: Vec<u8>,
     out: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -97,6 +100,7 @@ impl Transport {
             next_attempt: None,
             backoff: Duration::ZERO,
             transaction: 0,
+            pdu: Vec::with_capacity(260),
             out: Vec::with_capacity(260),
             buf: Vec::with_capacity(260),
         }
@@ -170,7 +174,9 @@ impl Transport {
                 at - now
             )));
         }
-        match self.open().await {
+        // Boxed: connecting is rare, and the transaction future that
+        // contains this one should not carry its size on every poll.
+        match Box::pin(self.open()).await {
             Ok(stream) => {
                 tracing::info!(endpoint = self.describe(), "modbus connection established");
                 self.stream = Some(stream);
@@ -224,20 +230,20 @@ impl Transport {
         let rtu = self.endpoint.is_rtu();
         self.transaction = self.transaction.wrapping_add(1);
         let transaction = self.transaction;
-        let mut pdu = Vec::with_capacity(260);
-        request.emit(&mut pdu);
+        self.pdu.clear();
+        request.emit(&mut self.pdu);
         self.out.clear();
         if rtu {
-            frame::emit_rtu(unit, &pdu, &mut self.out);
+            frame::emit_rtu(unit, &self.pdu, &mut self.out);
         } else {
-            frame::emit_tcp(transaction, unit, &pdu, &mut self.out);
+            frame::emit_tcp(transaction, unit, &self.pdu, &mut self.out);
         }
         let Some(stream) = self.stream.as_mut() else {
             return Err(TransactionError::Io("not connected".into()));
         };
         let io_err = |e: io::Error| TransactionError::Io(e.to_string());
         if rtu {
-            drain(stream).await.map_err(io_err)?;
+            drain(stream, &mut self.buf).await.map_err(io_err)?;
         }
         stream.write_all(&self.out).await.map_err(io_err)?;
         stream.flush().await.map_err(io_err)?;
@@ -253,14 +259,16 @@ impl Transport {
     }
 }
 
-/// Discard whatever is already waiting on the line.
-async fn drain(stream: &mut Pin<Box<dyn Stream>>) -> io::Result<()> {
-    let mut scratch = [0u8; 256];
+/// Discard whatever is already waiting on the line (`scratch` holds it
+/// meanwhile: a buffer inside this future would make every transaction's
+/// future that much larger).
+async fn drain(stream: &mut Pin<Box<dyn Stream>>, scratch: &mut Vec<u8>) -> io::Result<()> {
+    scratch.resize(256, 0);
     loop {
         // Read only what is there already: the `ready` branch wins otherwise.
         tokio::select! {
             biased;
-            read = stream.read(&mut scratch) => match read {
+            read = stream.read(scratch) => match read {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
                 Ok(n) => tracing::debug!(bytes = n, "drained stale bytes from the line"),
                 Err(e) => return Err(e),
