@@ -203,16 +203,21 @@ impl Directory {
             }
             Uplink::Telemetry(t) => {
                 entry.counts.telemetry += 1;
+                let ok_before = entry.counts.readings;
+                let mut first_error = None;
                 for r in &t.readings {
                     match &r.value {
                         Ok(_) => entry.counts.readings += 1,
-                        Err(e) => *entry.counts.errors.entry(e.kind.as_str()).or_default() += 1,
+                        Err(e) => {
+                            *entry.counts.errors.entry(e.kind.as_str()).or_default() += 1;
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
-                if t.readings.iter().any(|r| r.value.is_ok()) {
+                if entry.counts.readings > ok_before {
                     entry.last_seen = Some(t.ts);
                 }
-                if let Some(err) = t.readings.iter().find_map(|r| r.value.as_ref().err()) {
+                if let Some(err) = first_error {
                     entry.last_error = Some(err.to_string());
                 }
             }
@@ -300,5 +305,44 @@ mod tests {
         assert!(Arc::ptr_eq(&meta.points, &points));
         assert_eq!(meta.operations, Some(vec!["read".to_string()]));
         assert!(meta.attributes.is_empty());
+    }
+
+    #[test]
+    fn telemetry_counts_readings_and_errors_and_keeps_the_first_error() {
+        use ferrogate_sdk::{PointError, PointErrorKind, Reading, Telemetry};
+        let dir = Directory::default();
+        let telemetry = |ts, readings| {
+            envelope(Uplink::Telemetry(Telemetry {
+                device: "d".into(),
+                ts: Timestamp(ts),
+                readings,
+            }))
+        };
+        let failed = |point: &str, kind, message: &str| {
+            Reading::failed(point, PointError::new(kind, message), Timestamp(1))
+        };
+        dir.observe(&telemetry(
+            10,
+            vec![
+                Reading::ok("a", ferrogate_sdk::Value::UInt(1), Timestamp(10)),
+                failed("b", PointErrorKind::Timeout, "no answer"),
+                failed("c", PointErrorKind::Decode, "garbage"),
+            ],
+        ));
+        let entry = dir.get("d").unwrap();
+        assert_eq!((entry.counts.telemetry, entry.counts.readings), (1, 1));
+        assert_eq!(entry.counts.errors.get("timeout"), Some(&1));
+        assert_eq!(entry.counts.errors.get("decode"), Some(&1));
+        assert_eq!(entry.last_seen, Some(Timestamp(10)));
+        assert!(entry.last_error.unwrap().contains("no answer"));
+        // Nothing but errors: the device was not seen.
+        dir.observe(&telemetry(
+            20,
+            vec![failed("a", PointErrorKind::Timeout, "again")],
+        ));
+        let entry = dir.get("d").unwrap();
+        assert_eq!(entry.last_seen, Some(Timestamp(10)));
+        assert_eq!(entry.counts.errors.get("timeout"), Some(&2));
+        assert!(entry.last_error.unwrap().contains("again"));
     }
 }
