@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, Topics};
 use super::link::{Link, LinkEvent, LinkOptions};
 use super::outbox::Outbox;
+use super::record::Record;
 use super::{InboundCommand, Live, lock};
 
 /// How long a connection attempt may take before it is abandoned.
@@ -172,15 +173,9 @@ impl Session {
         }
         t.awaiting_pkid.push_back(None);
         let resend = lock(&self.outbox).rewind();
-        let resent = resend.len();
-        for r in resend {
-            let id = r.id;
-            if let Err(e) = link.publish(r).await {
-                return up(e);
-            }
-            t.awaiting_pkid.push_back(Some(id));
+        if let Err(e) = self.publish_records(&link, resend, &mut t).await {
+            return up(e);
         }
-        lock(&self.live).published += resent as u64;
         let mut pace = Pace::new(self.replay_rate);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut floor_saved = Instant::now();
@@ -241,15 +236,26 @@ impl Session {
             if batch.is_empty() {
                 return Ok(());
             }
-            let published = batch.len();
-            pace.spend(published);
-            for r in batch {
-                let id = r.id;
-                link.publish(r).await?;
-                t.awaiting_pkid.push_back(Some(id));
-            }
-            lock(&self.live).published += published as u64;
+            pace.spend(batch.len());
+            self.publish_records(link, batch, t).await?;
         }
+    }
+
+    /// Publishes stored records in order, expecting their packet ids.
+    async fn publish_records(
+        &self,
+        link: &Link,
+        records: Vec<Record>,
+        t: &mut Tracking,
+    ) -> Result<(), String> {
+        let published = records.len();
+        for r in records {
+            let id = r.id;
+            link.publish(r).await?;
+            t.awaiting_pkid.push_back(Some(id));
+        }
+        lock(&self.live).published += published as u64;
+        Ok(())
     }
 
     fn handle(&self, ev: LinkEvent, t: &mut Tracking) -> Result<(), String> {
