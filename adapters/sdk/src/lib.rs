@@ -4,6 +4,7 @@
 //! - [`model`]: what goes north (telemetry, device status, metadata, events).
 //! - [`command`]: what comes south (commands) and the single answer each gets.
 //! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
+//! - [`name`]: the one check a device name from the network passes.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
 //!
@@ -13,6 +14,7 @@ pub mod adapter;
 pub mod command;
 pub mod config;
 pub mod model;
+pub mod name;
 pub mod testing;
 
 pub use adapter::{
