@@ -291,6 +291,7 @@ fn status(state: &ControlState) -> Json {
                 "last_error": s.last_error.as_ref().map(|(_, e)| e),
                 "devices_online": owned.iter().filter(|d| d.state == Some(ferrogate_sdk::DeviceState::Online)).count(),
                 "devices_total": owned.len(),
+                "refused": s.refusals.snapshot(),
             })
         })
         .collect();

@@ -269,10 +269,11 @@ async fn on_ingest(
     };
     let now = Timestamp::now();
     match ingest.accept(&request.request, now) {
-        Err(response) => {
+        Err(refused) => {
             tracing::debug!(adapter = %ctx.name, peer = %request.peer, path = %request.request.path_string(),
-                code = %response.code, "CoAP ingest request refused");
-            request.responder.respond(response);
+                code = %refused.response.code, reason = refused.reason, "CoAP ingest request refused");
+            ctx.refusals.count(refused.reason);
+            request.responder.respond(refused.response);
         }
         Ok(accepted) => {
             if accepted.first_seen {
