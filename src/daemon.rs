@@ -346,7 +346,14 @@ async fn serve_commands(
         let router = router.clone();
         let results = results.clone();
         tokio::spawn(async move {
-            let answer = router.submit(&command.device, &command.payload).await;
+            let answer = match command.request {
+                Ok(request) => {
+                    router
+                        .execute(&command.device, request, command.received)
+                        .await
+                }
+                Err(refused) => router.refuse(&command.device, refused),
+            };
             let message = CommandResultMsg {
                 device: answer.device,
                 id: answer.id.unwrap_or_default(),
