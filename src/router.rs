@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use ferrogate_sdk::config::ConfigDuration;
 use ferrogate_sdk::{
-    Command, CommandError, CommandRequest, DeviceEvent, ErrorCode, Operation, Outcome, Timestamp,
-    Uplink, UplinkSender,
+    Command, CommandError, CommandRequest, DeviceEvent, DeviceMeta, ErrorCode, Operation, Outcome,
+    Timestamp, Uplink, UplinkSender,
 };
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::directory::{DeviceEntry, Directory};
+use crate::directory::Directory;
 use crate::metrics::Counters;
 use crate::north::codec::{self, Refused, Request};
 
@@ -403,7 +403,7 @@ impl Router {
         let entry = self.inner.directory.get(device).ok_or_else(|| {
             CommandError::new(ErrorCode::UnknownDevice, format!("no device `{device}`"))
         })?;
-        check_allowed(&entry, &request.op)?;
+        check_allowed(entry.meta.as_ref(), &request.op)?;
         let adapter = self
             .inner
             .adapters
@@ -594,10 +594,19 @@ fn internal(message: &str) -> CommandError {
     CommandError::new(ErrorCode::DeviceException, message.to_string())
 }
 
+/// Whether a point is named by its protocol path (`/3/0`, `3303/0/5700`)
+/// rather than by a name in the device's metadata. The adapter resolves
+/// and checks such a path itself; the metadata lists names, so a path
+/// (which may name a whole object or instance) is not looked up there.
+fn is_path_address(name: &str) -> bool {
+    name.contains('/') && name.bytes().all(|b| b.is_ascii_digit() || b == b'/')
+}
+
 /// Check an operation against the device's metadata: allow-list, known
-/// points, writability, value type and range.
-fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError> {
-    let Some(meta) = &entry.meta else {
+/// points, writability, value type and range. Points named by path are
+/// left to the adapter.
+fn check_allowed(meta: Option<&DeviceMeta>, op: &Operation) -> Result<(), CommandError> {
+    let Some(meta) = meta else {
         return Ok(());
     };
     if let Some(allowed) = &meta.operations {
@@ -626,12 +635,12 @@ fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError
     };
     match op {
         Operation::Read { points } => {
-            for p in points {
+            for p in points.iter().filter(|p| !is_path_address(p)) {
                 point(p)?;
             }
         }
         Operation::Write { values } => {
-            for (name, value) in values {
+            for (name, value) in values.iter().filter(|(n, _)| !is_path_address(n)) {
                 let p = point(name)?;
                 if !p.writable {
                     return Err(CommandError::new(
@@ -658,4 +667,42 @@ fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError
         Operation::Protocol { .. } => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrogate_sdk::{PointMeta, Value};
+
+    #[test]
+    fn points_named_by_path_are_left_to_the_adapter() {
+        let meta = DeviceMeta {
+            device: "ep".into(),
+            points: vec![PointMeta {
+                name: "temperature".into(),
+                data_type: "f64".into(),
+                unit: None,
+                writable: false,
+                min: None,
+                max: None,
+                description: None,
+            }]
+            .into(),
+            ..DeviceMeta::default()
+        };
+        let read = |p: &str| Operation::Read {
+            points: vec![p.to_string()],
+        };
+        for path in ["/3/0", "3303/0/5700", "/3/0/0"] {
+            assert_eq!(check_allowed(Some(&meta), &read(path)), Ok(()), "{path}");
+        }
+        let write = Operation::Write {
+            values: BTreeMap::from([("/1/0/1".to_string(), Value::Int(120))]),
+        };
+        assert_eq!(check_allowed(Some(&meta), &write), Ok(()));
+        let e = check_allowed(Some(&meta), &read("humidity")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownPoint);
+        let e = check_allowed(Some(&meta), &read("3303/x")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownPoint);
+    }
 }

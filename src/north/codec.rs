@@ -445,11 +445,37 @@ pub fn request_from_json(json: &Json) -> Result<Request, Refused> {
             ),
         })
     };
+    let path = match obj.get("path") {
+        None => None,
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => return Err(fail("`path` must be a non-empty string".into())),
+    };
     let op = match op_name {
+        "read" | "write" if point.is_some() && path.is_some() => {
+            return Err(fail(format!(
+                "a {op_name} names its target by `point` or by `path`, not both"
+            )));
+        }
         "read" => {
             let mut points = string_list("points")?;
             points.extend(point);
+            points.extend(path);
             Operation::Read { points }
+        }
+        // A write by path keeps the protocol's own forms (an instance
+        // written as `{"5850": true}`, `args.mode`): the adapter reads them.
+        "write" if path.is_some() => {
+            if obj.contains_key("values") {
+                return Err(fail(
+                    "a write takes either `path` and `value`, or `values`".into(),
+                ));
+            }
+            Operation::Protocol {
+                op: "write".into(),
+                path,
+                value: obj.get("value").cloned(),
+                args: obj.get("args").cloned().unwrap_or(Json::Null),
+            }
         }
         "write" => {
             let mut values = BTreeMap::new();
@@ -475,19 +501,12 @@ pub fn request_from_json(json: &Json) -> Result<Request, Refused> {
             }
             Operation::Write { values }
         }
-        other if PROTOCOL_OPS.contains(&other) => {
-            let path = match obj.get("path") {
-                None => None,
-                Some(Json::String(s)) => Some(s.clone()),
-                Some(_) => return Err(fail("`path` must be a string".into())),
-            };
-            Operation::Protocol {
-                op: other.to_string(),
-                path: path.or(point),
-                value: obj.get("value").cloned(),
-                args: obj.get("args").cloned().unwrap_or(Json::Null),
-            }
-        }
+        other if PROTOCOL_OPS.contains(&other) => Operation::Protocol {
+            op: other.to_string(),
+            path: path.or(point),
+            value: obj.get("value").cloned(),
+            args: obj.get("args").cloned().unwrap_or(Json::Null),
+        },
         other => {
             return Err(fail(format!(
                 "unknown op `{other}`; expected read, write, {}",
@@ -636,9 +655,36 @@ mod tests {
         has(r#"{"id":"9","op":"write","point":"a"}"#, "either");
         has(r#"{"id":"9","op":"read","timeout_ms":-1}"#, "positive");
         has(r#"{"id":"9","op":"read","colour":1}"#, "unknown field");
+        has(
+            r#"{"id":"9","op":"read","point":"a","path":"/3/0"}"#,
+            "not both",
+        );
         let r = refused(r#"{"id":"9","op":"write","point":"a","value":[1]}"#);
         assert_eq!(r.error.code, ErrorCode::InvalidValue);
         assert_eq!(refused("{}").error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn read_and_write_take_a_path() {
+        let r = decode_request(br#"{"id":"1","op":"read","path":"/3/0"}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Read {
+                points: vec!["/3/0".into()]
+            }
+        );
+        let r = decode_request(br#"{"id":"2","op":"write","path":"/1/0/1","value":120}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Protocol {
+                op: "write".into(),
+                path: Some("/1/0/1".into()),
+                value: Some(json!(120)),
+                args: Json::Null,
+            }
+        );
+        let r = refused(r#"{"id":"3","op":"write","path":"/1/0/1","values":{"a":1}}"#);
+        assert_eq!(r.error.code, ErrorCode::BadRequest);
     }
 
     #[test]

@@ -602,6 +602,17 @@ impl Pki {
 }
 
 /// Whether `path` is on a filesystem we mounted (for tmpfs tests).
+/// Whether the test runs as root; when not, says on stderr that `what`
+/// needs root and is skipped (CI runs as root and so runs it).
+pub fn running_as_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: {what} needs root (CI runs it as root)");
+    }
+    root
+}
+
 pub fn mount_tmpfs(path: &Path, size: &str) -> bool {
     Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

@@ -96,12 +96,16 @@ impl Adapter for CoapAdapter {
     }
 }
 
+/// The engine's seed (first message id, jitter): random, so message ids
+/// start somewhere an off-path peer cannot guess.
 fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterError> {
@@ -269,10 +273,11 @@ async fn on_ingest(
     };
     let now = Timestamp::now();
     match ingest.accept(&request.request, now) {
-        Err(response) => {
+        Err(refused) => {
             tracing::debug!(adapter = %ctx.name, peer = %request.peer, path = %request.request.path_string(),
-                code = %response.code, "CoAP ingest request refused");
-            request.responder.respond(response);
+                code = %refused.response.code, reason = refused.reason, "CoAP ingest request refused");
+            ctx.refusals.count(refused.reason);
+            request.responder.respond(refused.response);
         }
         Ok(accepted) => {
             if accepted.first_seen {

@@ -62,6 +62,7 @@ pub struct ProtocolConfig {
     pub max_body: Option<usize>,
     pub max_observe_relations: Option<usize>,
     pub max_block_transfers: Option<usize>,
+    pub max_block_transfers_per_source: Option<usize>,
 }
 
 /// `[coap.client]`: where the device client binds when there is no
@@ -316,6 +317,9 @@ pub fn plan(section: &Section<'_>) -> Result<CoapPlan, Vec<ConfigIssue>> {
         }
         if let Some(n) = p.max_block_transfers {
             endpoint.max_block_transfers = n;
+        }
+        if let Some(n) = p.max_block_transfers_per_source {
+            endpoint.max_block_transfers_per_source = n;
         }
     }
 

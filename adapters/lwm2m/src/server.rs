@@ -768,7 +768,7 @@ impl Lwm2mServer {
                 .collect(),
             ferrogate_sdk::Operation::Read { points } => points
                 .iter()
-                .filter_map(|p| self.registry.point_path(p))
+                .filter_map(|p| operations::point_target(&self.registry, p).ok())
                 .collect(),
             _ => Vec::new(),
         }
