@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
+use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section, nosec_exposure};
 use ferrogate_sdk::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, DeviceMeta,
     Reading, Telemetry, Timestamp, Uplink,
@@ -43,6 +43,7 @@ impl AdapterKind for CoapKind {
         }
         let mut notes = vec![format!("CoAP socket: udp {}", plan.bind)];
         if let Some(ingest) = &plan.ingest {
+            notes.extend(nosec_exposure("the CoAP ingest server", plan.bind));
             let paths: Vec<&str> = ingest.paths.iter().map(|p| p.as_str()).collect();
             notes.push(format!("ingest paths: {}", paths.join(", ")));
         }
@@ -117,6 +118,11 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
     endpoint.seed = seed();
     let (coap, mut incoming) = driver::spawn(socket, endpoint, stop.clone());
     tracing::info!(adapter = %ctx.name, local = %coap.local_addr(), "CoAP adapter listening");
+    if plan.ingest.is_some() {
+        if let Some(warning) = nosec_exposure("the CoAP ingest server", plan.bind) {
+            tracing::warn!(adapter = %ctx.name, "{warning}");
+        }
+    }
 
     for device in &plan.devices {
         let meta = DeviceMeta {
