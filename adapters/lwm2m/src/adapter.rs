@@ -146,6 +146,7 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                         req.respond(outcome);
                     }
                 }
+                Output::Refused { reason } => ctx.refusals.count(reason),
             }
         }
         // an idle server still ticks once a second, so its health beats
