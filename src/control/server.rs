@@ -387,8 +387,10 @@ async fn tail(
         } else if point.is_some() && !matches!(uplink, Uplink::Telemetry(_)) {
             continue;
         }
-        let encoded = encode_uplink(&topics, &state.gateway_id, &envelope.adapter, uplink, 0);
-        let payload: Json = serde_json::from_slice(&encoded.payload).unwrap_or(Json::Null);
+        let payload: Json = encode_uplink(&topics, &state.gateway_id, &envelope.adapter, uplink, 0)
+            .next()
+            .and_then(|e| serde_json::from_slice(&e.payload).ok())
+            .unwrap_or(Json::Null);
         let (kind, _) = crate::north::codec::leaf(uplink);
         let line = json!({"v": PROTOCOL_VERSION, "event": {
             "kind": kind,
