@@ -212,10 +212,7 @@ fn main() -> ExitCode {
         } => remote.lwm2m_clients(),
         Command::Lwm2m {
             command: Lwm2mCommand::Read { endpoint, path },
-        } => remote.command(
-            &endpoint,
-            serde_json::json!({"op": "read", "points": [path]}),
-        ),
+        } => remote.command(&endpoint, serde_json::json!({"op": "read", "path": path})),
         Command::Modbus {
             command:
                 ModbusCommand::Read {

@@ -7,7 +7,7 @@
 //! `mqtt_reconnects_total`; `outbox_depth`, `outbox_bytes`,
 //! `outbox_oldest_age_seconds`, `outbox_dropped_total`, `outbox_resent_total`,
 //! `outbox_write_errors_total`; `adapter_up`, `adapter_stalled`,
-//! `adapter_restarts_total`; `device_online`, `device_readings_total`,
+//! `adapter_restarts_total`, `adapter_refused_total{reason}`; `device_online`, `device_readings_total`,
 //! `device_read_errors_total{kind}`, `device_telemetry_total`;
 //! `commands_total{result}`; `uplink_latency_seconds` (histogram: adapter
 //! produced a message → the outbox writer took it);
@@ -220,6 +220,22 @@ pub fn render(s: &Sources) -> String {
         "counter",
         "Restarts after failures.",
         per_adapter(&|st| st.restarts as f64),
+    );
+    gauge(
+        "adapter_refused_total",
+        "counter",
+        "Network input the adapter refused, by reason.",
+        adapters
+            .iter()
+            .flat_map(|(name, st)| {
+                st.refusals.snapshot().into_iter().map(move |(reason, n)| {
+                    (
+                        format!("{{adapter=\"{}\",reason=\"{reason}\"}}", label(name)),
+                        n as f64,
+                    )
+                })
+            })
+            .collect(),
     );
 
     // Each device's labels are made once for its four series, and the

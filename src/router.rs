@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use ferrogate_sdk::config::ConfigDuration;
 use ferrogate_sdk::{
-    Command, CommandError, CommandRequest, DeviceEvent, ErrorCode, Operation, Outcome, Timestamp,
-    Uplink, UplinkSender, Value,
+    Command, CommandError, CommandRequest, DeviceEvent, DeviceMeta, ErrorCode, Operation, Outcome,
+    Timestamp, Uplink, UplinkSender, Value,
 };
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::directory::{DeviceEntry, Directory};
+use crate::directory::Directory;
 use crate::metrics::Counters;
 
 /// The `[commands]` table of gateway.toml.
@@ -175,11 +175,37 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, (Option<String>, Command
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(fail("`point` must be a string".into())),
     };
+    let path = match obj.get("path") {
+        None => None,
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => return Err(fail("`path` must be a non-empty string".into())),
+    };
     let op = match op_name {
+        "read" | "write" if point.is_some() && path.is_some() => {
+            return Err(fail(format!(
+                "a {op_name} names its target by `point` or by `path`, not both"
+            )));
+        }
         "read" => {
             let mut points = string_list("points")?;
             points.extend(point);
+            points.extend(path);
             Operation::Read { points }
+        }
+        // A write by path keeps the protocol's own forms (an instance
+        // written as `{"5850": true}`, `args.mode`): the adapter reads them.
+        "write" if path.is_some() => {
+            if obj.contains_key("values") {
+                return Err(fail(
+                    "a write takes either `path` and `value`, or `values`".into(),
+                ));
+            }
+            Operation::Protocol {
+                op: "write".into(),
+                path,
+                value: obj.get("value").cloned(),
+                args: obj.get("args").cloned().unwrap_or(serde_json::Value::Null),
+            }
         }
         "write" => {
             let mut values = BTreeMap::new();
@@ -205,19 +231,12 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, (Option<String>, Command
             }
             Operation::Write { values }
         }
-        other if PROTOCOL_OPS.contains(&other) => {
-            let path = match obj.get("path") {
-                None => None,
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(_) => return Err(fail("`path` must be a string".into())),
-            };
-            Operation::Protocol {
-                op: other.to_string(),
-                path: path.or(point),
-                value: obj.get("value").cloned(),
-                args: obj.get("args").cloned().unwrap_or(serde_json::Value::Null),
-            }
-        }
+        other if PROTOCOL_OPS.contains(&other) => Operation::Protocol {
+            op: other.to_string(),
+            path: path.or(point),
+            value: obj.get("value").cloned(),
+            args: obj.get("args").cloned().unwrap_or(serde_json::Value::Null),
+        },
         other => {
             return Err(fail(format!(
                 "unknown op `{other}`; expected read, write, {}",
@@ -446,7 +465,7 @@ impl Router {
         let entry = self.inner.directory.get(device).ok_or_else(|| {
             CommandError::new(ErrorCode::UnknownDevice, format!("no device `{device}`"))
         })?;
-        check_allowed(&entry, &request.op)?;
+        check_allowed(entry.meta.as_ref(), &request.op)?;
         let adapter = self
             .inner
             .adapters
@@ -637,10 +656,19 @@ fn internal(message: &str) -> CommandError {
     CommandError::new(ErrorCode::DeviceException, message.to_string())
 }
 
+/// Whether a point is named by its protocol path (`/3/0`, `3303/0/5700`)
+/// rather than by a name in the device's metadata. The adapter resolves
+/// and checks such a path itself; the metadata lists names, so a path
+/// (which may name a whole object or instance) is not looked up there.
+fn is_path_address(name: &str) -> bool {
+    name.contains('/') && name.bytes().all(|b| b.is_ascii_digit() || b == b'/')
+}
+
 /// Check an operation against the device's metadata: allow-list, known
-/// points, writability, value type and range.
-fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError> {
-    let Some(meta) = &entry.meta else {
+/// points, writability, value type and range. Points named by path are
+/// left to the adapter.
+fn check_allowed(meta: Option<&DeviceMeta>, op: &Operation) -> Result<(), CommandError> {
+    let Some(meta) = meta else {
         return Ok(());
     };
     if let Some(allowed) = &meta.operations {
@@ -669,12 +697,12 @@ fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError
     };
     match op {
         Operation::Read { points } => {
-            for p in points {
+            for p in points.iter().filter(|p| !is_path_address(p)) {
                 point(p)?;
             }
         }
         Operation::Write { values } => {
-            for (name, value) in values {
+            for (name, value) in values.iter().filter(|(n, _)| !is_path_address(n)) {
                 let p = point(name)?;
                 if !p.writable {
                     return Err(CommandError::new(
@@ -706,6 +734,7 @@ fn check_allowed(entry: &DeviceEntry, op: &Operation) -> Result<(), CommandError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrogate_sdk::PointMeta;
 
     fn err(payload: &str) -> (Option<String>, CommandError) {
         parse_request(payload.as_bytes()).unwrap_err()
@@ -767,8 +796,69 @@ mod tests {
                 .message
                 .contains("unknown field")
         );
+        assert!(
+            err(r#"{"id":"9","op":"read","point":"a","path":"/3/0"}"#)
+                .1
+                .message
+                .contains("not both")
+        );
         let (_, e) = err(r#"{"id":"9","op":"write","point":"a","value":[1]}"#);
         assert_eq!(e.code, ErrorCode::InvalidValue);
         assert_eq!(err("{}").1.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn read_and_write_take_a_path() {
+        let r = parse_request(br#"{"id":"1","op":"read","path":"/3/0"}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Read {
+                points: vec!["/3/0".into()]
+            }
+        );
+        let r = parse_request(br#"{"id":"2","op":"write","path":"/1/0/1","value":120}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Protocol {
+                op: "write".into(),
+                path: Some("/1/0/1".into()),
+                value: Some(serde_json::json!(120)),
+                args: serde_json::Value::Null,
+            }
+        );
+        let (_, e) = err(r#"{"id":"3","op":"write","path":"/1/0/1","values":{"a":1}}"#);
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn points_named_by_path_are_left_to_the_adapter() {
+        let meta = DeviceMeta {
+            device: "ep".into(),
+            points: vec![PointMeta {
+                name: "temperature".into(),
+                data_type: "f64".into(),
+                unit: None,
+                writable: false,
+                min: None,
+                max: None,
+                description: None,
+            }]
+            .into(),
+            ..DeviceMeta::default()
+        };
+        let read = |p: &str| Operation::Read {
+            points: vec![p.to_string()],
+        };
+        for path in ["/3/0", "3303/0/5700", "/3/0/0"] {
+            assert_eq!(check_allowed(Some(&meta), &read(path)), Ok(()), "{path}");
+        }
+        let write = Operation::Write {
+            values: BTreeMap::from([("/1/0/1".to_string(), Value::Int(120))]),
+        };
+        assert_eq!(check_allowed(Some(&meta), &write), Ok(()));
+        let e = check_allowed(Some(&meta), &read("humidity")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownPoint);
+        let e = check_allowed(Some(&meta), &read("3303/x")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownPoint);
     }
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrogate_sdk::{
-    AdapterContext, BuiltAdapter, CommandInbox, CommandRequest, Health, Timestamp, UplinkSender,
+    AdapterContext, BuiltAdapter, CommandInbox, CommandRequest, Health, Refusals, Timestamp,
+    UplinkSender,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -42,6 +43,7 @@ pub struct AdapterState {
     pub restarts: u32,
     pub last_error: Option<(Timestamp, String)>,
     pub health: Health,
+    pub refusals: Refusals,
 }
 
 /// Restart backoff bounds.
@@ -125,12 +127,14 @@ impl Supervisor {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             command_tx.insert(built.name.clone(), tx);
             let health = Health::default();
+            let refusals = Refusals::default();
             let ctx = AdapterContext {
                 name: built.name.clone(),
                 uplink: uplink.for_adapter(built.name.as_str()),
                 commands: CommandInbox::new(rx),
                 shutdown: shutdown.clone(),
                 health: health.clone(),
+                refusals: refusals.clone(),
             };
             lock(&states).insert(
                 built.name.clone(),
@@ -139,6 +143,7 @@ impl Supervisor {
                     restarts: 0,
                     last_error: None,
                     health,
+                    refusals,
                 },
             );
             tasks.spawn(supervise(built, ctx, backoff, states.clone()));

@@ -117,6 +117,10 @@ fn every_command_with_json_output() {
         assert_eq!(event["device"], "pump-2");
         assert_eq!(event["kind"], "telemetry");
         assert!(event["payload"]["values"]["count"].is_u64(), "{event}");
+        assert!(
+            event["payload"].get("seq").is_none(),
+            "the feed is seen before seq is assigned: no seq rather than a false one: {event}"
+        );
     }
     tail.kill().unwrap();
     tail.wait().unwrap();

@@ -40,7 +40,12 @@ pub fn config_check(dir: &Path, json: bool) -> ExitCode {
                 println!("{out}");
             } else {
                 for note in &loaded.notes {
-                    println!("note: {note}");
+                    // Warnings (`nosec_exposure`) come with their own prefix.
+                    if note.starts_with("warning: ") {
+                        println!("{note}");
+                    } else {
+                        println!("note: {note}");
+                    }
                 }
                 println!(
                     "{}: configuration ok ({} files, {} adapters, {} devices)",

@@ -291,6 +291,7 @@ fn status(state: &ControlState) -> Json {
                 "last_error": s.last_error.as_ref().map(|(_, e)| e),
                 "devices_online": owned.iter().filter(|d| d.state == Some(ferrogate_sdk::DeviceState::Online)).count(),
                 "devices_total": owned.len(),
+                "refused": s.refusals.snapshot(),
             })
         })
         .collect();
@@ -387,10 +388,7 @@ async fn tail(
         } else if point.is_some() && !matches!(uplink, Uplink::Telemetry(_)) {
             continue;
         }
-        let payload: Json = encode_uplink(&topics, &state.gateway_id, &envelope.adapter, uplink, 0)
-            .next()
-            .and_then(|e| serde_json::from_slice(&e.payload).ok())
-            .unwrap_or(Json::Null);
+        let payload = tail_payload(&topics, &state.gateway_id, &envelope.adapter, uplink);
         let (kind, _) = crate::north::codec::leaf(uplink);
         let line = json!({"v": PROTOCOL_VERSION, "event": {
             "kind": kind,
@@ -402,4 +400,19 @@ async fn tail(
             return;
         }
     }
+}
+
+/// The payload a tail line shows: what goes north, except `seq`. The live
+/// feed sees a message before the pipeline numbers it, and a tail must
+/// never show a number the message does not get on MQTT.
+fn tail_payload(topics: &Topics, gateway: &str, adapter: &str, uplink: &Uplink) -> Json {
+    // A forgotten device's first message (its cleared status) is empty: null.
+    let mut payload: Json = encode_uplink(topics, gateway, adapter, uplink, 0)
+        .next()
+        .and_then(|e| serde_json::from_slice(&e.payload).ok())
+        .unwrap_or(Json::Null);
+    if let (Uplink::Telemetry(_), Some(fields)) = (uplink, payload.as_object_mut()) {
+        fields.remove("seq");
+    }
+    payload
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section};
+use ferrogate_sdk::config::{BuildContext, ConfigIssue, Section, nosec_exposure};
 use ferrogate_sdk::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, DeviceMeta,
     Reading, Telemetry, Timestamp, Uplink,
@@ -43,6 +43,7 @@ impl AdapterKind for CoapKind {
         }
         let mut notes = vec![format!("CoAP socket: udp {}", plan.bind)];
         if let Some(ingest) = &plan.ingest {
+            notes.extend(nosec_exposure("the CoAP ingest server", plan.bind));
             let paths: Vec<&str> = ingest.paths.iter().map(|p| p.as_str()).collect();
             notes.push(format!("ingest paths: {}", paths.join(", ")));
         }
@@ -96,12 +97,16 @@ impl Adapter for CoapAdapter {
     }
 }
 
+/// The engine's seed (first message id, jitter): random, so message ids
+/// start somewhere an off-path peer cannot guess.
 fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterError> {
@@ -113,6 +118,11 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
     endpoint.seed = seed();
     let (coap, mut incoming) = driver::spawn(socket, endpoint, stop.clone());
     tracing::info!(adapter = %ctx.name, local = %coap.local_addr(), "CoAP adapter listening");
+    if plan.ingest.is_some() {
+        if let Some(warning) = nosec_exposure("the CoAP ingest server", plan.bind) {
+            tracing::warn!(adapter = %ctx.name, "{warning}");
+        }
+    }
 
     for device in &plan.devices {
         let meta = DeviceMeta {
@@ -269,10 +279,11 @@ async fn on_ingest(
     };
     let now = Timestamp::now();
     match ingest.accept(&request.request, now) {
-        Err(response) => {
+        Err(refused) => {
             tracing::debug!(adapter = %ctx.name, peer = %request.peer, path = %request.request.path_string(),
-                code = %response.code, "CoAP ingest request refused");
-            request.responder.respond(response);
+                code = %refused.response.code, reason = refused.reason, "CoAP ingest request refused");
+            ctx.refusals.count(refused.reason);
+            request.responder.respond(refused.response);
         }
         Ok(accepted) => {
             if accepted.first_seen {

@@ -20,9 +20,8 @@ use crate::payload::Encoding;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// UDP address to listen on (default `0.0.0.0:5683`).
-    #[serde(default = "default_bind")]
-    pub bind: String,
+    /// UDP address to listen on; required (no default wildcard).
+    pub bind: Option<String>,
     /// Path templates tried in order: `{device}` and optional `{point}`.
     #[serde(default = "default_paths")]
     pub paths: Vec<String>,
@@ -33,10 +32,6 @@ pub struct ServerConfig {
     /// Datagrams per second accepted from one source address.
     #[serde(default = "default_rate")]
     pub rate_limit: f64,
-}
-
-fn default_bind() -> String {
-    "0.0.0.0:5683".to_string()
 }
 
 fn default_paths() -> Vec<String> {
@@ -62,6 +57,7 @@ pub struct ProtocolConfig {
     pub max_body: Option<usize>,
     pub max_observe_relations: Option<usize>,
     pub max_block_transfers: Option<usize>,
+    pub max_block_transfers_per_source: Option<usize>,
 }
 
 /// `[coap.client]`: where the device client binds when there is no
@@ -317,12 +313,25 @@ pub fn plan(section: &Section<'_>) -> Result<CoapPlan, Vec<ConfigIssue>> {
         if let Some(n) = p.max_block_transfers {
             endpoint.max_block_transfers = n;
         }
+        if let Some(n) = p.max_block_transfers_per_source {
+            endpoint.max_block_transfers_per_source = n;
+        }
     }
 
     let mut ingest = None;
     let mut bind = None;
     if let Some(s) = &server {
-        bind = socket(&s.bind, &s.origin, "bind", &mut issues);
+        bind = match &s.bind {
+            Some(text) => socket(text, &s.origin, "bind", &mut issues),
+            None => {
+                issues.push(ferrogate_sdk::config::bind_required(
+                    &s.origin,
+                    "[coap.server]",
+                    5683,
+                ));
+                None
+            }
+        };
         let mut paths = Vec::new();
         for (i, p) in s.paths.iter().enumerate() {
             match PathTemplate::parse(p) {

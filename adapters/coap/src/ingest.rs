@@ -2,11 +2,15 @@
 //! that device may send, and the readings in its body. Answers follow RFC
 //! 7252 §5.9: 2.04 Changed, 4.00 Bad Request (undecodable body), 4.03
 //! Forbidden (unknown device), 4.04 Not Found (no path template matches),
-//! 4.05 Method Not Allowed, 4.15 Unsupported Content-Format.
+//! 4.05 Method Not Allowed, 4.15 Unsupported Content-Format. A name an
+//! allow pattern would admit passes [`check_device_name`] first: refused
+//! with 4.00, it never becomes a device. Every refusal carries a reason for
+//! the adapter's refusal counters.
 
 use std::collections::BTreeSet;
 
 use ferrogate_sdk::Timestamp;
+use ferrogate_sdk::name::check_device_name;
 
 use crate::config::IngestPlan;
 use crate::message::{Code, Method, Request, Response};
@@ -20,6 +24,21 @@ pub struct Accepted {
     /// The device is not configured and was let in by an allow pattern
     /// for the first time: announce it.
     pub first_seen: bool,
+}
+
+/// A request the ingest server refused: the answer, and the reason it is
+/// counted under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub response: Response,
+}
+
+fn refuse(reason: &'static str, code: Code, diagnostic: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        response: Response::new(code).with_diagnostic(diagnostic),
+    }
 }
 
 /// Routes pushed readings to devices.
@@ -43,10 +62,13 @@ impl Ingest {
     }
 
     /// Decide on one request: the readings, or the error response.
-    pub fn accept(&mut self, request: &Request, now: Timestamp) -> Result<Accepted, Response> {
+    pub fn accept(&mut self, request: &Request, now: Timestamp) -> Result<Accepted, Refused> {
         if !matches!(request.method, Method::Post | Method::Put) {
-            return Err(Response::new(Code::METHOD_NOT_ALLOWED)
-                .with_diagnostic("readings are sent with POST or PUT"));
+            return Err(refuse(
+                "bad_method",
+                Code::METHOD_NOT_ALLOWED,
+                "readings are sent with POST or PUT",
+            ));
         }
         let Some(m) = self
             .plan
@@ -54,18 +76,24 @@ impl Ingest {
             .iter()
             .find_map(|t| t.matches(&request.path))
         else {
-            return Err(Response::new(Code::NOT_FOUND).with_diagnostic("no device path matches"));
+            return Err(refuse("no_path", Code::NOT_FOUND, "no device path matches"));
         };
         let known = self.known.contains(&m.device);
         let mut first_seen = false;
         if !known {
             if !self.plan.allow.iter().any(|p| p.matches(&m.device)) {
-                return Err(Response::new(Code::FORBIDDEN).with_diagnostic("unknown device"));
+                return Err(refuse("unknown_device", Code::FORBIDDEN, "unknown device"));
+            }
+            if let Err(e) = check_device_name(&m.device) {
+                return Err(refuse("bad_name", Code::BAD_REQUEST, e.to_string()));
             }
             if !self.seen_unknown.contains(&m.device) {
                 if self.seen_unknown.len() >= self.max_unknown {
-                    return Err(Response::new(Code::SERVICE_UNAVAILABLE)
-                        .with_diagnostic("too many devices"));
+                    return Err(refuse(
+                        "too_many",
+                        Code::SERVICE_UNAVAILABLE,
+                        "too many devices",
+                    ));
                 }
                 self.seen_unknown.insert(m.device.clone());
                 first_seen = true;
@@ -75,8 +103,11 @@ impl Ingest {
             if first_seen {
                 self.seen_unknown.remove(&m.device);
             }
-            return Err(Response::new(Code::UNSUPPORTED_CONTENT_FORMAT)
-                .with_diagnostic("use text/plain, JSON, CBOR, SenML JSON or SenML CBOR"));
+            return Err(refuse(
+                "bad_content_format",
+                Code::UNSUPPORTED_CONTENT_FORMAT,
+                "use text/plain, JSON, CBOR, SenML JSON or SenML CBOR",
+            ));
         }
         let samples = match payload::decode(
             request.content_format,
@@ -89,7 +120,7 @@ impl Ingest {
                 if first_seen {
                     self.seen_unknown.remove(&m.device);
                 }
-                return Err(Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string()));
+                return Err(refuse("bad_payload", Code::BAD_REQUEST, e.to_string()));
             }
         };
         let samples = samples
@@ -156,7 +187,7 @@ mod tests {
             ("meter-1", "temp")
         );
         assert_eq!(a.samples[0].value, Value::Float(21.5));
-        let code = |r: Result<Accepted, Response>| r.unwrap_err().code;
+        let code = |r: Result<Accepted, Refused>| r.unwrap_err().response.code;
         assert_eq!(
             code(i.accept(&post("/ghost/temp", 0, b"1"), NOW)),
             Code::FORBIDDEN
@@ -191,6 +222,29 @@ mod tests {
         assert!(a.first_seen);
         let a = i.accept(&post("/lab-7", 50, br#"{"t":2}"#), NOW).unwrap();
         assert!(!a.first_seen);
+    }
+
+    #[test]
+    fn names_that_would_break_a_topic_are_refused_before_they_become_devices() {
+        let mut i = ingest();
+        for name in ["lab-x\u{1}y", "lab-\u{202e}", "lab-a b", "lab-+"] {
+            let refused = i
+                .accept(&post(&format!("/{name}"), 50, br#"{"t":1}"#), NOW)
+                .unwrap_err();
+            assert_eq!(refused.reason, "bad_name", "{name:?}");
+            assert_eq!(refused.response.code, Code::BAD_REQUEST, "{name:?}");
+        }
+        let long = format!("lab-{}", "x".repeat(ferrogate_sdk::name::MAX_NAME_LEN));
+        assert_eq!(
+            i.accept(&post(&format!("/{long}"), 50, br#"{"t":1}"#), NOW)
+                .unwrap_err()
+                .reason,
+            "bad_name"
+        );
+        // Nothing was remembered: a good name still gets in and is new.
+        assert!(i.seen_unknown.is_empty());
+        let a = i.accept(&post("/lab-ok", 50, br#"{"t":1}"#), NOW).unwrap();
+        assert!(a.first_seen);
     }
 
     #[test]

@@ -33,6 +33,39 @@ fn example_config_builds() {
 }
 
 #[test]
+fn the_ingest_bind_is_required_and_a_wildcard_is_warned_about() {
+    let missing = issues("[coap.server]\nallow = [\"lab-*\"]\n");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].1.contains("`[coap.server]` needs `bind`")
+            && missing[0].1.contains("127.0.0.1:5683"),
+        "{missing:?}"
+    );
+    let warning = |bind: &str| -> Vec<String> {
+        let built = testing::build(
+            &CoapKind,
+            &format!("[coap.server]\nbind = \"{bind}\"\n"),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        built[0]
+            .notes
+            .iter()
+            .filter(|n| n.starts_with("warning: "))
+            .cloned()
+            .collect()
+    };
+    let open = warning("0.0.0.0:5683");
+    assert!(
+        open.len() == 1 && open[0].contains("without authentication"),
+        "{open:?}"
+    );
+    assert_eq!(warning("[::]:5683").len(), 1);
+    assert!(warning("127.0.0.1:5683").is_empty());
+    assert!(warning("[::1]:5683").is_empty());
+}
+
+#[test]
 fn no_coap_section_builds_nothing() {
     assert!(
         testing::build(&CoapKind, "[other]\nx = 1\n", &[])

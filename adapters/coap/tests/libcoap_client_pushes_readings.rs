@@ -1,6 +1,7 @@
 //! libcoap's coap-client pushes readings to the ingest server: CON and NON,
 //! text, JSON, SenML JSON and SenML CBOR, a body large enough for Block1;
-//! unknown devices and bad bodies get the right 4.xx and no telemetry.
+//! unknown devices, names no topic can carry and bad bodies get the right
+//! 4.xx and no telemetry; refused names are counted.
 //! Needs `coap-client-notls` (Debian package libcoap3-bin).
 
 mod common;
@@ -198,6 +199,23 @@ async fn libcoap_client_pushes_readings() {
     .await;
     let t = telemetry(&mut h, "lab-3").await;
     assert_eq!(value_of(&t, "x"), Value::Int(7));
+
+    // a name an allow pattern admits but no topic can carry (a control
+    // character, a space, a wildcard) is refused and counted, never a device
+    for name in ["lab-x%01y", "lab-a%20b", "lab-%2B"] {
+        let codes = coap_client(&[
+            "-m",
+            "post",
+            "-t",
+            "0",
+            "-e",
+            "1",
+            &format!("{base}/{name}/x"),
+        ])
+        .await;
+        assert_eq!(codes, vec!["4.00"], "{name}");
+    }
+    assert_eq!(h.refusals.get("bad_name"), 3);
 
     // bad bodies and formats: the right code, nothing published
     let codes = coap_client(&[

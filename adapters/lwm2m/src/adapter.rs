@@ -40,6 +40,10 @@ impl AdapterKind for Lwm2mKind {
             settings.bind,
             settings.registry.objects().count()
         )];
+        notes.extend(ferrogate_sdk::config::nosec_exposure(
+            "the LwM2M server",
+            settings.bind,
+        ));
         if let Some(dir) = &settings.object_dir {
             notes.push(format!(
                 "{} object definitions loaded from {}",
@@ -142,6 +146,7 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                         req.respond(outcome);
                     }
                 }
+                Output::Refused { reason } => ctx.refusals.count(reason),
             }
         }
         // an idle server still ticks once a second, so its health beats

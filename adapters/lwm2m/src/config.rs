@@ -22,8 +22,8 @@ enum NamingToml {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerToml {
-    #[serde(default = "default_bind")]
-    bind: String,
+    /// Required: no default wildcard.
+    bind: Option<String>,
     #[serde(default)]
     device_prefix: String,
     #[serde(default)]
@@ -34,10 +34,6 @@ struct ServerToml {
     object_dir: Option<String>,
     #[serde(default = "default_awake")]
     queue_awake: ConfigDuration,
-}
-
-fn default_bind() -> String {
-    "0.0.0.0:5683".to_string()
 }
 
 fn default_awake() -> ConfigDuration {
@@ -70,7 +66,7 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             issues.push(ConfigIssue {
                 pos: None,
                 message: "`[lwm2m]` has no `[lwm2m.server]` table".into(),
-                hint: Some("add `[lwm2m.server]` with at least `bind = \"0.0.0.0:5683\"`".into()),
+                hint: Some("add `[lwm2m.server]` with at least `bind = \"127.0.0.1:5683\"`".into()),
             });
             return Err(issues);
         }
@@ -88,12 +84,21 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
     };
     let origin = &parsed.origin;
     let raw = &parsed.value;
-    let bind = match raw.bind.parse::<SocketAddr>() {
-        Ok(b) => Some(b),
-        Err(_) => {
+    let bind = match raw.bind.as_deref().map(str::parse::<SocketAddr>) {
+        Some(Ok(b)) => Some(b),
+        None => {
+            issues.push(ferrogate_sdk::config::bind_required(
+                origin,
+                "[lwm2m.server]",
+                5683,
+            ));
+            None
+        }
+        Some(Err(_)) => {
+            let text = raw.bind.as_deref().unwrap_or_default();
             issues.push(
                 origin
-                    .issue("bind", format!("`{}` is not a socket address", raw.bind))
+                    .issue("bind", format!("`{text}` is not a socket address"))
                     .with_hint(
                         "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
                     ),

@@ -82,13 +82,23 @@ fn get(path: Path, format: ContentFormat, observe: bool) -> Planned {
     }
 }
 
-fn resolve_point(client: &ClientView<'_>, point: &str) -> Result<Path, CommandError> {
-    client.registry.point_path(point).ok_or_else(|| {
-        CommandError::new(
-            ErrorCode::UnknownPoint,
-            format!("no LwM2M resource is named `{point}`"),
-        )
-    })
+/// What a read or write names: a path of any depth (`/3`, `/3/0`,
+/// `3303/0/5700`), whatever the point naming, or a point name.
+pub fn point_target(registry: &ObjectRegistry, point: &str) -> Result<Path, CommandError> {
+    let path_shaped = point.contains('/') && point.bytes().all(|b| b.is_ascii_digit() || b == b'/');
+    if !path_shaped {
+        return registry.point_path(point).ok_or_else(|| {
+            CommandError::new(
+                ErrorCode::UnknownPoint,
+                format!("no LwM2M resource is named `{point}`"),
+            )
+        });
+    }
+    match Path::parse(point) {
+        Ok(path) if path.depth() >= 1 => Ok(path),
+        Ok(_) => Err(bad("name an object, an instance or a resource, not `/`")),
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 fn command_path(path: &Option<String>) -> Result<Path, CommandError> {
@@ -132,7 +142,7 @@ pub fn plan(op: &Operation, client: &ClientView<'_>) -> Result<Plan, CommandErro
             } else {
                 points
                     .iter()
-                    .map(|p| resolve_point(client, p))
+                    .map(|p| point_target(client.registry, p))
                     .collect::<Result<_, _>>()?
             };
             if paths.is_empty() {
@@ -143,7 +153,7 @@ pub fn plan(op: &Operation, client: &ClientView<'_>) -> Result<Plan, CommandErro
         Operation::Write { values } => {
             let mut planned = Vec::with_capacity(values.len());
             for (point, value) in values {
-                let path = resolve_point(client, point)?;
+                let path = point_target(client.registry, point)?;
                 if path.depth() < 3 {
                     return Err(bad(format!("`{point}` is not a resource")));
                 }
@@ -204,10 +214,6 @@ fn protocol(
 ) -> Result<Plan, CommandError> {
     let one = |planned: Planned| Ok(Plan::Requests(vec![planned]));
     match op {
-        "read" => {
-            let p = command_path(path)?;
-            one(get(p, client.format, false))
-        }
         "observe" => {
             let p = command_path(path)?;
             one(get(p, client.format, true))
@@ -728,5 +734,43 @@ mod tests {
             Some(&Value::String("pmin=1;pmax=5".into()))
         );
         assert_eq!(values.get("/3/0"), Some(&Value::String(String::new())));
+    }
+
+    #[test]
+    fn reads_and_writes_name_paths_whatever_the_naming() {
+        let reg = ObjectRegistry::builtin();
+        let v = view(&reg, ContentFormat::Tlv);
+        for (point, path) in [
+            ("/3/0", "/3/0"),
+            ("/3/0/0", "/3/0/0"),
+            ("3303/0/5700", "/3303/0/5700"),
+            ("/3", "/3"),
+        ] {
+            let read = Operation::Read {
+                points: vec![point.into()],
+            };
+            let p = single(plan(&read, &v).unwrap());
+            assert_eq!(p.request.method, Method::Get, "{point}");
+            assert_eq!(
+                p.step,
+                Step::Read {
+                    path: Path::parse(path).unwrap()
+                }
+            );
+        }
+        let root = Operation::Read {
+            points: vec!["/".into()],
+        };
+        assert_eq!(plan(&root, &v).unwrap_err().code, ErrorCode::BadRequest);
+        let write = Operation::Write {
+            values: BTreeMap::from([("/1/0/1".to_string(), Value::Int(120))]),
+        };
+        let p = single(plan(&write, &v).unwrap());
+        assert_eq!(p.request.method, Method::Put);
+        assert_eq!(p.request.path, ["1", "0", "1"]);
+        let instance = Operation::Write {
+            values: BTreeMap::from([("/1/0".to_string(), Value::Int(120))]),
+        };
+        assert_eq!(plan(&instance, &v).unwrap_err().code, ErrorCode::BadRequest);
     }
 }

@@ -101,6 +101,8 @@ impl fmt::Display for Binding {
 pub enum RegistrationError {
     #[error("missing endpoint name `ep`")]
     MissingEndpoint,
+    #[error("endpoint name refused: {0}")]
+    BadEndpoint(ferrogate_sdk::name::NameError),
     #[error("invalid query parameter `{0}`")]
     BadParameter(String),
     #[error("unsupported LwM2M version `{0}`")]
@@ -157,8 +159,12 @@ impl RegisterRequest {
             }
         }
         binding.queue |= queue;
+        let endpoint = endpoint.ok_or(RegistrationError::MissingEndpoint)?;
+        // the name becomes a device, an MQTT topic level and a log field
+        ferrogate_sdk::name::check_device_name(&endpoint)
+            .map_err(RegistrationError::BadEndpoint)?;
         Ok(RegisterRequest {
-            endpoint: endpoint.ok_or(RegistrationError::MissingEndpoint)?,
+            endpoint,
             lifetime,
             version,
             binding,
@@ -206,11 +212,27 @@ impl UpdateRequest {
     }
 }
 
+/// Longest lifetime a client may ask for: `lt` is an unsigned 32-bit
+/// number of seconds (Core 1.1 §6.2.1, Table 6.2.1-1).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(u32::MAX as u64);
+
 fn parse_lifetime(v: &str) -> Result<Duration, RegistrationError> {
     match v.parse::<u64>() {
-        Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
-        _ => Err(RegistrationError::BadParameter(format!("lt={v}"))),
+        Ok(s) if s > 0 && s <= MAX_LIFETIME.as_secs() => Ok(Duration::from_secs(s)),
+        _ => Err(RegistrationError::BadParameter(format!(
+            "lt={v} (a lifetime is 1 to {} seconds)",
+            MAX_LIFETIME.as_secs()
+        ))),
     }
+}
+
+/// `now + d` without the panic `Instant + Duration` has on overflow: past
+/// what the clock can represent, a century from now stands for "never".
+pub fn later(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 /// The objects and instances a client announced, and its alternate root
@@ -306,7 +328,7 @@ pub struct Registration {
 
 impl Registration {
     pub fn expires_at(&self) -> Instant {
-        self.updated_at + self.lifetime
+        later(self.updated_at, self.lifetime)
     }
 
     /// The Location-Path handed out at registration, `rd/<id>`.
@@ -747,10 +769,46 @@ mod tests {
         );
         assert!(RegisterRequest::parse(["ep=a", "lt=x"], b"").is_err());
         assert!(RegisterRequest::parse(["ep=a", "lt=0"], b"").is_err());
+        // the 64-bit maximum once made `Instant + lifetime` panic
+        for lt in ["lt=18446744073709551615", "lt=4294967296"] {
+            assert!(
+                matches!(
+                    RegisterRequest::parse(["ep=a", lt], b""),
+                    Err(RegistrationError::BadParameter(_))
+                ),
+                "{lt}"
+            );
+            assert!(UpdateRequest::parse([lt], b"").is_err(), "{lt}");
+        }
+        for ep in ["ep=x\u{1}y", "ep=a/b", "ep=a+", "ep=#", "ep=a b"] {
+            assert!(
+                matches!(
+                    RegisterRequest::parse([ep], b""),
+                    Err(RegistrationError::BadEndpoint(_))
+                ),
+                "{ep:?}"
+            );
+        }
+        let urn = RegisterRequest::parse(["ep=urn:imei:490154203237518"], b"").unwrap();
+        assert_eq!(urn.endpoint, "urn:imei:490154203237518");
+        let longest = RegisterRequest::parse(["ep=a", "lt=4294967295"], b"").unwrap();
+        assert_eq!(longest.lifetime, MAX_LIFETIME);
         assert!(RegisterRequest::parse(["ep=a", "lwm2m=2.0"], b"").is_err());
         assert!(RegisterRequest::parse(["ep=a", "b=X"], b"").is_err());
         assert!(RegisterRequest::parse(["ep=a"], b"</3/0/1/2>").is_err());
         assert!(RegisterRequest::parse(["ep=a"], b"<3/0").is_err());
+    }
+
+    #[test]
+    fn the_longest_lifetime_expires_without_overflow() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let loc = register(&mut table, t0, "a", &["lt=4294967295"], 1000).location;
+        assert!(table.poll_timeout().is_some_and(|t| t > t0));
+        assert!(table.expire(t0 + Duration::from_secs(86_400)).is_empty());
+        assert!(table.by_location(&loc).is_some());
+        assert_eq!(later(t0, Duration::MAX), later(t0, Duration::MAX));
+        assert!(later(t0, Duration::MAX) > t0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::content::{self, ContentFormat, PathValue};
 use crate::operations::{self, ClientView, Plan, Planned, Step};
 use crate::path::{Path, PathPattern};
 use crate::registration::{
-    RegisterRequest, Registration, RegistrationTable, UpdateRequest, Version,
+    RegisterRequest, Registration, RegistrationError, RegistrationTable, UpdateRequest, Version,
 };
 use crate::registry::{ObjectRegistry, PointNaming};
 
@@ -62,7 +62,15 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Uplink(Uplink),
-    Completed { key: u64, outcome: Outcome },
+    Completed {
+        key: u64,
+        outcome: Outcome,
+    },
+    /// A request from the network was refused, for this reason (a short
+    /// snake_case word the adapter counts: `bad_name`, `bad_register`).
+    Refused {
+        reason: &'static str,
+    },
 }
 
 /// A command being executed: its requests and what they gathered.
@@ -535,6 +543,11 @@ impl Lwm2mServer {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
+                    let reason = match e {
+                        RegistrationError::BadEndpoint(_) => "bad_name",
+                        _ => "bad_register",
+                    };
+                    self.outputs.push_back(Output::Refused { reason });
                     return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
                 }
             };
@@ -565,7 +578,13 @@ impl Lwm2mServer {
         let parsed = match UpdateRequest::parse(req.query.iter().map(String::as_str), &req.payload)
         {
             Ok(p) => p,
-            Err(e) => return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string()),
+            Err(e) => {
+                tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M update");
+                self.outputs.push_back(Output::Refused {
+                    reason: "bad_update",
+                });
+                return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
+            }
         };
         let updated = match self.table.update(now, location, incoming.peer, parsed) {
             Ok(u) => u,
@@ -768,7 +787,7 @@ impl Lwm2mServer {
                 .collect(),
             ferrogate_sdk::Operation::Read { points } => points
                 .iter()
-                .filter_map(|p| self.registry.point_path(p))
+                .filter_map(|p| operations::point_target(&self.registry, p).ok())
                 .collect(),
             _ => Vec::new(),
         }

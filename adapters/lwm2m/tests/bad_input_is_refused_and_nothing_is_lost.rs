@@ -159,9 +159,9 @@ async fn bad_input_gets_clear_errors() {
             command(
                 "good",
                 Operation::Protocol {
-                    op: "read".into(),
+                    op: "write".into(),
                     path: None,
-                    value: None,
+                    value: Some(json!(5)),
                     args: json!(null),
                 },
             ),

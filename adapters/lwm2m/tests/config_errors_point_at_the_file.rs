@@ -65,6 +65,37 @@ fn every_problem_has_a_position() {
     );
     let missing = issues("[lwm2m]\n");
     assert!(missing[0].contains("[lwm2m.server]"), "{missing:?}");
+    // no default wildcard: the bind is written out
+    let no_bind = issues("[lwm2m.server]\ndevice_prefix = \"lw-\"\n");
+    assert!(
+        no_bind[0].contains("`[lwm2m.server]` needs `bind`"),
+        "{no_bind:?}"
+    );
+}
+
+#[test]
+fn a_listener_off_loopback_is_warned_about() {
+    let notes = |bind: &str| {
+        build(
+            &Lwm2mKind,
+            &format!("[lwm2m.server]\nbind = \"{bind}\"\n"),
+            &[],
+        )
+        .expect("valid")[0]
+            .notes
+            .clone()
+    };
+    let open = notes("0.0.0.0:5683");
+    assert!(
+        open.iter()
+            .any(|n| n.starts_with("warning: ") && n.contains("without authentication")),
+        "{open:?}"
+    );
+    assert!(
+        !notes("127.0.0.1:5683")
+            .iter()
+            .any(|n| n.starts_with("warning: "))
+    );
 }
 
 #[test]
@@ -76,7 +107,10 @@ fn object_xml_directory_is_loaded_and_its_errors_reported() {
         "<LWM2M><Object><Name>Water Meter</Name><ObjectID>3424</ObjectID><MultipleInstances>Multiple</MultipleInstances><Resources><Item ID=\"1\"><Name>Cumulated water volume</Name><Operations>R</Operations><MultipleInstances>Single</MultipleInstances><Type>Float</Type><Units>m3</Units></Item></Resources></Object></LWM2M>",
     )
     .expect("write xml");
-    let toml = format!("[lwm2m.server]\nobject_dir = \"{}\"\n", dir.display());
+    let toml = format!(
+        "[lwm2m.server]\nobject_dir = \"{}\"\nbind = \"127.0.0.1:5683\"\n",
+        dir.display()
+    );
     let built = build(&Lwm2mKind, &toml, &[]).expect("valid");
     assert!(
         built[0]
@@ -100,6 +134,8 @@ fn object_xml_directory_is_loaded_and_its_errors_reported() {
         "{found:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let missing = issues("[lwm2m.server]\nobject_dir = \"/nonexistent/ferrogate-objects\"\n");
+    let missing = issues(
+        "[lwm2m.server]\nbind = \"127.0.0.1:5683\"\nobject_dir = \"/nonexistent/ferrogate-objects\"\n",
+    );
     assert!(missing[0].contains("cannot read directory"), "{missing:?}");
 }

@@ -262,7 +262,9 @@ async fn register_observe_notify_write_execute_deregister() {
         &h,
         command(
             "lw-sensor-1",
-            protocol("read", "/3304/0", None, json!(null)),
+            Operation::Read {
+                points: vec!["/3304/0".into()],
+            },
         ),
     )
     .await

@@ -126,6 +126,7 @@ fn main() {
                 commands: CommandInbox::new(cmd_rx),
                 shutdown: shutdown.clone(),
                 health: Health::default(),
+                refusals: Default::default(),
             };
             let mut adapter = b.adapter;
             tokio::spawn(async move { adapter.run(ctx).await });

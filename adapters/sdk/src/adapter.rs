@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command::CommandRequest;
 use crate::config::{BuildContext, ConfigIssue, Pos, Section};
 use crate::model::Uplink;
+use crate::refusals::Refusals;
 
 /// A boxed future, so the trait stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -187,6 +188,8 @@ pub struct AdapterContext {
     pub commands: CommandInbox,
     pub shutdown: CancellationToken,
     pub health: Health,
+    /// Where the adapter counts network input it refused.
+    pub refusals: Refusals,
 }
 
 /// An adapter built from configuration, not yet running.

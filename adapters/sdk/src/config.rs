@@ -261,6 +261,32 @@ fn collect_positions(
     }
 }
 
+/// The error for a network listener whose `bind` is not written: there is
+/// no default, so that no listener is open to every network unasked.
+pub fn bind_required(origin: &Origin, table: &str, port: u16) -> ConfigIssue {
+    origin
+        .issue(
+            "bind",
+            format!("`{table}` needs `bind`: the address it listens on has no default"),
+        )
+        .with_hint(format!(
+            "write bind = \"127.0.0.1:{port}\" for devices on this host, or the address of the \
+             interface the devices reach (\"0.0.0.0:{port}\" for every network)"
+        ))
+}
+
+/// The `config check` warning for a listener that accepts unauthenticated
+/// (NoSec) datagrams on an address other than loopback; `None` on loopback.
+pub fn nosec_exposure(listener: &str, bind: std::net::SocketAddr) -> Option<String> {
+    (!bind.ip().is_loopback()).then(|| {
+        format!(
+            "warning: {listener} on {bind} accepts datagrams without authentication (NoSec) \
+             from every host that can reach it; bind it to loopback or to the devices' network \
+             only (see README, Exposure)"
+        )
+    })
+}
+
 /// Where a deserialized entry and each of its fields are in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {

@@ -5,6 +5,7 @@
 //! - [`command`]: what comes south (commands) and the single answer each gets.
 //! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
 //! - [`name`]: the one check a device name from the network passes.
+//! - [`refusals`]: counts of network input an adapter refused, by reason.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
 //!
@@ -15,6 +16,7 @@ pub mod command;
 pub mod config;
 pub mod model;
 pub mod name;
+pub mod refusals;
 pub mod testing;
 
 pub use adapter::{
@@ -26,3 +28,4 @@ pub use model::{
     DeviceEvent, DeviceForgotten, DeviceMeta, DeviceState, DeviceStatus, PointError,
     PointErrorKind, PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
 };
+pub use refusals::Refusals;

@@ -10,6 +10,7 @@ use crate::adapter::{AdapterContext, AdapterKind, BuiltAdapter, CommandInbox, He
 use crate::adapter::{UplinkEnvelope, UplinkSender};
 use crate::command::{Command, CommandRequest, Outcome};
 use crate::config::{BuildContext, ConfigIssue, Node, Section, SourceFile};
+use crate::refusals::Refusals;
 
 /// The test's side of an [`AdapterContext`].
 pub struct TestHarness {
@@ -17,6 +18,7 @@ pub struct TestHarness {
     pub commands: mpsc::Sender<CommandRequest>,
     pub shutdown: CancellationToken,
     pub health: Health,
+    pub refusals: Refusals,
 }
 
 impl TestHarness {
@@ -37,18 +39,21 @@ pub fn context(name: &str) -> (AdapterContext, TestHarness) {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let health = Health::default();
+    let refusals = Refusals::default();
     let ctx = AdapterContext {
         name: name.to_string(),
         uplink: UplinkSender::new(Arc::<str>::from(name), up_tx),
         commands: CommandInbox::new(cmd_rx),
         shutdown: shutdown.clone(),
         health: health.clone(),
+        refusals: refusals.clone(),
     };
     let harness = TestHarness {
         uplinks: up_rx,
         commands: cmd_tx,
         shutdown,
         health,
+        refusals,
     };
     (ctx, harness)
 }

@@ -57,6 +57,16 @@ impl TransmissionParams {
         self.max_transmit_span() + self.max_latency * 2 + self.ack_timeout
     }
 
+    /// How long a Block1 upload waits for its next block before it is
+    /// dropped: four initial timeouts at their longest (12 s). A client
+    /// sends the next block as soon as it has the 2.31 for the last one,
+    /// so an upload idle for longer is lost or abandoned, and keeping it
+    /// the whole EXCHANGE_LIFETIME would let a few first blocks hold every
+    /// slot for minutes.
+    pub fn block1_idle_timeout(&self) -> Duration {
+        self.ack_timeout.mul_f64(4.0 * self.factor())
+    }
+
     /// NON_LIFETIME: the same for a NON (145 s).
     pub fn non_lifetime(&self) -> Duration {
         self.max_transmit_span() + self.max_latency
@@ -108,6 +118,9 @@ pub struct EndpointConfig {
     pub max_body: usize,
     /// Open Block1 reassemblies plus cached Block2 bodies.
     pub max_block_transfers: usize,
+    /// Of those, at most this many from one source address, so one peer
+    /// cannot take every slot.
+    pub max_block_transfers_per_source: usize,
     /// Observe relations we serve (RFC 7641 server role).
     pub max_observe_relations: usize,
     /// Our requests in progress (including observations).
@@ -123,8 +136,8 @@ pub struct EndpointConfig {
     pub rate_limit: Option<RateLimit>,
     /// Sources tracked by the rate limiter.
     pub max_sources: usize,
-    /// Seed for message ids, tokens and retransmission jitter. Give each
-    /// endpoint a different one (e.g. from the clock); tests fix it.
+    /// Seed for the first message id and retransmission jitter (tokens come
+    /// from the OS CSPRNG). Give each endpoint a different one; tests fix it.
     pub seed: u64,
 }
 
@@ -140,6 +153,7 @@ impl Default for EndpointConfig {
             max_payload: 1024,
             max_body: 64 * 1024,
             max_block_transfers: 64,
+            max_block_transfers_per_source: 4,
             max_observe_relations: 256,
             max_exchanges: 1024,
             max_pending_requests: 1024,

@@ -218,8 +218,10 @@ impl Token {
     }
 }
 
-/// xorshift64*: message ids, tokens and jitter need unpredictability only
-/// against off-path guessing, and tests need determinism.
+/// xorshift64*: the message id start and retransmission jitter need no
+/// secrecy, and tests need determinism. Tokens do need it (an observed one
+/// must not predict the next): they come from the OS, see
+/// [`Endpoint::new_token`].
 #[derive(Debug)]
 struct Rng(u64);
 
@@ -597,9 +599,12 @@ impl Endpoint {
         }
     }
 
+    /// A token from the OS CSPRNG, as RFC 7252 §5.3.1 and RFC 9175 §4.2
+    /// ask: an off-path attacker who saw one cannot guess the next. Should
+    /// the OS ever fail to give randomness, the seeded generator stands in.
     fn new_token(&mut self, peer: SocketAddr) -> Token {
         loop {
-            let token = Token(self.rng.next());
+            let token = Token(getrandom::u64().unwrap_or_else(|_| self.rng.next()));
             if !self.tokens.contains_key(&(peer, token)) {
                 return token;
             }

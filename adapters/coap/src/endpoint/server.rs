@@ -257,16 +257,9 @@ impl Endpoint {
             );
             return Block1Step::Answered;
         }
-        if block.num == 0 {
-            if !self.uploads.contains_key(key)
-                && self.uploads.len() + self.downloads.len() >= self.config.max_block_transfers
-            {
-                self.reject(
-                    peer,
-                    frame,
-                    Code::SERVICE_UNAVAILABLE,
-                    "too many block-wise transfers",
-                );
+        if block.num == 0 && !self.uploads.contains_key(key) {
+            if let Some(refusal) = self.block_transfer_refusal(peer) {
+                self.reject(peer, frame, Code::SERVICE_UNAVAILABLE, refusal);
                 return Block1Step::Answered;
             }
             self.uploads.insert(
@@ -277,7 +270,7 @@ impl Endpoint {
                 },
             );
         }
-        let lifetime = self.config.transmission.exchange_lifetime();
+        let idle = self.config.transmission.block1_idle_timeout();
         let Some(upload) = self.uploads.get_mut(key) else {
             self.reject(
                 peer,
@@ -301,7 +294,7 @@ impl Endpoint {
             return too_large(self);
         }
         upload.body.extend_from_slice(&frame.payload);
-        upload.expires = now + lifetime;
+        upload.expires = now.checked_add(idle).unwrap_or(now);
         if block.more {
             let ack = BlockOption {
                 num: block.num,
@@ -320,6 +313,22 @@ impl Endpoint {
             Some(upload) => Block1Step::Complete(upload.body),
             None => Block1Step::Answered,
         }
+    }
+
+    /// Why a new block-wise transfer from `peer` is refused, if it is: the
+    /// total cap, or the cap per source address.
+    fn block_transfer_refusal(&self, peer: SocketAddr) -> Option<&'static str> {
+        if self.uploads.len() + self.downloads.len() >= self.config.max_block_transfers {
+            return Some("too many block-wise transfers");
+        }
+        let from_peer = self
+            .uploads
+            .keys()
+            .chain(self.downloads.keys())
+            .filter(|k| k.peer.ip() == peer.ip())
+            .count();
+        (from_peer >= self.config.max_block_transfers_per_source)
+            .then_some("too many block-wise transfers from this address")
     }
 
     fn serve_cached_block(
@@ -578,8 +587,8 @@ impl Endpoint {
             options.push((option::SIZE2, encode_uint(response.payload.len() as u32)));
         }
         if block.more {
-            let room = self.downloads.contains_key(key)
-                || self.uploads.len() + self.downloads.len() < self.config.max_block_transfers;
+            let room =
+                self.downloads.contains_key(key) || self.block_transfer_refusal(key.peer).is_none();
             if room {
                 self.downloads.insert(
                     key.clone(),

@@ -574,9 +574,94 @@ fn open_block_transfers_are_capped() {
         assert_eq!(r.code, want, "transfer {i}");
     }
     assert_eq!(ep.block_transfers(), 2);
-    // abandoned transfers are forgotten after EXCHANGE_LIFETIME
-    ep.handle_timeout(now + Duration::from_secs(248));
+    // abandoned uploads are forgotten after a few ACK timeouts
+    ep.handle_timeout(now + TransmissionParams::default().block1_idle_timeout());
     assert_eq!(ep.block_transfers(), 0);
+}
+
+/// The first Block1 block (of a 3-block body) to `path`, as `peer` sends it.
+fn first_block(mid: u16, path: &str) -> Vec<u8> {
+    let block = BlockOption {
+        num: 0,
+        more: true,
+        szx: 2,
+    };
+    Frame {
+        kind: Kind::Con,
+        code: Method::Put.code(),
+        mid,
+        token: vec![1],
+        options: vec![
+            (option::URI_PATH, path.as_bytes().to_vec()),
+            (option::BLOCK1, block.encode()),
+        ],
+        payload: vec![0; 64],
+    }
+    .emit()
+}
+
+fn answer(ep: &mut Endpoint) -> Code {
+    Frame::parse(&ep.poll_transmit().expect("an answer").datagram)
+        .unwrap()
+        .code
+}
+
+#[test]
+fn one_source_cannot_take_every_block1_slot() {
+    let mut ep = Endpoint::new(no_limits());
+    let now = Instant::now();
+    // 64 first blocks from one address (many ports, many paths): only the
+    // per-source share is kept
+    for i in 0..64u16 {
+        let peer = SocketAddr::new(addr(A).ip(), 40_000 + i);
+        ep.handle(now, peer, &first_block(i, &format!("r{i}")));
+        let want = if i < 4 {
+            Code::CONTINUE
+        } else {
+            Code::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(answer(&mut ep), want, "first block {i}");
+    }
+    assert_eq!(ep.block_transfers(), 4);
+    // another source uploads a whole body meanwhile
+    for num in 0..3u32 {
+        let block = BlockOption {
+            num,
+            more: num < 2,
+            szx: 2,
+        };
+        let req = Frame {
+            kind: Kind::Con,
+            code: Method::Put.code(),
+            mid: 500 + num as u16,
+            token: vec![2],
+            options: vec![
+                (option::URI_PATH, b"fw".to_vec()),
+                (option::BLOCK1, block.encode()),
+            ],
+            payload: vec![num as u8; 64],
+        };
+        ep.handle(now, addr(B), &req.emit());
+        if num < 2 {
+            assert_eq!(answer(&mut ep), Code::CONTINUE, "block {num}");
+        }
+    }
+    let requests: Vec<_> = std::iter::from_fn(|| ep.poll_event())
+        .filter_map(|e| match e {
+            Event::Request(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].request.payload.len(), 192);
+    // the flooding source's uploads are gone a few ACK timeouts later, and
+    // it may start again
+    let later = now + TransmissionParams::default().block1_idle_timeout();
+    ep.handle_timeout(later);
+    assert_eq!(ep.block_transfers(), 0);
+    while ep.poll_transmit().is_some() {} // the unanswered request's empty ACK
+    ep.handle(later, addr(A), &first_block(99, "again"));
+    assert_eq!(answer(&mut ep), Code::CONTINUE);
 }
 
 #[test]
@@ -1250,4 +1335,39 @@ fn a_non_notification_becomes_con_once_a_day() {
         .unwrap();
     net.pump();
     assert_eq!(net.sent_to(A).last().unwrap().kind, Kind::Non);
+}
+
+/// Tokens an endpoint sends, with `seed`, for `n` requests to one peer.
+fn tokens_sent(seed: u64, n: usize) -> Vec<Vec<u8>> {
+    let mut e = Endpoint::new(EndpointConfig {
+        seed,
+        ..no_limits()
+    });
+    let now = Instant::now();
+    (0..n)
+        .map(|i| {
+            e.request(now, addr(B), Request::get(&format!("/{i}")))
+                .unwrap();
+            let t = e.poll_transmit().expect("the request is sent");
+            Frame::parse(&t.datagram).unwrap().token
+        })
+        .collect()
+}
+
+#[test]
+fn tokens_come_from_the_os_not_from_the_seed() {
+    // The seed fixes message ids and jitter, so tokens drawn from it
+    // would repeat across two endpoints seeded alike, and one token would
+    // give away the generator's state and so every later token.
+    let a = tokens_sent(7, 16);
+    let b = tokens_sent(7, 16);
+    assert!(a.iter().all(|t| t.len() == 8), "{a:?}");
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x != y),
+        "same seed, same tokens: {a:?}"
+    );
+    let mut distinct = a.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), a.len());
 }

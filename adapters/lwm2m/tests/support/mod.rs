@@ -3,6 +3,8 @@
 //! adapter from TOML and wait for its uplinks.
 #![allow(dead_code)]
 
+pub mod libcoap;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
