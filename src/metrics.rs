@@ -4,7 +4,8 @@
 //!
 //! Series (all prefixed `ferrogate_`): `up`, `build_info`, `uptime_seconds`;
 //! `mqtt_connected`, `mqtt_publishes_total`, `mqtt_acks_total`,
-//! `mqtt_reconnects_total`; `outbox_depth`, `outbox_bytes`,
+//! `mqtt_reconnects_total`; `commands_received_total`,
+//! `commands_answered_total`, `commands_busy_total`; `outbox_depth`, `outbox_bytes`,
 //! `outbox_oldest_age_seconds`, `outbox_dropped_total`, `outbox_resent_total`,
 //! `outbox_write_errors_total`; `adapter_up`, `adapter_stalled`,
 //! `adapter_restarts_total`, `adapter_refused_total{reason}`; `device_online`, `device_readings_total`,
@@ -157,6 +158,24 @@ pub fn render(s: &Sources) -> String {
         "counter",
         "Connections lost or failed.",
         one(north.live.reconnects as f64),
+    );
+    gauge(
+        "commands_received_total",
+        "counter",
+        "Commands received on the cmd topics.",
+        one(north.live.commands_received as f64),
+    );
+    gauge(
+        "commands_answered_total",
+        "counter",
+        "Command results stored for publishing (cmd/result).",
+        one(north.live.commands_answered as f64),
+    );
+    gauge(
+        "commands_busy_total",
+        "counter",
+        "Commands answered busy because the gateway could not queue them.",
+        one(north.live.commands_busy as f64),
     );
     let ob = &north.outbox;
     gauge(
