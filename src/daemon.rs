@@ -363,11 +363,12 @@ async fn reload(
     }
     let summary = core.reload(loaded.adapters).await;
     release_free_memory();
-    tracing::info!(added = ?summary.added, removed = ?summary.removed, "configuration reloaded");
+    tracing::info!(added = ?summary.added, removed = ?summary.removed, forgotten = ?summary.forgotten, "configuration reloaded");
     Ok(serde_json::json!({
         "adapters": summary.adapters,
         "added": summary.added,
         "removed": summary.removed,
+        "devices_removed": summary.forgotten,
         "devices": core.directory.snapshot().len(),
         "restart_needed_for": restart_needed,
     }))
