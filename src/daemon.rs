@@ -25,6 +25,8 @@ use crate::systemd::{self, Notifier};
 
 /// How long adapters get to stop before the north side is flushed.
 const ADAPTER_STOP_GRACE: Duration = Duration::from_millis(1500);
+/// Longest wait for the outbox writer to take the devices' offline status.
+const OFFLINE_ANNOUNCE_GRACE: Duration = Duration::from_millis(500);
 /// How long the north side gets to flush and disconnect.
 const NORTH_STOP_GRACE: Duration = Duration::from_millis(2500);
 /// How often adapter health is checked when systemd asks for no watchdog.
@@ -278,12 +280,14 @@ pub async fn run(
     control_stop.cancel();
     commands.abort();
     adapters_stop.cancel();
+    let directory = core.directory.clone();
     if tokio::time::timeout(ADAPTER_STOP_GRACE, core.join())
         .await
         .is_err()
     {
         tracing::warn!("adapters did not stop in time");
     }
+    announce_offline(&north, &directory).await;
     north_stop.cancel();
     if tokio::time::timeout(NORTH_STOP_GRACE, north.shutdown())
         .await
@@ -296,6 +300,40 @@ pub async fn run(
         let _ = endpoint.await;
     }
     Ok(())
+}
+
+/// On a clean stop every device not already offline gets a retained
+/// `offline` status ("gateway stopped"), stored in the outbox before the
+/// north side flushes: a consumer reading `{root}/devices/+/status` sees
+/// the truth after a stop, not the last `online` (the last will covers
+/// only `{root}/status`, and only on a crash).
+async fn announce_offline(north: &North, directory: &crate::directory::Directory) {
+    let uplink = north.uplink_tx();
+    let stopped = ferrogate_sdk::Timestamp::now();
+    let deadline = tokio::time::Instant::now() + OFFLINE_ANNOUNCE_GRACE;
+    for (device, entry) in directory.snapshot() {
+        if entry.state == Some(ferrogate_sdk::DeviceState::Offline) {
+            continue;
+        }
+        let status = ferrogate_sdk::Uplink::Status(ferrogate_sdk::DeviceStatus {
+            device,
+            state: ferrogate_sdk::DeviceState::Offline,
+            reason: Some("gateway stopped".into()),
+            ts: stopped,
+        });
+        let envelope = ferrogate_sdk::UplinkEnvelope {
+            adapter: entry.adapter.as_str().into(),
+            uplink: status,
+            produced: std::time::Instant::now(),
+        };
+        if tokio::time::timeout_at(deadline, uplink.send(envelope))
+            .await
+            .map_or(true, |sent| sent.is_err())
+        {
+            tracing::warn!("devices' offline status not all stored: northbound busy or closed");
+            return;
+        }
+    }
 }
 
 /// Load the configuration again and swap the adapters. Gateway-level
@@ -325,11 +363,12 @@ async fn reload(
     }
     let summary = core.reload(loaded.adapters).await;
     release_free_memory();
-    tracing::info!(added = ?summary.added, removed = ?summary.removed, "configuration reloaded");
+    tracing::info!(added = ?summary.added, removed = ?summary.removed, forgotten = ?summary.forgotten, "configuration reloaded");
     Ok(serde_json::json!({
         "adapters": summary.adapters,
         "added": summary.added,
         "removed": summary.removed,
+        "devices_removed": summary.forgotten,
         "devices": core.directory.snapshot().len(),
         "restart_needed_for": restart_needed,
     }))
@@ -346,7 +385,14 @@ async fn serve_commands(
         let router = router.clone();
         let results = results.clone();
         tokio::spawn(async move {
-            let answer = router.submit(&command.device, &command.payload).await;
+            let answer = match command.request {
+                Ok(request) => {
+                    router
+                        .execute(&command.device, request, command.received)
+                        .await
+                }
+                Err(refused) => router.refuse(&command.device, refused),
+            };
             let message = CommandResultMsg {
                 device: answer.device,
                 id: answer.id.unwrap_or_default(),

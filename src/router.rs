@@ -1,12 +1,14 @@
 //! The downlink router: turns a command request (from MQTT or the control
 //! socket; one code path for both) into exactly one result.
 //!
-//! Lifecycle of a request: parse and validate (`bad_request`), find the
-//! device (`unknown_device`) and check the operation against its metadata
-//! (`unknown_point`, `not_writable`, `invalid_value`, `out_of_range`); answer
-//! a repeated id from the idempotency cache without executing again; take a
-//! place in the device's queue (`busy` when full) and a rate-limit slot;
-//! wait for an offline device when its adapter's policy says hold
+//! Requests arrive decoded ([`codec::decode_request`]); the router never
+//! reads JSON. Lifecycle of a request: find the device (`unknown_device`,
+//! before anything is remembered about the request); answer a repeated id
+//! from the idempotency cache without executing again (`bad_request` when
+//! the id comes back with a different body); check the operation against
+//! the device's metadata (`unknown_point`, `not_writable`, `out_of_range`);
+//! take a place in the device's queue (`busy` when full) and a rate-limit
+//! slot; wait for an offline device when its adapter's policy says hold
 //! (`device_offline` otherwise); start before the deadline (`expired`) and
 //! get the adapter's answer before it (`timeout`). Writes and executes are
 //! audited to the log and as a device event.
@@ -18,7 +20,7 @@ use std::time::Duration;
 use ferrogate_sdk::config::ConfigDuration;
 use ferrogate_sdk::{
     Command, CommandError, CommandRequest, DeviceEvent, DeviceMeta, ErrorCode, Operation, Outcome,
-    Timestamp, Uplink, UplinkSender, Value,
+    Timestamp, Uplink, UplinkSender,
 };
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -26,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::directory::Directory;
 use crate::metrics::Counters;
+use crate::north::codec::{self, Refused, Request};
 
 /// The `[commands]` table of gateway.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +44,12 @@ pub struct CommandsConfig {
     /// without executing again (QoS 1 redelivery never writes twice).
     #[serde(default = "idempotency_window")]
     pub idempotency_window: ConfigDuration,
+    /// Most ids the window holds; beyond it the oldest are forgotten first.
+    #[serde(default = "idempotency_max_ids")]
+    pub idempotency_max_ids: usize,
+    /// Most bytes (ids, device names, results) the window holds.
+    #[serde(default = "idempotency_max_bytes")]
+    pub idempotency_max_bytes: usize,
     /// Commands waiting per device before `busy`.
     #[serde(default = "queue_depth")]
     pub queue_depth: usize,
@@ -66,6 +75,12 @@ fn max_timeout() -> ConfigDuration {
 fn idempotency_window() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(600))
 }
+fn idempotency_max_ids() -> usize {
+    10_000
+}
+fn idempotency_max_bytes() -> usize {
+    4 << 20
+}
 fn queue_depth() -> usize {
     32
 }
@@ -82,178 +97,14 @@ impl Default for CommandsConfig {
             default_timeout: default_timeout(),
             max_timeout: max_timeout(),
             idempotency_window: idempotency_window(),
+            idempotency_max_ids: idempotency_max_ids(),
+            idempotency_max_bytes: idempotency_max_bytes(),
             queue_depth: queue_depth(),
             in_flight: in_flight(),
             rate: None,
             hold_when_offline: hold_when_offline(),
         }
     }
-}
-
-/// The operations a request may name besides read and write; adapters say
-/// which they support by answering or refusing them.
-const PROTOCOL_OPS: &[&str] = &[
-    "execute",
-    "discover",
-    "observe",
-    "cancel-observe",
-    "write-attr",
-    "create",
-    "delete",
-    "send",
-];
-
-/// A parsed request: `{"id","op","point"|"points"|"values"|"path","value","args","timeout_ms"}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub id: String,
-    pub op: Operation,
-    pub timeout_ms: Option<u64>,
-}
-
-/// Parse a request body. On failure, the id if one could be read, and a
-/// `bad_request` naming the problem.
-pub fn parse_request(payload: &[u8]) -> Result<Request, (Option<String>, CommandError)> {
-    let bad = |msg: String| CommandError::new(ErrorCode::BadRequest, msg);
-    let json: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| (None, bad(format!("request is not valid JSON: {e}"))))?;
-    let Some(obj) = json.as_object() else {
-        return Err((None, bad("request must be a JSON object".into())));
-    };
-    let id = match obj.get("id") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(_) => return Err((None, bad("`id` must be a non-empty string".into()))),
-        None => return Err((None, bad("missing `id`".into()))),
-    };
-    let fail = |msg: String| (Some(id.clone()), bad(msg));
-    const KNOWN: &[&str] = &[
-        "id",
-        "op",
-        "point",
-        "points",
-        "values",
-        "path",
-        "value",
-        "args",
-        "timeout_ms",
-    ];
-    if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(fail(format!(
-            "unknown field `{k}`; expected {}",
-            KNOWN.join(", ")
-        )));
-    }
-    let op_name = match obj.get("op") {
-        Some(serde_json::Value::String(s)) => s.as_str(),
-        Some(_) => return Err(fail("`op` must be a string".into())),
-        None => return Err(fail("missing `op`".into())),
-    };
-    let timeout_ms = match obj.get("timeout_ms") {
-        None => None,
-        Some(v) => match v.as_u64() {
-            Some(ms) if ms > 0 => Some(ms),
-            _ => return Err(fail("`timeout_ms` must be a positive integer".into())),
-        },
-    };
-    let string_list = |key: &str| -> Result<Vec<String>, (Option<String>, CommandError)> {
-        match obj.get(key) {
-            None => Ok(Vec::new()),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| fail(format!("`{key}` must be a list of strings")))
-                })
-                .collect(),
-            Some(_) => Err(fail(format!("`{key}` must be a list of strings"))),
-        }
-    };
-    let point = match obj.get("point") {
-        None => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(fail("`point` must be a string".into())),
-    };
-    let path = match obj.get("path") {
-        None => None,
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(_) => return Err(fail("`path` must be a non-empty string".into())),
-    };
-    let op = match op_name {
-        "read" | "write" if point.is_some() && path.is_some() => {
-            return Err(fail(format!(
-                "a {op_name} names its target by `point` or by `path`, not both"
-            )));
-        }
-        "read" => {
-            let mut points = string_list("points")?;
-            points.extend(point);
-            points.extend(path);
-            Operation::Read { points }
-        }
-        // A write by path keeps the protocol's own forms (an instance
-        // written as `{"5850": true}`, `args.mode`): the adapter reads them.
-        "write" if path.is_some() => {
-            if obj.contains_key("values") {
-                return Err(fail(
-                    "a write takes either `path` and `value`, or `values`".into(),
-                ));
-            }
-            Operation::Protocol {
-                op: "write".into(),
-                path,
-                value: obj.get("value").cloned(),
-                args: obj.get("args").cloned().unwrap_or(serde_json::Value::Null),
-            }
-        }
-        "write" => {
-            let mut values = BTreeMap::new();
-            match (point, obj.get("value"), obj.get("values")) {
-                (Some(p), Some(v), None) => {
-                    values.insert(p, json_value(v).map_err(|m| (Some(id.clone()), m))?);
-                }
-                (None, None, Some(serde_json::Value::Object(map))) if !map.is_empty() => {
-                    for (p, v) in map {
-                        values.insert(p.clone(), json_value(v).map_err(|m| (Some(id.clone()), m))?);
-                    }
-                }
-                (None, None, Some(_)) => {
-                    return Err(fail(
-                        "`values` must be a non-empty object of point: value".into(),
-                    ));
-                }
-                _ => {
-                    return Err(fail(
-                        "a write takes either `point` and `value`, or `values`".into(),
-                    ));
-                }
-            }
-            Operation::Write { values }
-        }
-        other if PROTOCOL_OPS.contains(&other) => Operation::Protocol {
-            op: other.to_string(),
-            path: path.or(point),
-            value: obj.get("value").cloned(),
-            args: obj.get("args").cloned().unwrap_or(serde_json::Value::Null),
-        },
-        other => {
-            return Err(fail(format!(
-                "unknown op `{other}`; expected read, write, {}",
-                PROTOCOL_OPS.join(", ")
-            )));
-        }
-    };
-    Ok(Request { id, op, timeout_ms })
-}
-
-fn json_value(v: &serde_json::Value) -> Result<Value, CommandError> {
-    Value::from_json(v).ok_or_else(|| {
-        CommandError::new(
-            ErrorCode::InvalidValue,
-            format!("`{v}` is not a point value (expected a number, bool or string)"),
-        )
-    })
 }
 
 /// The answer to one request.
@@ -279,23 +130,83 @@ enum Recent {
     Done(Outcome),
 }
 
-/// Idempotency cache: (device, id) → the first outcome, for a window.
+/// One id in the window: when it came, what its body was, how it ended.
+struct RecentEntry {
+    at: Instant,
+    fingerprint: u64,
+    bytes: usize,
+    state: Recent,
+}
+
+/// Idempotency cache: (device, id) → the first outcome, for a window, and
+/// bounded in ids and bytes.
 #[derive(Default)]
 struct RecentIds {
-    entries: HashMap<(String, String), (Instant, Recent)>,
+    entries: HashMap<(String, String), RecentEntry>,
     order: VecDeque<(Instant, (String, String))>,
+    bytes: usize,
+}
+
+/// What an entry costs: its key twice (map and order) plus the outcome.
+fn entry_bytes(key: &(String, String), outcome: Option<&Outcome>) -> usize {
+    const FIXED: usize = 128;
+    let result = match outcome {
+        Some(Ok(values)) => values.keys().map(|k| k.len() + 32).sum(),
+        Some(Err(e)) => e.message.len(),
+        None => 0,
+    };
+    FIXED + 2 * (key.0.len() + key.1.len()) + result
 }
 
 impl RecentIds {
-    fn expire(&mut self, window: Duration) {
+    /// Forgets ids older than the window, then the oldest ones beyond the
+    /// caps.
+    fn expire(&mut self, config: &CommandsConfig) {
         let now = Instant::now();
-        while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < window {
+        let window = config.idempotency_window.0;
+        while let Some((at, key)) = self.order.front() {
+            let over = self.entries.len() > config.idempotency_max_ids
+                || self.bytes > config.idempotency_max_bytes;
+            if now.duration_since(*at) < window && !over {
                 break;
             }
+            // An id seen again is in `order` once per insert; only the
+            // entry inserted at that time is removed.
+            let stale = self.entries.get(key).is_some_and(|e| e.at == *at);
             if let Some((_, key)) = self.order.pop_front() {
-                self.entries.remove(&key);
+                if stale {
+                    if let Some(e) = self.entries.remove(&key) {
+                        self.bytes = self.bytes.saturating_sub(e.bytes);
+                    }
+                }
             }
+        }
+    }
+
+    fn insert(&mut self, key: (String, String), fingerprint: u64, state: Recent) {
+        let now = Instant::now();
+        let bytes = entry_bytes(&key, None);
+        self.bytes += bytes;
+        if let Some(old) = self.entries.insert(
+            key.clone(),
+            RecentEntry {
+                at: now,
+                fingerprint,
+                bytes,
+                state,
+            },
+        ) {
+            self.bytes = self.bytes.saturating_sub(old.bytes);
+        }
+        self.order.push_back((now, key));
+    }
+
+    fn finish(&mut self, key: &(String, String), outcome: &Outcome) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            let bytes = entry_bytes(key, Some(outcome));
+            self.bytes = self.bytes.saturating_sub(entry.bytes) + bytes;
+            entry.bytes = bytes;
+            entry.state = Recent::Done(outcome.clone());
         }
     }
 }
@@ -352,6 +263,12 @@ impl Router {
             .unwrap_or_else(|e| e.into_inner()) = adapters;
     }
 
+    /// Ids in the idempotency window, and the bytes they take.
+    pub fn remembered_ids(&self) -> (usize, usize) {
+        let recent = lock(&self.inner.recent);
+        (recent.entries.len(), recent.bytes)
+    }
+
     /// Commands for `device` waiting for admission, and executing now.
     pub fn pending(&self, device: &str) -> (usize, usize) {
         let gates = lock(&self.inner.gates);
@@ -367,42 +284,65 @@ impl Router {
     /// Handle one raw request for `device` and return its single answer.
     pub async fn submit(&self, device: &str, payload: &[u8]) -> Answer {
         let received = Instant::now();
-        match parse_request(payload) {
+        match codec::decode_request(payload) {
             Ok(request) => self.execute(device, request, received).await,
-            Err((id, error)) => {
-                self.inner.counters.command(Err(error.code));
-                Answer {
-                    device: device.to_string(),
-                    id,
-                    outcome: Err(error),
-                    replayed: false,
-                }
-            }
+            Err(refused) => self.refuse(device, refused),
         }
     }
 
-    /// Execute a parsed request (the control socket's entry point).
+    /// The answer to a request that could not be decoded.
+    pub fn refuse(&self, device: &str, refused: Refused) -> Answer {
+        self.inner.counters.command(Err(refused.error.code));
+        Answer {
+            device: device.to_string(),
+            id: refused.id,
+            outcome: Err(refused.error),
+            replayed: false,
+        }
+    }
+
+    /// Execute a decoded request (MQTT's and the control socket's entry
+    /// point).
     pub async fn execute(&self, device: &str, request: Request, received: Instant) -> Answer {
         let id = request.id.clone();
+        // Nothing is remembered for a device that does not exist: a flood
+        // of requests for made-up devices costs no memory.
+        if self.inner.directory.get(device).is_none() {
+            let error =
+                CommandError::new(ErrorCode::UnknownDevice, format!("no device `{device}`"));
+            return self.answer(device, &id, Err(error), false);
+        }
         let key = (device.to_string(), id.clone());
-        let window = self.inner.config.idempotency_window.0;
 
         // Idempotency: a repeated id waits for, or replays, the first outcome.
         let sender = {
             let mut recent = lock(&self.inner.recent);
-            recent.expire(window);
+            recent.expire(&self.inner.config);
             match recent.entries.get(&key) {
-                Some((_, Recent::Done(outcome))) => {
-                    return self.answer(device, &id, outcome.clone(), true);
+                Some(entry) if entry.fingerprint != request.fingerprint => {
+                    let error = CommandError::new(
+                        ErrorCode::BadRequest,
+                        format!("id `{id}` reused with a different request"),
+                    );
+                    drop(recent);
+                    return self.answer(device, &id, Err(error), false);
                 }
-                Some((_, Recent::Running(rx))) => Err(rx.clone()),
+                Some(RecentEntry {
+                    state: Recent::Done(outcome),
+                    ..
+                }) => {
+                    let outcome = outcome.clone();
+                    drop(recent);
+                    return self.answer(device, &id, outcome, true);
+                }
+                Some(RecentEntry {
+                    state: Recent::Running(rx),
+                    ..
+                }) => Err(rx.clone()),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    let now = Instant::now();
-                    recent
-                        .entries
-                        .insert(key.clone(), (now, Recent::Running(rx)));
-                    recent.order.push_back((now, key.clone()));
+                    recent.insert(key.clone(), request.fingerprint, Recent::Running(rx));
+                    recent.expire(&self.inner.config);
                     Ok(tx)
                 }
             }
@@ -428,9 +368,7 @@ impl Router {
             self.audit(device, &id, &op_name, &outcome).await;
         }
         tx.send_replace(Some(outcome.clone()));
-        if let Some(entry) = lock(&self.inner.recent).entries.get_mut(&key) {
-            entry.1 = Recent::Done(outcome.clone());
-        }
+        lock(&self.inner.recent).finish(&key, &outcome);
         self.answer(device, &id, outcome, false)
     }
 
@@ -734,101 +672,7 @@ fn check_allowed(meta: Option<&DeviceMeta>, op: &Operation) -> Result<(), Comman
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrogate_sdk::PointMeta;
-
-    fn err(payload: &str) -> (Option<String>, CommandError) {
-        parse_request(payload.as_bytes()).unwrap_err()
-    }
-
-    #[test]
-    fn parses_each_request_form() {
-        let r = parse_request(br#"{"id":"1","op":"read","point":"t"}"#).unwrap();
-        assert_eq!(
-            r.op,
-            Operation::Read {
-                points: vec!["t".into()]
-            }
-        );
-        let r = parse_request(br#"{"id":7,"op":"read"}"#).unwrap();
-        assert_eq!(r.id, "7");
-        let r =
-            parse_request(br#"{"id":"2","op":"write","point":"sp","value":21.5,"timeout_ms":500}"#)
-                .unwrap();
-        assert_eq!(r.timeout_ms, Some(500));
-        assert!(matches!(r.op, Operation::Write { values } if values["sp"] == Value::Float(21.5)));
-        let r = parse_request(br#"{"id":"3","op":"write","values":{"a":1,"b":true}}"#).unwrap();
-        assert!(matches!(r.op, Operation::Write { values } if values.len() == 2));
-        let r =
-            parse_request(br#"{"id":"4","op":"execute","path":"/3/0/4","args":"0='x'"}"#).unwrap();
-        assert_eq!(r.op.name(), "execute");
-    }
-
-    #[test]
-    fn malformed_requests_name_the_problem() {
-        assert!(err("not json").1.message.contains("not valid JSON"));
-        assert!(err("[1]").1.message.contains("JSON object"));
-        assert!(err(r#"{"op":"read"}"#).1.message.contains("missing `id`"));
-        let (id, e) = err(r#"{"id":"9","op":"reboot"}"#);
-        assert_eq!(id.as_deref(), Some("9"));
-        assert!(e.message.contains("unknown op `reboot`"));
-        assert!(err(r#"{"id":"9"}"#).1.message.contains("missing `op`"));
-        assert!(
-            err(r#"{"id":"9","op":"read","points":"a"}"#)
-                .1
-                .message
-                .contains("list of strings")
-        );
-        assert!(
-            err(r#"{"id":"9","op":"write","point":"a"}"#)
-                .1
-                .message
-                .contains("either")
-        );
-        assert!(
-            err(r#"{"id":"9","op":"read","timeout_ms":-1}"#)
-                .1
-                .message
-                .contains("positive")
-        );
-        assert!(
-            err(r#"{"id":"9","op":"read","colour":1}"#)
-                .1
-                .message
-                .contains("unknown field")
-        );
-        assert!(
-            err(r#"{"id":"9","op":"read","point":"a","path":"/3/0"}"#)
-                .1
-                .message
-                .contains("not both")
-        );
-        let (_, e) = err(r#"{"id":"9","op":"write","point":"a","value":[1]}"#);
-        assert_eq!(e.code, ErrorCode::InvalidValue);
-        assert_eq!(err("{}").1.code, ErrorCode::BadRequest);
-    }
-
-    #[test]
-    fn read_and_write_take_a_path() {
-        let r = parse_request(br#"{"id":"1","op":"read","path":"/3/0"}"#).unwrap();
-        assert_eq!(
-            r.op,
-            Operation::Read {
-                points: vec!["/3/0".into()]
-            }
-        );
-        let r = parse_request(br#"{"id":"2","op":"write","path":"/1/0/1","value":120}"#).unwrap();
-        assert_eq!(
-            r.op,
-            Operation::Protocol {
-                op: "write".into(),
-                path: Some("/1/0/1".into()),
-                value: Some(serde_json::json!(120)),
-                args: serde_json::Value::Null,
-            }
-        );
-        let (_, e) = err(r#"{"id":"3","op":"write","path":"/1/0/1","values":{"a":1}}"#);
-        assert_eq!(e.code, ErrorCode::BadRequest);
-    }
+    use ferrogate_sdk::{PointMeta, Value};
 
     #[test]
     fn points_named_by_path_are_left_to_the_adapter() {

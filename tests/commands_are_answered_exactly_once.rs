@@ -414,3 +414,74 @@ async fn a_thousand_concurrent_commands_are_each_answered_once() {
     drop(writes);
     h.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn the_idempotency_window_is_checked_and_bounded() {
+    let config = CommandsConfig {
+        idempotency_max_ids: 50,
+        idempotency_max_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let h = Harness::start(1, config).await;
+    let router = &h.core.router;
+    // Requests for devices that do not exist are remembered nowhere.
+    for i in 0..200 {
+        let body = format!(r#"{{"id":"{i:0>128}","op":"read"}}"#);
+        let a = router.submit(&format!("ghost-{i}"), body.as_bytes()).await;
+        assert_eq!(a.outcome.unwrap_err().code, ErrorCode::UnknownDevice);
+    }
+    assert_eq!(router.remembered_ids().0, 0);
+    // An id longer than 128 bytes is refused before anything else.
+    let long = format!(r#"{{"id":"{}","op":"read"}}"#, "x".repeat(129));
+    let a = router.submit("dev-0", long.as_bytes()).await;
+    assert_eq!(a.outcome.unwrap_err().code, ErrorCode::BadRequest);
+    assert_eq!(a.id, None);
+
+    // Same id, different body: refused, not answered with the first result.
+    let first = router
+        .submit(
+            "dev-0",
+            br#"{"id":"r1","op":"write","point":"sp","value":1}"#,
+        )
+        .await;
+    assert!(first.outcome.is_ok());
+    let other = router
+        .submit(
+            "dev-0",
+            br#"{"id":"r1","op":"write","point":"sp","value":2}"#,
+        )
+        .await;
+    let e = other.outcome.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(
+        e.message.contains("reused with a different request"),
+        "{e:?}"
+    );
+    let again = router
+        .submit(
+            "dev-0",
+            br#"{ "value": 1, "point": "sp", "op": "write", "id": "r1" }"#,
+        )
+        .await;
+    assert!(
+        again.replayed,
+        "same body, other spelling: the first result"
+    );
+    assert_eq!(h.writes.lock().unwrap().get("dev-0"), Some(&1));
+
+    // The window holds at most idempotency_max_ids ids.
+    for i in 0..120 {
+        let body = format!(r#"{{"id":"many-{i}","op":"read"}}"#);
+        assert!(
+            router
+                .submit("dev-0", body.as_bytes())
+                .await
+                .outcome
+                .is_ok()
+        );
+    }
+    let (ids, bytes) = router.remembered_ids();
+    assert!(ids <= 50, "{ids} ids remembered");
+    assert!(bytes > 0 && bytes < 1 << 20, "{bytes} bytes");
+    h.shutdown.cancel();
+}

@@ -38,7 +38,7 @@ async fn start(version: &str) -> (Mosquitto, ConfigDir, Daemon, Subscriber) {
 async fn mqtt5_request_is_answered_on_its_response_topic_too() {
     let (_broker, _config, _gw, sub) = start("5").await;
     let props = PublishProperties {
-        response_topic: Some("app/replies/42".into()),
+        response_topic: Some("ferrogate/gw-cmd/responses/42".into()),
         correlation_data: Some(b"corr-42".to_vec().into()),
         ..Default::default()
     };
@@ -60,7 +60,11 @@ async fn mqtt5_request_is_answered_on_its_response_topic_too() {
     assert_eq!(json["device"], "boiler");
     assert_eq!(json["values"]["setpoint"], 55.0);
     let reply = sub
-        .wait_for("app/replies/42", Duration::from_secs(20), |_| true)
+        .wait_for(
+            "ferrogate/gw-cmd/responses/42",
+            Duration::from_secs(20),
+            |_| true,
+        )
         .await;
     assert_eq!(reply.correlation.as_deref(), Some(&b"corr-42"[..]));
     assert_eq!(reply.json()["id"], "w1");
@@ -148,5 +152,121 @@ async fn mqtt311_commands_and_bad_requests() {
             .as_str()
             .unwrap()
             .contains("not valid JSON")
+    );
+}
+
+/// Requests that must not execute what they seem to ask (#17 items 9-11,
+/// #19): each is answered once with `bad_request` and the device keeps its
+/// value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_answered_and_not_executed() {
+    let (_broker, _config, _gw, sub) = start("5").await;
+    let cmd = format!("{ROOT}/devices/boiler/cmd");
+    let results = format!("{ROOT}/devices/boiler/cmd/result");
+    let wait = Duration::from_secs(20);
+    let answer = |id: &'static str| {
+        let sub = &sub;
+        let results = results.clone();
+        async move {
+            sub.wait_for(&results, wait, |m| m.json()["id"] == id)
+                .await
+                .json()
+        }
+    };
+    let refused = |json: &serde_json::Value, text: &str| {
+        assert_eq!(json["ok"], false, "{json}");
+        assert_eq!(json["error"]["code"], "bad_request", "{json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(text), "{message}");
+    };
+
+    // Duplicate keys: serde_json alone would have run the write.
+    sub.publish(
+        &cmd,
+        br#"{"id":"dup","op":"read","op":"write","point":"setpoint","value":77}"#,
+        None,
+    )
+    .await;
+    refused(&answer("dup").await, "duplicate key `op`");
+
+    // A response topic outside `{root}/responses/` is not published on.
+    let props = PublishProperties {
+        response_topic: Some(format!("{ROOT}/devices/boiler/telemetry")),
+        correlation_data: Some(b"x".to_vec().into()),
+        ..Default::default()
+    };
+    sub.publish(
+        &cmd,
+        br#"{"id":"rt","op":"write","point":"setpoint","value":66}"#,
+        Some(props),
+    )
+    .await;
+    refused(&answer("rt").await, "not under");
+
+    // A retained command: answered once, never executed.
+    sub.publish_retained(
+        &cmd,
+        br#"{"id":"ret","op":"write","point":"setpoint","value":55}"#,
+    )
+    .await;
+    refused(&answer("ret").await, "retained");
+
+    // The same id with another body is refused; with the same body it
+    // returns the first result.
+    sub.publish(
+        &cmd,
+        br#"{"id":"same","op":"write","point":"setpoint","value":11}"#,
+        None,
+    )
+    .await;
+    assert_eq!(answer("same").await["ok"], true);
+    sub.publish(
+        &cmd,
+        br#"{"id":"same","op":"write","point":"setpoint","value":12}"#,
+        None,
+    )
+    .await;
+    sub.publish(
+        &cmd,
+        br#"{"id":"same","op":"write","point":"setpoint","value":11}"#,
+        None,
+    )
+    .await;
+    let same = format!("{ROOT}/devices/boiler/cmd/result");
+    let mut answers = Vec::new();
+    common::wait_until("three answers to `same`", wait, || {
+        answers = sub
+            .on(&same)
+            .iter()
+            .map(|m| m.json())
+            .filter(|j| j["id"] == "same")
+            .collect();
+        answers.len() >= 3
+    })
+    .await;
+    refused(&answers[1], "reused with a different request");
+    assert_eq!(answers[2]["ok"], true, "{}", answers[2]);
+    assert_eq!(answers[2]["values"]["setpoint"], 11.0);
+
+    // None of the refused writes reached the device.
+    sub.publish(&cmd, br#"{"id":"r","op":"read","point":"setpoint"}"#, None)
+        .await;
+    assert_eq!(answer("r").await["values"]["setpoint"], 11.0);
+    let events: Vec<_> = sub
+        .on(&format!("{ROOT}/devices/boiler/event"))
+        .iter()
+        .map(|m| m.json()["id"].clone())
+        .collect();
+    for id in ["dup", "rt", "ret"] {
+        assert!(
+            !events.contains(&id.into()),
+            "{id} was executed: {events:?}"
+        );
+    }
+    assert!(
+        sub.on(&format!("{ROOT}/devices/boiler/telemetry"))
+            .iter()
+            .all(|m| m.correlation.is_none()),
+        "an answer went to a telemetry topic"
     );
 }

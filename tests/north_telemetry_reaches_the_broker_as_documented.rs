@@ -121,11 +121,11 @@ async fn contract(version: MqttVersion) {
     // Commands: received with the device from the topic; results published.
     let mut commands = north.take_commands();
     let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
-        response_topic: Some("app/replies/42".into()),
+        response_topic: Some("ferrogate/gw1/responses/42".into()),
         correlation_data: Some(b"corr-42".to_vec().into()),
         ..Default::default()
     };
-    let replies = Subscriber::start(broker.port, "app/replies/#").await;
+    let replies = Subscriber::start(broker.port, "ferrogate/gw1/responses/#").await;
     sub.publish(
         "ferrogate/gw1/devices/meter-7/cmd",
         br#"{"id":"c1","op":"write","point":"setpoint","value":21.5}"#,
@@ -137,15 +137,12 @@ async fn contract(version: MqttVersion) {
         .unwrap()
         .unwrap();
     assert_eq!(cmd.device, "meter-7");
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&cmd.payload).unwrap()["id"],
-        json!("c1")
-    );
+    assert_eq!(cmd.request.as_ref().unwrap().id, "c1");
     let reply_to = match version {
         MqttVersion::V5 => {
             assert_eq!(
                 cmd.reply_to,
-                Some(("app/replies/42".into(), b"corr-42".to_vec()))
+                Some(("ferrogate/gw1/responses/42".into(), b"corr-42".to_vec()))
             );
             cmd.reply_to.clone()
         }
@@ -206,7 +203,9 @@ async fn contract(version: MqttVersion) {
         json!({"code":"not_writable","message":"voltage is read-only"})
     );
     if version == MqttVersion::V5 {
-        let r = replies.wait_for("app/replies/42", WAIT, |_| true).await;
+        let r = replies
+            .wait_for("ferrogate/gw1/responses/42", WAIT, |_| true)
+            .await;
         assert_eq!(r.correlation.as_deref(), Some(&b"corr-42"[..]));
         assert_eq!(r.json()["id"], json!("c1"));
     }

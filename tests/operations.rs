@@ -126,6 +126,7 @@ async fn reload_adds_removes_and_rejects_without_a_seq_gap() {
     )
     .unwrap();
     let sub = Subscriber::start(broker.port, "ferrogate/gw-reload/devices/+/telemetry").await;
+    let retained = Subscriber::start(broker.port, "ferrogate/gw-reload/devices/gone/+").await;
     let gw = Daemon::start(config.path());
     let keep = "ferrogate/gw-reload/devices/keep/telemetry";
     sub.wait_for(keep, Duration::from_secs(20), |_| true).await;
@@ -158,6 +159,28 @@ async fn reload_adds_removes_and_rejects_without_a_seq_gap() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["keep", "new"]);
+
+    // `gone`'s retained status and meta are cleared (an empty retained
+    // payload each), so a consumer subscribing later no longer sees it.
+    for leaf in ["status", "meta"] {
+        let topic = format!("ferrogate/gw-reload/devices/gone/{leaf}");
+        retained
+            .wait_for(&topic, Duration::from_secs(20), |m| m.payload.is_empty())
+            .await;
+    }
+    let later = Subscriber::start(broker.port, "ferrogate/gw-reload/devices/+/status").await;
+    for device in ["keep", "new"] {
+        let topic = format!("ferrogate/gw-reload/devices/{device}/status");
+        later
+            .wait_for(&topic, Duration::from_secs(20), |m| m.retain)
+            .await;
+    }
+    assert!(
+        later
+            .on("ferrogate/gw-reload/devices/gone/status")
+            .is_empty(),
+        "a removed device's status is still retained"
+    );
 
     // A broken file is rejected with its position; the old config keeps running.
     std::fs::write(

@@ -16,8 +16,9 @@ use super::PROTOCOL_VERSION;
 use crate::directory::{Directory, LiveFeed};
 use crate::logging::LogHandle;
 use crate::north::NorthStatus;
+use crate::north::codec;
 use crate::north::codec::{Topics, encode_uplink};
-use crate::router::{Request, Router, parse_request};
+use crate::router::Router;
 use crate::supervisor::StateHandle;
 
 /// Longest request line accepted.
@@ -238,16 +239,14 @@ async fn command(state: &ControlState, request: &Json, body: Json) -> Json {
     let Some(device) = request["device"].as_str() else {
         return failure(ErrorCode::BadRequest, "missing `device`");
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let parsed: Result<Request, _> = parse_request(&bytes);
-    let answer = match parsed {
+    let answer = match codec::request_from_json(&body) {
         Ok(req) => {
             state
                 .router
                 .execute(device, req, tokio::time::Instant::now())
                 .await
         }
-        Err((_, e)) => return failure(e.code, &e.message),
+        Err(refused) => return failure(refused.error.code, &refused.error.message),
     };
     match answer.outcome {
         Ok(values) => success(Json::Object(
@@ -307,6 +306,10 @@ fn status(state: &ControlState) -> Json {
             "published": north.live.published,
             "acked": north.live.acked,
             "reconnects": north.live.reconnects,
+            "commands_received": north.live.commands_received,
+            "commands_answered": north.live.commands_answered,
+            "commands_busy": north.live.commands_busy,
+            "commands_retained": north.live.commands_retained,
         },
         "outbox": {
             "depth": north.outbox.depth,
@@ -406,8 +409,11 @@ async fn tail(
 /// feed sees a message before the pipeline numbers it, and a tail must
 /// never show a number the message does not get on MQTT.
 fn tail_payload(topics: &Topics, gateway: &str, adapter: &str, uplink: &Uplink) -> Json {
-    let encoded = encode_uplink(topics, gateway, adapter, uplink, 0);
-    let mut payload: Json = serde_json::from_slice(&encoded.payload).unwrap_or(Json::Null);
+    // A forgotten device's first message (its cleared status) is empty: null.
+    let mut payload: Json = encode_uplink(topics, gateway, adapter, uplink, 0)
+        .next()
+        .and_then(|e| serde_json::from_slice(&e.payload).ok())
+        .unwrap_or(Json::Null);
     if let (Uplink::Telemetry(_), Some(fields)) = (uplink, payload.as_object_mut()) {
         fields.remove("seq");
     }

@@ -1,11 +1,14 @@
 //! The default JSON codec and the topic layout of the northbound contract
-//! (DESIGN.md, "Northbound MQTT contract"). Pure functions: the caller
-//! supplies the clock and the telemetry `seq`.
+//! (DESIGN.md, "Northbound MQTT contract"): uplinks and command results
+//! encoded, command requests decoded (the one place that reads request
+//! JSON). Pure functions: the caller supplies the clock and the telemetry
+//! `seq`.
 
 use std::collections::BTreeMap;
 
 use ferrogate_sdk::{
-    DeviceEvent, DeviceMeta, DeviceStatus, Outcome, Reading, Telemetry, Timestamp, Uplink, Value,
+    CommandError, DeviceEvent, DeviceMeta, DeviceStatus, ErrorCode, Operation, Outcome, Reading,
+    Telemetry, Timestamp, Uplink, Value,
 };
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value as Json, json};
@@ -35,6 +38,11 @@ impl Topics {
         format!("{}/devices/{device}/{leaf}", self.root)
     }
 
+    /// `{root}/responses/`: the default prefix of MQTT 5 response topics.
+    pub fn responses_prefix(&self) -> String {
+        format!("{}/responses/", self.root)
+    }
+
     /// The filter the session subscribes to for commands.
     pub fn command_filter(&self) -> String {
         format!("{}/devices/+/cmd", self.root)
@@ -56,24 +64,44 @@ pub struct Encoded {
     pub payload: Vec<u8>,
 }
 
-/// The kind of an uplink's topic leaf, with whether it is retained.
+/// The kind of an uplink's topic leaf, with whether it is retained. A
+/// forgotten device has no leaf of its own: it clears `status` and `meta`.
 pub fn leaf(uplink: &Uplink) -> (&'static str, bool) {
     match uplink {
         Uplink::Telemetry(_) => ("telemetry", false),
         Uplink::Status(_) => ("status", true),
         Uplink::Meta(_) => ("meta", true),
         Uplink::Event(_) => ("event", false),
+        Uplink::Forgotten(_) => ("forgotten", true),
     }
 }
 
-/// Encodes one adapter message. `seq` is used for telemetry only.
+/// Encodes one adapter message: one MQTT message, or for a forgotten
+/// device two, an empty retained payload on its `status` and on its `meta`
+/// (which is how MQTT deletes a retained message). `seq` is used for
+/// telemetry only.
 pub fn encode_uplink(
     topics: &Topics,
     gateway: &str,
     adapter: &str,
     uplink: &Uplink,
     seq: u64,
-) -> Encoded {
+) -> impl Iterator<Item = Encoded> + use<> {
+    let (first, second) = match uplink {
+        Uplink::Forgotten(f) => {
+            let cleared = |leaf| Encoded {
+                topic: topics.device(&f.device, leaf),
+                retain: true,
+                payload: Vec::new(),
+            };
+            (cleared("status"), Some(cleared("meta")))
+        }
+        _ => (encode_one(topics, gateway, adapter, uplink, seq), None),
+    };
+    std::iter::once(first).chain(second)
+}
+
+fn encode_one(topics: &Topics, gateway: &str, adapter: &str, uplink: &Uplink, seq: u64) -> Encoded {
     let (leaf, retain) = leaf(uplink);
     let body = match uplink {
         Uplink::Telemetry(t) => {
@@ -86,6 +114,7 @@ pub fn encode_uplink(
         Uplink::Status(s) => device_status(gateway, s),
         Uplink::Meta(m) => meta(gateway, m),
         Uplink::Event(e) => event(gateway, e),
+        Uplink::Forgotten(_) => Json::Null,
     };
     Encoded {
         topic: topics.device(uplink.device(), leaf),
@@ -290,15 +319,425 @@ pub fn command_result(
     to_bytes(&body)
 }
 
+/// The operations a request may name besides read and write; adapters say
+/// which they support by answering or refusing them.
+const PROTOCOL_OPS: &[&str] = &[
+    "execute",
+    "discover",
+    "observe",
+    "cancel-observe",
+    "write-attr",
+    "create",
+    "delete",
+    "send",
+];
+
+/// The fields a request may have.
+const REQUEST_FIELDS: &[&str] = &[
+    "id",
+    "op",
+    "point",
+    "points",
+    "values",
+    "path",
+    "value",
+    "args",
+    "timeout_ms",
+];
+
+/// Longest command id accepted, in bytes: ids are kept in the idempotency
+/// window, so their size is bounded.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A command request decoded from `{"id","op","point"|"points"|"values"|"path","value","args","timeout_ms"}`:
+/// what the router executes. MQTT and the control socket both hand this
+/// type to the router; nothing after this decoder reads request JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: String,
+    pub op: Operation,
+    pub timeout_ms: Option<u64>,
+    /// A hash of the request's content (key order and whitespace aside):
+    /// the same id with another body is refused, not answered with the
+    /// first result.
+    pub fingerprint: u64,
+}
+
+/// A request that could not be decoded: its id when it was readable, and
+/// the `bad_request` (or `invalid_value`) naming the one problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub id: Option<String>,
+    pub error: CommandError,
+}
+
+impl Refused {
+    fn bad(id: Option<&str>, message: impl Into<String>) -> Refused {
+        Refused {
+            id: id.map(str::to_string),
+            error: CommandError::new(ErrorCode::BadRequest, message),
+        }
+    }
+}
+
+/// Decodes a request body. Duplicate keys (at any depth) are refused: a
+/// body must not mean one thing to us and another to whoever checked it.
+pub fn decode_request(payload: &[u8]) -> Result<Request, Refused> {
+    let json = serde_json::from_slice::<StrictJson>(payload).map_err(|e| {
+        if e.is_data() {
+            // Valid JSON with a duplicate key: answer with the id if the
+            // lenient reading has a usable one.
+            let lenient = serde_json::from_slice::<Json>(payload).ok();
+            let id = lenient
+                .as_ref()
+                .and_then(|j| j.get("id"))
+                .and_then(Json::as_str)
+                .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES);
+            Refused::bad(id, format!("request refused: {e}"))
+        } else {
+            Refused::bad(None, format!("request is not valid JSON: {e}"))
+        }
+    })?;
+    request_from_json(&json.0)
+}
+
+/// Decodes a request already parsed as JSON (the control socket's
+/// `command` body).
+pub fn request_from_json(json: &Json) -> Result<Request, Refused> {
+    let Some(obj) = json.as_object() else {
+        return Err(Refused::bad(None, "request must be a JSON object"));
+    };
+    let id = match obj.get("id") {
+        Some(Json::String(s)) if s.len() > MAX_ID_BYTES => {
+            return Err(Refused::bad(
+                None,
+                format!("`id` is {} bytes, longer than {MAX_ID_BYTES}", s.len()),
+            ));
+        }
+        Some(Json::String(s)) if !s.is_empty() => s.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        Some(_) => return Err(Refused::bad(None, "`id` must be a non-empty string")),
+        None => return Err(Refused::bad(None, "missing `id`")),
+    };
+    let fail = |msg: String| Refused::bad(Some(&id), msg);
+    if let Some(k) = obj.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
+        return Err(fail(format!(
+            "unknown field `{k}`; expected {}",
+            REQUEST_FIELDS.join(", ")
+        )));
+    }
+    let op_name = match obj.get("op") {
+        Some(Json::String(s)) => s.as_str(),
+        Some(_) => return Err(fail("`op` must be a string".into())),
+        None => return Err(fail("missing `op`".into())),
+    };
+    let timeout_ms = match obj.get("timeout_ms") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => return Err(fail("`timeout_ms` must be a positive integer".into())),
+        },
+    };
+    let string_list = |key: &str| -> Result<Vec<String>, Refused> {
+        match obj.get(key) {
+            None => Ok(Vec::new()),
+            Some(Json::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| fail(format!("`{key}` must be a list of strings")))
+                })
+                .collect(),
+            Some(_) => Err(fail(format!("`{key}` must be a list of strings"))),
+        }
+    };
+    let point = match obj.get("point") {
+        None => None,
+        Some(Json::String(s)) => Some(s.clone()),
+        Some(_) => return Err(fail("`point` must be a string".into())),
+    };
+    let value = |v: &Json| {
+        Value::from_json(v).ok_or_else(|| Refused {
+            id: Some(id.clone()),
+            error: CommandError::new(
+                ErrorCode::InvalidValue,
+                format!("`{v}` is not a point value (expected a number, bool or string)"),
+            ),
+        })
+    };
+    let path = match obj.get("path") {
+        None => None,
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => return Err(fail("`path` must be a non-empty string".into())),
+    };
+    let op = match op_name {
+        "read" | "write" if point.is_some() && path.is_some() => {
+            return Err(fail(format!(
+                "a {op_name} names its target by `point` or by `path`, not both"
+            )));
+        }
+        "read" => {
+            let mut points = string_list("points")?;
+            points.extend(point);
+            points.extend(path);
+            Operation::Read { points }
+        }
+        // A write by path keeps the protocol's own forms (an instance
+        // written as `{"5850": true}`, `args.mode`): the adapter reads them.
+        "write" if path.is_some() => {
+            if obj.contains_key("values") {
+                return Err(fail(
+                    "a write takes either `path` and `value`, or `values`".into(),
+                ));
+            }
+            Operation::Protocol {
+                op: "write".into(),
+                path,
+                value: obj.get("value").cloned(),
+                args: obj.get("args").cloned().unwrap_or(Json::Null),
+            }
+        }
+        "write" => {
+            let mut values = BTreeMap::new();
+            match (point, obj.get("value"), obj.get("values")) {
+                (Some(p), Some(v), None) => {
+                    values.insert(p, value(v)?);
+                }
+                (None, None, Some(Json::Object(map))) if !map.is_empty() => {
+                    for (p, v) in map {
+                        values.insert(p.clone(), value(v)?);
+                    }
+                }
+                (None, None, Some(_)) => {
+                    return Err(fail(
+                        "`values` must be a non-empty object of point: value".into(),
+                    ));
+                }
+                _ => {
+                    return Err(fail(
+                        "a write takes either `point` and `value`, or `values`".into(),
+                    ));
+                }
+            }
+            Operation::Write { values }
+        }
+        other if PROTOCOL_OPS.contains(&other) => Operation::Protocol {
+            op: other.to_string(),
+            path: path.or(point),
+            value: obj.get("value").cloned(),
+            args: obj.get("args").cloned().unwrap_or(Json::Null),
+        },
+        other => {
+            return Err(fail(format!(
+                "unknown op `{other}`; expected read, write, {}",
+                PROTOCOL_OPS.join(", ")
+            )));
+        }
+    };
+    Ok(Request {
+        id,
+        op,
+        timeout_ms,
+        fingerprint: fingerprint(json),
+    })
+}
+
+/// A hash of a request's content: serde_json's maps are sorted, so the
+/// same request written with another key order or spacing hashes the same.
+fn fingerprint(json: &Json) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    to_bytes(json).hash(&mut h);
+    h.finish()
+}
+
+/// JSON parsed like `serde_json::Value`, except that an object with a key
+/// twice is an error instead of keeping the last one.
+struct StrictJson(Json);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{key}`"
+                )));
+            }
+            let StrictJson(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Json::Object(obj))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrogate_sdk::{
-        CommandError, DeviceState, ErrorCode, PointError, PointErrorKind, PointMeta, Reading, Value,
-    };
+    use ferrogate_sdk::{DeviceState, PointError, PointErrorKind, PointMeta};
 
     fn parse(bytes: &[u8]) -> Json {
         serde_json::from_slice(bytes).unwrap()
+    }
+
+    fn refused(payload: &str) -> Refused {
+        decode_request(payload.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn decodes_each_request_form() {
+        let r = decode_request(br#"{"id":"1","op":"read","point":"t"}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Read {
+                points: vec!["t".into()]
+            }
+        );
+        let r = decode_request(br#"{"id":7,"op":"read"}"#).unwrap();
+        assert_eq!(r.id, "7");
+        let r = decode_request(
+            br#"{"id":"2","op":"write","point":"sp","value":21.5,"timeout_ms":500}"#,
+        )
+        .unwrap();
+        assert_eq!(r.timeout_ms, Some(500));
+        assert!(matches!(r.op, Operation::Write { values } if values["sp"] == Value::Float(21.5)));
+        let r = decode_request(br#"{"id":"3","op":"write","values":{"a":1,"b":true}}"#).unwrap();
+        assert!(matches!(r.op, Operation::Write { values } if values.len() == 2));
+        let r =
+            decode_request(br#"{"id":"4","op":"execute","path":"/3/0/4","args":"0='x'"}"#).unwrap();
+        assert_eq!(r.op.name(), "execute");
+    }
+
+    #[test]
+    fn malformed_requests_name_the_problem() {
+        assert!(refused("not json").error.message.contains("not valid JSON"));
+        assert!(refused("[1]").error.message.contains("JSON object"));
+        assert!(
+            refused(r#"{"op":"read"}"#)
+                .error
+                .message
+                .contains("missing `id`")
+        );
+        let r = refused(r#"{"id":"9","op":"reboot"}"#);
+        assert_eq!(r.id.as_deref(), Some("9"));
+        assert!(r.error.message.contains("unknown op `reboot`"));
+        let has = |body: &str, text: &str| {
+            let r = refused(body);
+            assert!(
+                r.error.message.contains(text),
+                "{body}: {}",
+                r.error.message
+            );
+        };
+        has(r#"{"id":"9"}"#, "missing `op`");
+        has(r#"{"id":"9","op":"read","points":"a"}"#, "list of strings");
+        has(r#"{"id":"9","op":"write","point":"a"}"#, "either");
+        has(r#"{"id":"9","op":"read","timeout_ms":-1}"#, "positive");
+        has(r#"{"id":"9","op":"read","colour":1}"#, "unknown field");
+        has(
+            r#"{"id":"9","op":"read","point":"a","path":"/3/0"}"#,
+            "not both",
+        );
+        let r = refused(r#"{"id":"9","op":"write","point":"a","value":[1]}"#);
+        assert_eq!(r.error.code, ErrorCode::InvalidValue);
+        assert_eq!(refused("{}").error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn read_and_write_take_a_path() {
+        let r = decode_request(br#"{"id":"1","op":"read","path":"/3/0"}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Read {
+                points: vec!["/3/0".into()]
+            }
+        );
+        let r = decode_request(br#"{"id":"2","op":"write","path":"/1/0/1","value":120}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Protocol {
+                op: "write".into(),
+                path: Some("/1/0/1".into()),
+                value: Some(json!(120)),
+                args: Json::Null,
+            }
+        );
+        let r = refused(r#"{"id":"3","op":"write","path":"/1/0/1","values":{"a":1}}"#);
+        assert_eq!(r.error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        // serde_json keeps the last duplicate: this would execute a write.
+        let r = refused(r#"{"id":"d1","op":"read","op":"write","point":"sp","value":1}"#);
+        assert_eq!(r.error.code, ErrorCode::BadRequest);
+        assert!(r.error.message.contains("duplicate key `op`"), "{:?}", r);
+        assert_eq!(r.id.as_deref(), Some("d1"));
+        let r = refused(r#"{"id":"d2","op":"write","values":{"sp":1,"sp":2}}"#);
+        assert!(r.error.message.contains("duplicate key `sp`"), "{:?}", r);
+        assert!(decode_request(br#"{"id":"d3","op":"write","values":{"sp":1,"sq":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn ids_are_bounded() {
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        let r = refused(&format!(r#"{{"id":"{long}","op":"read"}}"#));
+        assert_eq!(r.id, None, "a refused id is not echoed");
+        assert!(r.error.message.contains("longer than 128"), "{:?}", r);
+        let ok = "x".repeat(MAX_ID_BYTES);
+        assert!(decode_request(format!(r#"{{"id":"{ok}","op":"read"}}"#).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_content_not_the_spelling() {
+        let a = decode_request(br#"{"id":"f","op":"write","point":"sp","value":1}"#).unwrap();
+        let b =
+            decode_request(br#"{ "value": 1, "point": "sp", "op": "write", "id": "f" }"#).unwrap();
+        let c = decode_request(br#"{"id":"f","op":"write","point":"sp","value":2}"#).unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
     }
 
     #[test]
@@ -316,7 +755,9 @@ mod tests {
                 ),
             ],
         });
-        let e = encode_uplink(&topics, "gw1", "modbus", &t, 42);
+        let e = encode_uplink(&topics, "gw1", "modbus", &t, 42)
+            .next()
+            .unwrap();
         assert_eq!(e.topic, "ferrogate/gw1/devices/meter-7/telemetry");
         assert!(!e.retain);
         assert_eq!(
@@ -324,6 +765,22 @@ mod tests {
             json!({"gateway":"gw1","device":"meter-7","adapter":"modbus","ts":1700000000123u64,
                    "seq":42,"values":{"voltage":230.5},
                    "errors":{"current":"timeout: no response within 300ms"}})
+        );
+    }
+
+    #[test]
+    fn a_forgotten_device_clears_its_retained_status_and_meta() {
+        let topics = Topics::new("r");
+        let f = Uplink::Forgotten(ferrogate_sdk::DeviceForgotten { device: "d".into() });
+        let cleared: Vec<_> = encode_uplink(&topics, "g", "a", &f, 0)
+            .map(|e| (e.topic, e.retain, e.payload))
+            .collect();
+        assert_eq!(
+            cleared,
+            [
+                ("r/devices/d/status".to_string(), true, vec![]),
+                ("r/devices/d/meta".to_string(), true, vec![])
+            ]
         );
     }
 
@@ -336,7 +793,7 @@ mod tests {
             reason: Some("no answer".into()),
             ts: Timestamp(5),
         });
-        let e = encode_uplink(&topics, "g", "a", &s, 0);
+        let e = encode_uplink(&topics, "g", "a", &s, 0).next().unwrap();
         assert_eq!((e.topic.as_str(), e.retain), ("r/devices/d/status", true));
         assert_eq!(
             parse(&e.payload),
@@ -356,7 +813,7 @@ mod tests {
             .into(),
             ..Default::default()
         });
-        let e = encode_uplink(&topics, "g", "a", &m, 0);
+        let e = encode_uplink(&topics, "g", "a", &m, 0).next().unwrap();
         assert_eq!((e.topic.as_str(), e.retain), ("r/devices/d/meta", true));
         let j = parse(&e.payload);
         assert_eq!(

@@ -133,6 +133,10 @@ pub struct MqttConfig {
     /// Maximum unacknowledged publishes on the wire; default 256.
     #[serde(default = "defaults::inflight")]
     pub inflight: u16,
+    /// MQTT 5 response topics a request may name; others are refused with
+    /// `bad_request`. Default `{topic_root}/responses/`.
+    #[serde(default)]
+    pub response_topic_prefix: Option<String>,
 }
 
 impl Default for MqttConfig {
@@ -153,6 +157,7 @@ impl Default for MqttConfig {
             max_packet_size: defaults::max_packet_size(),
             ack_timeout: defaults::ack_timeout(),
             inflight: defaults::inflight(),
+            response_topic_prefix: None,
         }
     }
 }
@@ -223,6 +228,15 @@ impl BrokerAddr {
             ));
         };
         let rest = rest.trim_end_matches('/');
+        if rest.contains('@') {
+            // The url is logged and shown by `status`: a password in it
+            // would leak. The url itself is not repeated here for that reason.
+            return Err(
+                "credentials in the broker url are not accepted (the url is logged): \
+                 set mqtt.username and mqtt.password_file or mqtt.password_env"
+                    .into(),
+            );
+        }
         let default_port = if tls { 8883 } else { 1883 };
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (h, after) = v6
@@ -306,6 +320,14 @@ impl MqttConfig {
                 "inflight",
                 "inflight must be at least 1",
             ));
+        }
+        if let Some(prefix) = &self.response_topic_prefix {
+            if prefix.is_empty() || prefix.contains(['+', '#', '\0']) {
+                out.push(ConfigProblem::new(
+                    "response_topic_prefix",
+                    "response_topic_prefix must be a non-empty topic without wildcards",
+                ));
+            }
         }
         if self.ack_timeout.0 < Duration::from_millis(100) {
             out.push(ConfigProblem::new(
@@ -490,6 +512,22 @@ mod tests {
         assert!(BrokerAddr::parse("http://x").is_err());
         assert!(BrokerAddr::parse("mqtt://:1883").is_err());
         assert!(BrokerAddr::parse("mqtt://h:99999").is_err());
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_repeating_them() {
+        for url in ["mqtt://user:s3cret@broker:1883", "mqtts://user@broker"] {
+            let e = BrokerAddr::parse(url).unwrap_err();
+            assert!(e.contains("password_file"), "{e}");
+            assert!(!e.contains("s3cret") && !e.contains("user@"), "{e}");
+            let cfg = MqttConfig {
+                url: url.into(),
+                ..Default::default()
+            };
+            let problems = cfg.validate();
+            assert_eq!(problems.len(), 1, "config check refuses {url}");
+            assert_eq!(problems[0].field, "url");
+        }
     }
 
     #[test]

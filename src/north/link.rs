@@ -71,6 +71,8 @@ pub enum LinkEvent {
     Message {
         topic: String,
         payload: Vec<u8>,
+        /// Sent by the broker from its retained store.
+        retain: bool,
         response_topic: Option<String>,
         correlation: Option<Vec<u8>>,
     },
@@ -155,6 +157,7 @@ impl Link {
                                 rumqttc::Packet::Publish(p) => LinkEvent::Message {
                                     topic: p.topic,
                                     payload: p.payload.to_vec(),
+                                    retain: p.retain,
                                     response_topic: None,
                                     correlation: None,
                                 },
@@ -217,6 +220,7 @@ impl Link {
                                     LinkEvent::Message {
                                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                                         payload: p.payload.to_vec(),
+                                        retain: p.retain,
                                         response_topic: props.response_topic,
                                         correlation: props.correlation_data.map(|b| b.to_vec()),
                                     }
@@ -302,8 +306,13 @@ impl Link {
                 .subscribe(filter, qos4(1))
                 .await
                 .map_err(|e| e.to_string()),
+            // Retain as published: a retained command is recognisable
+            // even when it arrives live, so it is never executed.
             Client::V5(c) => c
-                .subscribe(filter, qos5(1))
+                .subscribe_many([m5::Filter {
+                    preserve_retain: true,
+                    ..m5::Filter::new(filter, qos5(1))
+                }])
                 .await
                 .map_err(|e| e.to_string()),
         }

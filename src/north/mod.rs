@@ -32,6 +32,7 @@
 
 pub mod codec;
 pub mod config;
+mod intake;
 mod link;
 pub mod outbox;
 pub mod record;
@@ -64,16 +65,19 @@ const COMMAND_CAPACITY: usize = 256;
 /// The whole graceful shutdown must fit in the daemon's 5 s budget.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(3500);
 
-/// A command request received from MQTT, not yet parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command request received from MQTT, decoded (or refused, with the
+/// reason the router answers).
+#[derive(Debug, Clone, PartialEq)]
 pub struct InboundCommand {
     /// The device, from the topic `{root}/devices/{device}/cmd`.
     pub device: String,
-    /// The raw JSON request.
-    pub payload: Vec<u8>,
+    pub request: Result<codec::Request, codec::Refused>,
     /// MQTT 5 response topic and correlation data (empty if the request
-    /// had none), when the request asked for an answer there.
+    /// had none), when the request asked for an answer there and the topic
+    /// is under `response_topic_prefix`.
     pub reply_to: Option<(String, Vec<u8>)>,
+    /// When the gateway received it: the request's deadline counts from here.
+    pub received: tokio::time::Instant,
 }
 
 /// A command's result, published on `cmd/result` and, if `reply_to` is set,
@@ -102,9 +106,14 @@ pub struct Live {
     pub rejected: u64,
     /// Connections lost or failed.
     pub reconnects: u64,
+    /// Commands received on `{root}/devices/+/cmd`.
     pub commands_received: u64,
-    /// Commands refused because the router's queue was full.
-    pub commands_dropped: u64,
+    /// Results stored for publishing (each command gets exactly one).
+    pub commands_answered: u64,
+    /// Commands answered `busy` because the router's queue was full.
+    pub commands_busy: u64,
+    /// Retained commands answered `bad_request` and not executed.
+    pub commands_retained: u64,
 }
 
 /// What the status API shows about the northbound path.
@@ -200,6 +209,10 @@ impl North {
                 .clone()
                 .unwrap_or_else(|| format!("ferrogate/{gateway_id}")),
         );
+        let response_prefix = mqtt
+            .response_topic_prefix
+            .clone()
+            .unwrap_or_else(|| topics.responses_prefix());
         let dir = state_dir.join("outbox");
         let ob = tokio::task::spawn_blocking({
             let dir = dir.clone();
@@ -240,6 +253,7 @@ impl North {
             max_packet_size: mqtt.max_packet_size,
             wake: wake.clone(),
             latency: uplink_latency.clone(),
+            live: live.clone(),
         };
         let writer = tokio::spawn(writer.run(uplink_rx, result_rx, writer_stop.clone()));
         let session = session::Session {
@@ -270,6 +284,9 @@ impl North {
             wake,
             live: live.clone(),
             commands: command_tx,
+            intake: Mutex::new(intake::Intake::new(response_prefix)),
+            results: result_tx.clone(),
+            unsent_answers: Mutex::new(Default::default()),
         };
         let session = tokio::spawn(session.run(stop.clone()));
         Ok(North {

@@ -12,10 +12,11 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Topics};
+use super::intake::{Incoming, Intake, hand_over};
 use super::link::{Link, LinkEvent, LinkOptions};
 use super::outbox::Outbox;
 use super::record::Record;
-use super::{InboundCommand, Live, lock};
+use super::{CommandResultMsg, InboundCommand, Live, lock};
 
 /// How long a connection attempt may take before it is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,11 @@ pub(crate) struct Session {
     pub wake: Arc<Notify>,
     pub live: Arc<Mutex<Live>>,
     pub commands: mpsc::Sender<InboundCommand>,
+    pub intake: Mutex<Intake>,
+    /// Where the session answers a command itself (`busy`).
+    pub results: mpsc::Sender<CommandResultMsg>,
+    /// Answers not yet taken by `results` (it was full): never dropped.
+    pub unsent_answers: Mutex<VecDeque<CommandResultMsg>>,
 }
 
 enum End {
@@ -199,6 +205,7 @@ impl Session {
                 }
                 _ = self.wake.notified() => {}
                 _ = tick.tick() => {
+                    self.send_answers();
                     let oldest = lock(&self.outbox).oldest_unacked_sent();
                     if let Some(sent) = oldest {
                         if sent.elapsed() > self.ack_timeout {
@@ -288,28 +295,62 @@ impl Session {
             LinkEvent::Message {
                 topic,
                 payload,
+                retain,
                 response_topic,
                 correlation,
             } => {
                 let Some(device) = self.topics.command_device(&topic) else {
                     return Ok(());
                 };
-                let cmd = InboundCommand {
-                    device: device.to_string(),
-                    payload,
-                    reply_to: response_topic.map(|t| (t, correlation.unwrap_or_default())),
+                let incoming = Incoming {
+                    device,
+                    payload: &payload,
+                    retain,
+                    response_topic,
+                    correlation,
                 };
-                let mut live = lock(&self.live);
-                live.commands_received += 1;
-                if self.commands.try_send(cmd).is_err() {
-                    live.commands_dropped += 1;
-                    tracing::warn!(%device, "command dropped: the router is not keeping up");
-                }
+                let Some(cmd) = lock(&self.intake).take(incoming, Instant::now()) else {
+                    return Ok(());
+                };
+                self.hand_over(cmd, retain);
             }
             LinkEvent::Connected => {}
             LinkEvent::Closed(reason) => return Err(reason),
         }
         Ok(())
+    }
+
+    /// Gives a command to the router; when the router's queue is full (or
+    /// closed, at shutdown) the command is answered `busy` instead: every
+    /// command gets exactly one answer.
+    fn hand_over(&self, cmd: InboundCommand, retain: bool) {
+        {
+            let mut live = lock(&self.live);
+            live.commands_received += 1;
+            if retain {
+                live.commands_retained += 1;
+            }
+        }
+        let Some(busy) = hand_over(&self.commands, cmd) else {
+            return;
+        };
+        lock(&self.live).commands_busy += 1;
+        tracing::warn!(device = %busy.device, "command answered busy: the router is not keeping up");
+        lock(&self.unsent_answers).push_back(busy);
+        self.send_answers();
+    }
+
+    /// Passes the session's own answers on, as far as `results` takes them.
+    fn send_answers(&self) {
+        let mut unsent = lock(&self.unsent_answers);
+        while let Some(answer) = unsent.pop_front() {
+            if let Err(e) = self.results.try_send(answer) {
+                if let mpsc::error::TrySendError::Full(answer) = e {
+                    unsent.push_front(answer);
+                }
+                break;
+            }
+        }
     }
 
     /// Graceful end: wait briefly for outstanding PUBACKs, publish the

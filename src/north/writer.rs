@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, Topics};
 use super::config::FsyncPolicy;
 use super::outbox::{NewMessage, Outbox};
-use super::{CommandResultMsg, lock};
+use super::{CommandResultMsg, Live, lock};
 use crate::metrics::Histogram;
 
 /// Messages taken from the channels per commit.
@@ -41,6 +41,8 @@ pub(crate) struct Writer {
     pub wake: Arc<Notify>,
     /// Adapter → taken here, per message.
     pub latency: Arc<Histogram>,
+    /// Counts the command results taken for storage.
+    pub live: Arc<Mutex<Live>>,
 }
 
 /// Why no broker would accept this message, if so. Storing it would block
@@ -110,6 +112,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            this.count_answers(&items);
             this.store(items, &stop, None).await;
         }
         // Shutdown: store whatever is already queued, then make it durable.
@@ -121,12 +124,23 @@ impl Writer {
             rest.push(Item::Result(r));
         }
         if !rest.is_empty() {
+            this.count_answers(&rest);
             this.store(
                 rest,
                 &stop,
                 Some(tokio::time::Instant::now() + GIVE_UP_AT_SHUTDOWN),
             )
             .await;
+        }
+    }
+
+    fn count_answers(&self, items: &[Item]) {
+        let answers = items
+            .iter()
+            .filter(|i| matches!(i, Item::Result(_)))
+            .count();
+        if answers > 0 {
+            lock(&self.live).commands_answered += answers as u64;
         }
     }
 
@@ -224,25 +238,27 @@ impl Writer {
                         Uplink::Telemetry(t) => ob.assign_seq(&t.device),
                         _ => 0,
                     };
-                    let e = codec::encode_uplink(
+                    let encoded = codec::encode_uplink(
                         &self.topics,
                         &self.gateway,
                         &env.adapter,
                         &env.uplink,
                         seq,
                     );
-                    put(
-                        &mut ob,
-                        NewMessage {
-                            topic: e.topic,
-                            payload: e.payload,
-                            qos: self.qos,
-                            retain: e.retain,
-                            device: env.uplink.device().to_string(),
-                            seq,
-                            correlation: None,
-                        },
-                    );
+                    for e in encoded {
+                        put(
+                            &mut ob,
+                            NewMessage {
+                                topic: e.topic,
+                                payload: e.payload,
+                                qos: self.qos,
+                                retain: e.retain,
+                                device: env.uplink.device().to_string(),
+                                seq,
+                                correlation: None,
+                            },
+                        );
+                    }
                 }
                 Item::Result(r) => {
                     let payload = codec::command_result(

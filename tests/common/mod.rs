@@ -366,6 +366,21 @@ impl Subscriber {
     }
 }
 
+impl Subscriber {
+    /// Publishes a retained message (QoS 1).
+    pub async fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                true,
+                payload.to_vec(),
+            )
+            .await
+            .expect("publish");
+    }
+}
+
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.task.abort();

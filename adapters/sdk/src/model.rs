@@ -260,6 +260,15 @@ pub struct DeviceEvent {
     pub data: BTreeMap<String, serde_json::Value>,
 }
 
+/// A device the gateway no longer serves (removed from the configuration
+/// by a reload, an LwM2M client forgotten): the directory drops it and its
+/// retained `status` and `meta` are cleared on the broker (an empty
+/// retained payload on each), so consumers stop seeing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceForgotten {
+    pub device: String,
+}
+
 /// Everything an adapter sends north.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Uplink {
@@ -267,6 +276,7 @@ pub enum Uplink {
     Status(DeviceStatus),
     Meta(DeviceMeta),
     Event(DeviceEvent),
+    Forgotten(DeviceForgotten),
 }
 
 impl Uplink {
@@ -277,6 +287,7 @@ impl Uplink {
             Uplink::Status(s) => &s.device,
             Uplink::Meta(m) => &m.device,
             Uplink::Event(e) => &e.device,
+            Uplink::Forgotten(f) => &f.device,
         }
     }
 }
