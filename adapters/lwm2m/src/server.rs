@@ -21,7 +21,8 @@ use crate::content::{self, ContentFormat, PathValue};
 use crate::operations::{self, ClientView, Plan, Planned, Step};
 use crate::path::{Path, PathPattern};
 use crate::registration::{
-    RegisterRequest, Registration, RegistrationError, RegistrationTable, UpdateRequest, Version,
+    DEFAULT_FORGET_AFTER, ReRegistration, RegisterRequest, Registration, RegistrationError,
+    RegistrationTable, UpdateRequest, Version,
 };
 use crate::registry::{ObjectRegistry, PointNaming};
 
@@ -35,6 +36,11 @@ pub struct ServerConfig {
     pub device_prefix: String,
     /// How long a queue-mode client is reachable after it was heard from.
     pub awake_window: Duration,
+    /// Who may take over an endpoint registered from another address.
+    pub re_registration: ReRegistration,
+    /// How long an ended registration is remembered before its device is
+    /// forgotten.
+    pub forget_after: Duration,
     pub coap: EndpointConfig,
 }
 
@@ -45,6 +51,8 @@ impl Default for ServerConfig {
             auto_observe: Vec::new(),
             device_prefix: String::new(),
             awake_window: Duration::from_secs(93),
+            re_registration: ReRegistration::default(),
+            forget_after: DEFAULT_FORGET_AFTER,
             coap: EndpointConfig::default(),
         }
     }
@@ -170,7 +178,8 @@ impl Lwm2mServer {
     pub fn new(config: ServerConfig, registry: Arc<ObjectRegistry>) -> Self {
         Lwm2mServer {
             coap: Endpoint::new(config.coap.clone()),
-            table: RegistrationTable::new(config.awake_window),
+            table: RegistrationTable::new(config.awake_window)
+                .with_policy(config.re_registration, config.forget_after),
             registry,
             config,
             sent: HashMap::new(),
@@ -229,6 +238,9 @@ impl Lwm2mServer {
         for (reg, held) in self.table.expire(now) {
             tracing::info!(endpoint = %reg.endpoint, "LwM2M registration lifetime expired");
             self.client_gone(now, &reg, held, "lifetime expired", "expired");
+        }
+        for endpoint in self.table.forget(now) {
+            tracing::debug!(endpoint = %endpoint, "LwM2M endpoint forgotten");
         }
         for (endpoint, job) in self.table.expire_held(now) {
             self.complete(
@@ -526,7 +538,7 @@ impl Lwm2mServer {
         let response = match (req.method, path.as_slice()) {
             (Method::Post, ["rd"]) => self.on_register(now, &incoming),
             (Method::Post, ["rd", id]) => self.on_update(now, &incoming, &format!("rd/{id}")),
-            (Method::Delete, ["rd", id]) => self.on_deregister(now, &format!("rd/{id}")),
+            (Method::Delete, ["rd", id]) => self.on_deregister(now, &incoming, &format!("rd/{id}")),
             (Method::Post, ["dp"]) => self.on_send(now, &incoming),
             (_, ["rd"] | ["rd", _] | ["dp"]) => Response::new(Code::METHOD_NOT_ALLOWED),
             _ => Response::new(Code::NOT_FOUND),
@@ -551,7 +563,14 @@ impl Lwm2mServer {
                     return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
                 }
             };
-        let registered = self.table.register(now, incoming.peer, parsed);
+        let registered = match self.table.register(now, incoming.peer, parsed) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
+                self.outputs.push_back(Output::Refused { reason: "taken" });
+                return Response::new(Code::FORBIDDEN).with_diagnostic(e.to_string());
+            }
+        };
         if let Some(old) = &registered.replaced {
             self.drop_observations(now, &old.endpoint);
             self.formats.remove(&old.endpoint);
@@ -562,7 +581,12 @@ impl Lwm2mServer {
         tracing::info!(endpoint = %reg.endpoint, peer = %reg.peer, version = reg.version.as_str(), "LwM2M client registered");
         let device = self.device_name(&reg.endpoint);
         self.status(&device, DeviceState::Online, "registered");
-        self.event(&device, "registered", &reg, None);
+        let moved_from = registered
+            .replaced
+            .as_ref()
+            .map(|old| old.peer)
+            .filter(|p| *p != reg.peer);
+        self.event(&device, "registered", &reg, moved_from);
         self.meta(&reg);
         self.auto_observe(now, &reg);
         for job in registered.released {
@@ -588,19 +612,14 @@ impl Lwm2mServer {
         };
         let updated = match self.table.update(now, location, incoming.peer, parsed) {
             Ok(u) => u,
-            // the client re-registers on 4.04 (Core 1.1 §6.2.2)
-            Err(e) => return Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string()),
+            Err(e) => return self.refused_at_location(incoming, e),
         };
         let Some(reg) = self.table.by_location(location).cloned() else {
             return Response::new(Code::INTERNAL_SERVER_ERROR);
         };
         let device = self.device_name(&reg.endpoint);
-        if let Some(old) = updated.moved_from {
-            tracing::info!(endpoint = %reg.endpoint, from = %old, to = %reg.peer, "LwM2M client moved (NAT rebinding); re-establishing observations");
-            self.reobserve(now, &reg);
-        }
         self.status(&device, DeviceState::Online, "updated");
-        self.event(&device, "updated", &reg, updated.moved_from);
+        self.event(&device, "updated", &reg, None);
         if updated.objects_changed {
             self.meta(&reg);
             self.auto_observe(now, &reg);
@@ -611,15 +630,39 @@ impl Lwm2mServer {
         Response::new(Code::CHANGED)
     }
 
-    fn on_deregister(&mut self, now: Instant, location: &str) -> Response {
-        match self.table.deregister(location) {
+    fn on_deregister(
+        &mut self,
+        now: Instant,
+        incoming: &IncomingRequest,
+        location: &str,
+    ) -> Response {
+        match self.table.deregister(now, location, incoming.peer) {
             Ok((reg, held)) => {
                 tracing::info!(endpoint = %reg.endpoint, "LwM2M client de-registered");
                 self.client_gone(now, &reg, held, "deregistered", "deregistered");
                 Response::new(Code::DELETED)
             }
-            Err(e) => Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string()),
+            Err(e) => self.refused_at_location(incoming, e),
         }
+    }
+
+    /// An Update or De-register the table refused: 4.04 for an unknown
+    /// location (the client registers again, Core 1.1 §6.2.2), 4.03 from
+    /// another address than the registration's (a NAT-rebound client also
+    /// registers again; someone else's guess goes nowhere).
+    fn refused_at_location(
+        &mut self,
+        incoming: &IncomingRequest,
+        e: RegistrationError,
+    ) -> Response {
+        if let RegistrationError::WrongSource(_) = e {
+            tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M request from another address");
+            self.outputs.push_back(Output::Refused {
+                reason: "wrong_source",
+            });
+            return Response::new(Code::FORBIDDEN).with_diagnostic(e.to_string());
+        }
+        Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string())
     }
 
     fn on_send(&mut self, now: Instant, incoming: &IncomingRequest) -> Response {
@@ -1057,26 +1100,6 @@ impl Lwm2mServer {
                 accept: Some(format),
             };
             self.send(now, reg.peer, &reg.endpoint, planned, Purpose::Observation);
-        }
-    }
-
-    /// After a NAT rebinding the client's observations are keyed by its old
-    /// address: cancel them and observe the same paths again.
-    fn reobserve(&mut self, now: Instant, reg: &Registration) {
-        let old = self.observations.remove(&reg.endpoint).unwrap_or_default();
-        let format = self.format_for(reg);
-        for obs in old {
-            let sent = self.sent.remove(&obs.id);
-            let _ = self.coap.cancel(now, obs.id);
-            let purpose = sent.map(|s| s.purpose).unwrap_or(Purpose::Observation);
-            let planned = Planned {
-                request: ferrogate_coap::Request::get(&obs.path.to_string())
-                    .with_accept(format.number()),
-                step: Step::Read { path: obs.path },
-                observe: true,
-                accept: Some(format),
-            };
-            self.send(now, reg.peer, &reg.endpoint, planned, purpose);
         }
     }
 
