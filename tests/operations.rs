@@ -316,11 +316,17 @@ async fn modbus_device_through_the_daemon_cli_and_metrics() {
         |m| m.json()["state"] == "offline",
     )
     .await;
-    let text = scrape(metrics_port);
-    assert_eq!(
-        sample(&text, "ferrogate_device_online", "device=\"meter\""),
-        Some(0.0)
-    );
+    // The endpoint renders at most once a second: wait for a fresh body.
+    let mut text = String::new();
+    common::wait_until(
+        "metrics show the meter offline",
+        Duration::from_secs(10),
+        || {
+            text = scrape(metrics_port);
+            sample(&text, "ferrogate_device_online", "device=\"meter\"") == Some(0.0)
+        },
+    )
+    .await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("ferrogate_device_read_errors_total")
