@@ -46,6 +46,8 @@ pub enum DaemonError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
+    StateLock(#[from] crate::state_lock::LockError),
+    #[error(transparent)]
     Control(#[from] control::ControlError),
     #[error("metrics endpoint {0}: {1}")]
     Metrics(String, std::io::Error),
@@ -168,6 +170,8 @@ pub async fn run(
     // what a reload compares against.
     let configured = loaded.gateway.clone();
     let gw = &mut loaded.gateway;
+    // Before anything opens the outbox or connects as this gateway.
+    let _state_lock = crate::state_lock::StateLock::acquire(&gw.state_dir)?;
     if gw.mqtt.url == "embedded" {
         start_embedded_broker(&mut gw.mqtt, EMBEDDED_BROKER_PORT)?;
     }
