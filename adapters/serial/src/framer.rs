@@ -87,12 +87,9 @@ impl Framing {
                 offset,
             } => {
                 let max = if *width == 1 { 0xff } else { 0xffff };
-                let Some(value) = (payload.len() as i64)
+                let value = (payload.len() as i64)
                     .checked_sub(*offset)
-                    .filter(|v| (0..=max).contains(v))
-                else {
-                    return None;
-                };
+                    .filter(|v| (0..=max).contains(v))?;
                 let mut wire = start.clone();
                 match (width, endian) {
                     (1, _) => wire.push(value as u8),
