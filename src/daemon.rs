@@ -49,6 +49,8 @@ pub enum DaemonError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
+    StateLock(#[from] crate::state_lock::LockError),
+    #[error(transparent)]
     Control(#[from] control::ControlError),
     #[error("metrics endpoint {0}: {1}")]
     Metrics(String, std::io::Error),
@@ -167,6 +169,8 @@ pub async fn run(
     // what a reload compares against.
     let configured = loaded.gateway.clone();
     let gw = &mut loaded.gateway;
+    // Before anything opens the outbox or connects as this gateway.
+    let _state_lock = crate::state_lock::StateLock::acquire(&gw.state_dir)?;
     if gw.mqtt.url == "embedded" {
         start_embedded_broker(&mut gw.mqtt, crate::broker::DEFAULT_PORT)?;
     }
@@ -397,11 +401,12 @@ async fn reload(
     }
     let summary = core.reload(loaded.adapters).await;
     release_free_memory();
-    tracing::info!(added = ?summary.added, removed = ?summary.removed, "configuration reloaded");
+    tracing::info!(added = ?summary.added, removed = ?summary.removed, forgotten = ?summary.forgotten, "configuration reloaded");
     Ok(serde_json::json!({
         "adapters": summary.adapters,
         "added": summary.added,
         "removed": summary.removed,
+        "devices_removed": summary.forgotten,
         "devices": core.directory.snapshot().len(),
         "restart_needed_for": restart_needed,
     }))

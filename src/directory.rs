@@ -133,20 +133,28 @@ impl Directory {
     /// After a reload: forget devices of adapters that are gone and devices
     /// no longer declared by an adapter that declares its devices; declare
     /// the new ones. Devices an adapter learns at run time (LwM2M) stay.
-    pub fn reconcile(&self, declared: &[(String, Vec<String>)]) {
+    /// Returns the devices forgotten: no adapter has them any more.
+    pub fn reconcile(&self, declared: &[(String, Vec<String>)]) -> Vec<String> {
         let mut map = self.write();
-        map.retain(
-            |name, entry| match declared.iter().find(|(a, _)| *a == entry.adapter) {
+        let mut forgotten = Vec::new();
+        map.retain(|name, entry| {
+            let keep = match declared.iter().find(|(a, _)| *a == entry.adapter) {
                 None => false,
                 Some((_, devices)) => devices.is_empty() || devices.contains(name),
-            },
-        );
+            };
+            // A device that moved to another adapter is not forgotten.
+            if !keep && !declared.iter().any(|(_, devices)| devices.contains(name)) {
+                forgotten.push(name.clone());
+            }
+            keep
+        });
         for (adapter, devices) in declared {
             for d in devices {
                 map.entry(d.clone())
                     .or_insert_with(|| Box::new(DeviceEntry::new(adapter)));
             }
         }
+        forgotten
     }
 
     pub fn get(&self, device: &str) -> Option<DeviceEntry> {
@@ -175,6 +183,10 @@ impl Directory {
         }
         let mut map = self.write();
         let device = envelope.uplink.device();
+        if matches!(envelope.uplink, Uplink::Forgotten(_)) {
+            map.remove(device);
+            return;
+        }
         let entry = match map.get_mut(device) {
             Some(e) => e,
             None => map
@@ -221,7 +233,7 @@ impl Directory {
                     entry.last_error = Some(err.to_string());
                 }
             }
-            Uplink::Event(_) => {}
+            Uplink::Event(_) | Uplink::Forgotten(_) => {}
         }
     }
 

@@ -43,6 +43,9 @@ pub struct ReloadSummary {
     pub adapters: Vec<String>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Devices no adapter has any more; their retained status and meta
+    /// are cleared on the broker.
+    pub forgotten: Vec<String>,
 }
 
 impl Core {
@@ -133,11 +136,17 @@ impl Core {
             self.states.clone(),
         );
         self.router.set_adapters(self.supervisor.command_senders());
-        self.directory.reconcile(&declared);
+        let forgotten = self.directory.reconcile(&declared);
+        for device in &forgotten {
+            if self.uplink.forget(device.as_str()).await.is_err() {
+                tracing::warn!(device, "removed device not cleared north: uplink closed");
+            }
+        }
         ReloadSummary {
             adapters: new.iter().cloned().collect(),
             added: new.difference(&old).cloned().collect(),
             removed: old.difference(&new).cloned().collect(),
+            forgotten,
         }
     }
 

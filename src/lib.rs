@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod north;
 pub mod router;
 pub mod simulator;
+pub mod state_lock;
 pub mod supervisor;
 pub mod systemd;

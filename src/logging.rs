@@ -1,5 +1,6 @@
 //! Log output: structured journald entries (with `adapter` and `device`
-//! fields) when systemd captures stderr, plain text on stderr otherwise.
+//! fields) when systemd captures stderr, plain text on stderr otherwise
+//! (coloured only on a terminal).
 //! The filter comes from the config (`RUST_LOG` overrides it) and can be
 //! changed at run time through [`LogHandle`] (`ferrogate log-level`).
 
@@ -43,6 +44,13 @@ fn stderr_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
+/// Colour codes only for a person at a terminal, and not with `NO_COLOR`
+/// set (no-color.org): a log file, a pipe or a collector gets plain text.
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Install the global subscriber once; later calls return a handle that
 /// cannot change anything.
 pub fn init(level: &str) -> LogHandle {
@@ -61,7 +69,11 @@ pub fn init(level: &str) -> LogHandle {
     let installed = match journald {
         Some(layer) => registry.with(layer).try_init(),
         None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colours_on_stderr())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     LogHandle(installed.is_ok().then_some(handle))

@@ -1,6 +1,6 @@
-//! Prometheus metrics: counters the runtime keeps ([`Counters`]), the text
-//! exposition of everything status knows, and a minimal HTTP endpoint
-//! (`GET /metrics`) bound to loopback by default.
+//! Prometheus metrics: counters the runtime keeps ([`Counters`]) and the text
+//! exposition of everything status knows; [`endpoint`] serves it over HTTP
+//! (`GET /metrics`), bound to loopback by default.
 //!
 //! Series (all prefixed `ferrogate_`): `up`, `build_info`, `uptime_seconds`;
 //! `mqtt_connected`, `mqtt_publishes_total`, `mqtt_acks_total`,
@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrogate_sdk::{DeviceState, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+pub mod endpoint;
+
+pub use endpoint::{Limits, serve, serve_with};
 
 use crate::directory::Directory;
 use crate::north::NorthStatus;
@@ -369,48 +370,4 @@ pub fn process_usage() -> (f64, f64) {
         })
         .unwrap_or(0.0);
     (rss, cpu)
-}
-
-/// Serve `GET /metrics` on `bind` until `stop`. Anything else is 404.
-pub async fn serve(
-    bind: &str,
-    sources: Sources,
-    stop: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(bind).await?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics endpoint listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = tokio::select! {
-                _ = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
-            };
-            let sources = sources.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let (status, body, kind) = if request.starts_with("GET ") && path == "/metrics" {
-                    ("200 OK", render(&sources), "text/plain; version=0.0.4")
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string(), "text/plain")
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body.as_bytes()).await;
-            });
-        }
-    }))
 }

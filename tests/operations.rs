@@ -126,6 +126,7 @@ async fn reload_adds_removes_and_rejects_without_a_seq_gap() {
     )
     .unwrap();
     let sub = Subscriber::start(broker.port, "ferrogate/gw-reload/devices/+/telemetry").await;
+    let retained = Subscriber::start(broker.port, "ferrogate/gw-reload/devices/gone/+").await;
     let gw = Daemon::start(config.path());
     let keep = "ferrogate/gw-reload/devices/keep/telemetry";
     sub.wait_for(keep, Duration::from_secs(20), |_| true).await;
@@ -158,6 +159,28 @@ async fn reload_adds_removes_and_rejects_without_a_seq_gap() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["keep", "new"]);
+
+    // `gone`'s retained status and meta are cleared (an empty retained
+    // payload each), so a consumer subscribing later no longer sees it.
+    for leaf in ["status", "meta"] {
+        let topic = format!("ferrogate/gw-reload/devices/gone/{leaf}");
+        retained
+            .wait_for(&topic, Duration::from_secs(20), |m| m.payload.is_empty())
+            .await;
+    }
+    let later = Subscriber::start(broker.port, "ferrogate/gw-reload/devices/+/status").await;
+    for device in ["keep", "new"] {
+        let topic = format!("ferrogate/gw-reload/devices/{device}/status");
+        later
+            .wait_for(&topic, Duration::from_secs(20), |m| m.retain)
+            .await;
+    }
+    assert!(
+        later
+            .on("ferrogate/gw-reload/devices/gone/status")
+            .is_empty(),
+        "a removed device's status is still retained"
+    );
 
     // A broken file is rejected with its position; the old config keeps running.
     std::fs::write(
@@ -293,14 +316,73 @@ async fn modbus_device_through_the_daemon_cli_and_metrics() {
         |m| m.json()["state"] == "offline",
     )
     .await;
-    let text = scrape(metrics_port);
-    assert_eq!(
-        sample(&text, "ferrogate_device_online", "device=\"meter\""),
-        Some(0.0)
-    );
+    // The endpoint renders at most once a second: wait for a fresh body.
+    let mut text = String::new();
+    common::wait_until(
+        "metrics show the meter offline",
+        Duration::from_secs(10),
+        || {
+            text = scrape(metrics_port);
+            sample(&text, "ferrogate_device_online", "device=\"meter\"") == Some(0.0)
+        },
+    )
+    .await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("ferrogate_device_read_errors_total")
                 && l.contains("device=\"meter\""))
     );
+}
+
+/// A second daemon on the same state directory refuses to start (it would
+/// share the outbox and the MQTT client id), names the holder's pid, and —
+/// its stderr being a pipe — logs without colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_dir_refuses() {
+    let broker = Mosquitto::start();
+    let config = ConfigDir::new("gw-lock", broker.port, "5", &simulated_device("d", "1s"));
+    let first = Daemon::start(config.path());
+    let lock = config.path().join("state/ferrogate.lock");
+    let pid = first.child.id().to_string();
+    common::wait_until(
+        "the first daemon holds the lock",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == pid),
+    )
+    .await;
+
+    let mut second = std::process::Command::new(daemon::binary())
+        .args(["run", "--config"])
+        .arg(config.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = second.stderr.take().unwrap();
+    let status = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = second.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = second.kill();
+                panic!("a second daemon on the same state_dir kept running");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("in use by another ferrogate"), "{err}");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(err.contains("ERROR"), "the refusal is logged: {err}");
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes off a terminal: {err:?}"
+    );
+    // The first one is unaffected: the lock is still its own.
+    assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), pid);
 }

@@ -19,6 +19,7 @@ fn unit_declares_notify_watchdog_and_directories() {
         "User=ferrogate",
         "SupplementaryGroups=dialout",
         "ExecStart=/usr/bin/ferrogate run --config /etc/ferrogate",
+        "LimitNOFILE=4096",
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "missing {line}");
     }

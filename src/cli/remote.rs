@@ -187,11 +187,12 @@ impl Remote<'_> {
     pub fn reload(&self) -> ExitCode {
         self.call("reload", json!({}), |r, _| {
             println!(
-                "reloaded: {} adapters (added: {}, removed: {}), {} devices",
+                "reloaded: {} adapters (added: {}, removed: {}), {} devices (devices removed: {})",
                 r["adapters"].as_array().map(Vec::len).unwrap_or(0),
                 list(&r["added"]),
                 list(&r["removed"]),
-                r["devices"]
+                r["devices"],
+                list(&r["devices_removed"])
             );
             if r["restart_needed_for"]
                 .as_array()

@@ -409,8 +409,11 @@ async fn tail(
 /// feed sees a message before the pipeline numbers it, and a tail must
 /// never show a number the message does not get on MQTT.
 fn tail_payload(topics: &Topics, gateway: &str, adapter: &str, uplink: &Uplink) -> Json {
-    let encoded = encode_uplink(topics, gateway, adapter, uplink, 0);
-    let mut payload: Json = serde_json::from_slice(&encoded.payload).unwrap_or(Json::Null);
+    // A forgotten device's first message (its cleared status) is empty: null.
+    let mut payload: Json = encode_uplink(topics, gateway, adapter, uplink, 0)
+        .next()
+        .and_then(|e| serde_json::from_slice(&e.payload).ok())
+        .unwrap_or(Json::Null);
     if let (Uplink::Telemetry(_), Some(fields)) = (uplink, payload.as_object_mut()) {
         fields.remove("seq");
     }

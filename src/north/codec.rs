@@ -64,24 +64,44 @@ pub struct Encoded {
     pub payload: Vec<u8>,
 }
 
-/// The kind of an uplink's topic leaf, with whether it is retained.
+/// The kind of an uplink's topic leaf, with whether it is retained. A
+/// forgotten device has no leaf of its own: it clears `status` and `meta`.
 pub fn leaf(uplink: &Uplink) -> (&'static str, bool) {
     match uplink {
         Uplink::Telemetry(_) => ("telemetry", false),
         Uplink::Status(_) => ("status", true),
         Uplink::Meta(_) => ("meta", true),
         Uplink::Event(_) => ("event", false),
+        Uplink::Forgotten(_) => ("forgotten", true),
     }
 }
 
-/// Encodes one adapter message. `seq` is used for telemetry only.
+/// Encodes one adapter message: one MQTT message, or for a forgotten
+/// device two, an empty retained payload on its `status` and on its `meta`
+/// (which is how MQTT deletes a retained message). `seq` is used for
+/// telemetry only.
 pub fn encode_uplink(
     topics: &Topics,
     gateway: &str,
     adapter: &str,
     uplink: &Uplink,
     seq: u64,
-) -> Encoded {
+) -> impl Iterator<Item = Encoded> + use<> {
+    let (first, second) = match uplink {
+        Uplink::Forgotten(f) => {
+            let cleared = |leaf| Encoded {
+                topic: topics.device(&f.device, leaf),
+                retain: true,
+                payload: Vec::new(),
+            };
+            (cleared("status"), Some(cleared("meta")))
+        }
+        _ => (encode_one(topics, gateway, adapter, uplink, seq), None),
+    };
+    std::iter::once(first).chain(second)
+}
+
+fn encode_one(topics: &Topics, gateway: &str, adapter: &str, uplink: &Uplink, seq: u64) -> Encoded {
     let (leaf, retain) = leaf(uplink);
     let body = match uplink {
         Uplink::Telemetry(t) => {
@@ -94,6 +114,7 @@ pub fn encode_uplink(
         Uplink::Status(s) => device_status(gateway, s),
         Uplink::Meta(m) => meta(gateway, m),
         Uplink::Event(e) => event(gateway, e),
+        Uplink::Forgotten(_) => Json::Null,
     };
     Encoded {
         topic: topics.device(uplink.device(), leaf),
@@ -734,7 +755,9 @@ mod tests {
                 ),
             ],
         });
-        let e = encode_uplink(&topics, "gw1", "modbus", &t, 42);
+        let e = encode_uplink(&topics, "gw1", "modbus", &t, 42)
+            .next()
+            .unwrap();
         assert_eq!(e.topic, "ferrogate/gw1/devices/meter-7/telemetry");
         assert!(!e.retain);
         assert_eq!(
@@ -742,6 +765,22 @@ mod tests {
             json!({"gateway":"gw1","device":"meter-7","adapter":"modbus","ts":1700000000123u64,
                    "seq":42,"values":{"voltage":230.5},
                    "errors":{"current":"timeout: no response within 300ms"}})
+        );
+    }
+
+    #[test]
+    fn a_forgotten_device_clears_its_retained_status_and_meta() {
+        let topics = Topics::new("r");
+        let f = Uplink::Forgotten(ferrogate_sdk::DeviceForgotten { device: "d".into() });
+        let cleared: Vec<_> = encode_uplink(&topics, "g", "a", &f, 0)
+            .map(|e| (e.topic, e.retain, e.payload))
+            .collect();
+        assert_eq!(
+            cleared,
+            [
+                ("r/devices/d/status".to_string(), true, vec![]),
+                ("r/devices/d/meta".to_string(), true, vec![])
+            ]
         );
     }
 
@@ -754,7 +793,7 @@ mod tests {
             reason: Some("no answer".into()),
             ts: Timestamp(5),
         });
-        let e = encode_uplink(&topics, "g", "a", &s, 0);
+        let e = encode_uplink(&topics, "g", "a", &s, 0).next().unwrap();
         assert_eq!((e.topic.as_str(), e.retain), ("r/devices/d/status", true));
         assert_eq!(
             parse(&e.payload),
@@ -774,7 +813,7 @@ mod tests {
             .into(),
             ..Default::default()
         });
-        let e = encode_uplink(&topics, "g", "a", &m, 0);
+        let e = encode_uplink(&topics, "g", "a", &m, 0).next().unwrap();
         assert_eq!((e.topic.as_str(), e.retain), ("r/devices/d/meta", true));
         let j = parse(&e.payload);
         assert_eq!(

@@ -238,25 +238,27 @@ impl Writer {
                         Uplink::Telemetry(t) => ob.assign_seq(&t.device),
                         _ => 0,
                     };
-                    let e = codec::encode_uplink(
+                    let encoded = codec::encode_uplink(
                         &self.topics,
                         &self.gateway,
                         &env.adapter,
                         &env.uplink,
                         seq,
                     );
-                    put(
-                        &mut ob,
-                        NewMessage {
-                            topic: e.topic,
-                            payload: e.payload,
-                            qos: self.qos,
-                            retain: e.retain,
-                            device: env.uplink.device().to_string(),
-                            seq,
-                            correlation: None,
-                        },
-                    );
+                    for e in encoded {
+                        put(
+                            &mut ob,
+                            NewMessage {
+                                topic: e.topic,
+                                payload: e.payload,
+                                qos: self.qos,
+                                retain: e.retain,
+                                device: env.uplink.device().to_string(),
+                                seq,
+                                correlation: None,
+                            },
+                        );
+                    }
                 }
                 Item::Result(r) => {
                     let payload = codec::command_result(

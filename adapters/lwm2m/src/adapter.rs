@@ -95,6 +95,9 @@ fn server_config(settings: &Settings) -> ServerConfig {
         auto_observe: settings.auto_observe.clone(),
         device_prefix: settings.device_prefix.clone(),
         awake_window: settings.queue_awake,
+        re_registration: settings.re_registration,
+        forget_after: settings.forget_after,
+        composite_wait: settings.composite_wait,
         ..ServerConfig::default()
     };
     config.coap.seed = seed;

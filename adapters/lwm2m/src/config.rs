@@ -9,6 +9,7 @@ use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Section};
 use serde::Deserialize;
 
 use crate::path::PathPattern;
+use crate::registration::ReRegistration;
 use crate::registry::{ObjectRegistry, PointNaming};
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -34,6 +35,29 @@ struct ServerToml {
     object_dir: Option<String>,
     #[serde(default = "default_awake")]
     queue_awake: ConfigDuration,
+    #[serde(default)]
+    re_registration: ReRegistrationToml,
+    #[serde(default = "default_forget")]
+    forget_after: ConfigDuration,
+    #[serde(default = "default_composite_wait")]
+    composite_wait: ConfigDuration,
+}
+
+fn default_composite_wait() -> ConfigDuration {
+    ConfigDuration(crate::server::DEFAULT_COMPOSITE_WAIT)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum ReRegistrationToml {
+    #[default]
+    Allow,
+    AfterLifetime,
+    Refuse,
+}
+
+fn default_forget() -> ConfigDuration {
+    ConfigDuration(crate::registration::DEFAULT_FORGET_AFTER)
 }
 
 fn default_awake() -> ConfigDuration {
@@ -49,6 +73,9 @@ pub struct Settings {
     pub auto_observe: Vec<PathPattern>,
     pub object_dir: Option<PathBuf>,
     pub queue_awake: Duration,
+    pub re_registration: ReRegistration,
+    pub forget_after: Duration,
+    pub composite_wait: Duration,
     pub registry: ObjectRegistry,
     /// Object ids loaded from `object_dir`, for `config check` notes.
     pub loaded_objects: Vec<u16>,
@@ -117,6 +144,9 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             ),
         }
     }
+    if raw.composite_wait.0.is_zero() {
+        issues.push(origin.issue("composite_wait", "composite_wait must be longer than 0s"));
+    }
     if raw.queue_awake.0.is_zero() {
         issues.push(origin.issue("queue_awake", "queue_awake must be longer than 0s"));
     }
@@ -144,6 +174,13 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             auto_observe,
             object_dir,
             queue_awake: raw.queue_awake.0,
+            re_registration: match raw.re_registration {
+                ReRegistrationToml::Allow => ReRegistration::Allow,
+                ReRegistrationToml::AfterLifetime => ReRegistration::AfterLifetime,
+                ReRegistrationToml::Refuse => ReRegistration::Refuse,
+            },
+            forget_after: raw.forget_after.0,
+            composite_wait: raw.composite_wait.0,
             registry,
             loaded_objects,
         })),

@@ -111,6 +111,29 @@ pub enum RegistrationError {
     ObjectList(String),
     #[error("no registration at location `{0}`")]
     UnknownLocation(String),
+    /// A Register for an endpoint held from another address (4.03).
+    #[error("endpoint `{endpoint}` is registered from another address")]
+    Taken { endpoint: String },
+    /// An Update or De-register from another address than the
+    /// registration's (4.03): locations are not credentials.
+    #[error("registration `{0}` belongs to another address")]
+    WrongSource(String),
+}
+
+/// Whether a Register may take over an endpoint last registered from
+/// another address (a rebooted client behind a new NAT port, or someone
+/// claiming its name: without DTLS the two look the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReRegistration {
+    /// Always: the new address replaces the old one.
+    #[default]
+    Allow,
+    /// Only once the old registration has ended (de-registered, or its
+    /// lifetime passed without an Update).
+    AfterLifetime,
+    /// Not while the gateway remembers the endpoint: registered, or ended
+    /// less than `forget_after` ago.
+    Refuse,
 }
 
 /// The parameters of a Register request (query string and payload).
@@ -331,15 +354,39 @@ impl Registration {
         later(self.updated_at, self.lifetime)
     }
 
-    /// The Location-Path handed out at registration, `rd/<id>`.
+    /// The Location-Path handed out at registration, `rd/<id>` with the id
+    /// in 16 hex digits: drawn at random, so a peer cannot guess another
+    /// client's location.
     pub fn location(&self) -> String {
-        format!("rd/{}", self.id)
+        format!("rd/{:016x}", self.id)
     }
 }
 
-/// The registration id of a location path `rd/<id>`.
+/// The registration id of a location path `rd/<16 hex digits>`.
 fn location_id(location: &str) -> Option<u64> {
-    location.strip_prefix("rd/")?.parse().ok()
+    let hex = location.strip_prefix("rd/")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// A registration id from the OS's CSPRNG (falling back to the clock and
+/// a counter if it fails, which Linux's getrandom does not).
+fn random_id(fallback: u64) -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ fallback.rotate_left(32)
+    })
+}
+
+/// An endpoint whose registration ended, remembered until `forget_at`.
+#[derive(Debug, Clone, Copy)]
+struct Departed {
+    peer: SocketAddr,
+    forget_at: Instant,
 }
 
 /// A command waiting for a sleeping queue-mode client.
@@ -368,8 +415,6 @@ pub struct Registered<C> {
 #[derive(Debug)]
 pub struct Updated<C> {
     pub endpoint: Arc<str>,
-    /// The previous source address, when the client came from a new one.
-    pub moved_from: Option<SocketAddr>,
     pub objects_changed: bool,
     pub released: Vec<C>,
 }
@@ -393,7 +438,16 @@ pub struct RegistrationTable<C> {
     /// How long a queue-mode client stays reachable after it was last
     /// heard from (Core 1.1 §6.2.2: CoAP MAX_TRANSMIT_WAIT, 93 s).
     awake_window: Duration,
+    re_registration: ReRegistration,
+    /// How long an ended registration's endpoint is remembered before it
+    /// is forgotten (its device removed).
+    forget_after: Duration,
+    departed: HashMap<Arc<str>, Departed>,
+    forgets: BTreeSet<(Instant, Arc<str>)>,
 }
+
+/// How long an ended registration is remembered by default.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 impl<C> RegistrationTable<C> {
     pub fn new(awake_window: Duration) -> Self {
@@ -406,7 +460,19 @@ impl<C> RegistrationTable<C> {
             object_lists: HashSet::new(),
             next_id: 0,
             awake_window,
+            re_registration: ReRegistration::default(),
+            forget_after: DEFAULT_FORGET_AFTER,
+            departed: HashMap::new(),
+            forgets: BTreeSet::new(),
         }
+    }
+
+    /// Who may take over an endpoint from another address, and how long
+    /// an ended registration is remembered.
+    pub fn with_policy(mut self, re_registration: ReRegistration, forget_after: Duration) -> Self {
+        self.re_registration = re_registration;
+        self.forget_after = forget_after;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -423,7 +489,27 @@ impl<C> RegistrationTable<C> {
         now: Instant,
         peer: SocketAddr,
         req: RegisterRequest,
-    ) -> Registered<C> {
+    ) -> Result<Registered<C>, RegistrationError> {
+        let live = self
+            .by_endpoint
+            .get(req.endpoint.as_str())
+            .and_then(|id| self.entries.get(id))
+            .map(|e| e.reg.peer);
+        let departed = self.departed.get(req.endpoint.as_str()).map(|d| d.peer);
+        let taken = match self.re_registration {
+            ReRegistration::Allow => false,
+            ReRegistration::AfterLifetime => live.is_some_and(|p| p != peer),
+            ReRegistration::Refuse => live.or(departed).is_some_and(|p| p != peer),
+        };
+        if taken {
+            return Err(RegistrationError::Taken {
+                endpoint: req.endpoint,
+            });
+        }
+        if let Some(d) = self.departed.remove(req.endpoint.as_str()) {
+            self.forgets
+                .remove(&(d.forget_at, Arc::from(req.endpoint.as_str())));
+        }
         let mut held = VecDeque::new();
         let replaced = match self.by_endpoint.get(req.endpoint.as_str()).copied() {
             Some(old) => self.remove(old).map(|e| {
@@ -433,7 +519,10 @@ impl<C> RegistrationTable<C> {
             None => None,
         };
         self.next_id += 1;
-        let id = self.next_id;
+        let mut id = random_id(self.next_id);
+        while self.entries.contains_key(&id) {
+            id = random_id(id);
+        }
         // share the endpoint name between the registration and the index
         let endpoint: Arc<str> = match &replaced {
             Some(old) => old.endpoint.clone(),
@@ -459,11 +548,11 @@ impl<C> RegistrationTable<C> {
             .collect();
         let location = reg.location();
         self.insert(reg);
-        Registered {
+        Ok(Registered {
             location,
             replaced,
             released,
-        }
+        })
     }
 
     /// Handle an Update at `location` from `peer`.
@@ -476,8 +565,12 @@ impl<C> RegistrationTable<C> {
     ) -> Result<Updated<C>, RegistrationError> {
         let unknown = || RegistrationError::UnknownLocation(location.to_string());
         let id = location_id(location).ok_or_else(unknown)?;
-        if !self.entries.contains_key(&id) {
-            return Err(unknown());
+        match self.entries.get(&id) {
+            None => return Err(unknown()),
+            Some(e) if e.reg.peer != peer => {
+                return Err(RegistrationError::WrongSource(location.to_string()));
+            }
+            Some(_) => {}
         }
         let objects = req.objects.map(|list| self.share(list));
         let Some(entry) = self.entries.get_mut(&id) else {
@@ -485,13 +578,6 @@ impl<C> RegistrationTable<C> {
         };
         let reg = &mut entry.reg;
         self.expiries.remove(&(reg.expires_at(), id));
-        let moved_from = (reg.peer != peer).then_some(reg.peer);
-        if moved_from.is_some() {
-            if self.by_peer.get(&reg.peer) == Some(&id) {
-                self.by_peer.remove(&reg.peer);
-            }
-            reg.peer = peer;
-        }
         if let Some(lt) = req.lifetime {
             reg.lifetime = lt;
         }
@@ -520,25 +606,73 @@ impl<C> RegistrationTable<C> {
         reg.last_seen = now;
         let endpoint = reg.endpoint.clone();
         self.expiries.insert((reg.expires_at(), id));
-        self.by_peer.insert(peer, id);
         let released = self.release(now, id);
         Ok(Updated {
             endpoint,
-            moved_from,
             objects_changed,
             released,
         })
     }
 
-    /// Handle a De-register; the held commands come back to be failed.
+    /// Handle a De-register from `peer`; the held commands come back to be
+    /// failed.
     pub fn deregister(
         &mut self,
+        now: Instant,
         location: &str,
+        peer: SocketAddr,
     ) -> Result<(Registration, Vec<C>), RegistrationError> {
-        location_id(location)
-            .and_then(|id| self.remove(id))
-            .map(|e| (e.reg, e.held.into_iter().map(|h| h.command).collect()))
-            .ok_or_else(|| RegistrationError::UnknownLocation(location.to_string()))
+        let unknown = || RegistrationError::UnknownLocation(location.to_string());
+        let id = location_id(location).ok_or_else(unknown)?;
+        match self.entries.get(&id) {
+            None => return Err(unknown()),
+            Some(e) if e.reg.peer != peer => {
+                return Err(RegistrationError::WrongSource(location.to_string()));
+            }
+            Some(_) => {}
+        }
+        let entry = self.remove(id).ok_or_else(unknown)?;
+        self.depart(now, &entry.reg);
+        Ok((
+            entry.reg,
+            entry.held.into_iter().map(|h| h.command).collect(),
+        ))
+    }
+
+    /// Remember an ended registration's endpoint until it is forgotten.
+    fn depart(&mut self, now: Instant, reg: &Registration) {
+        let forget_at = later(now, self.forget_after);
+        if let Some(old) = self.departed.insert(
+            reg.endpoint.clone(),
+            Departed {
+                peer: reg.peer,
+                forget_at,
+            },
+        ) {
+            self.forgets.remove(&(old.forget_at, reg.endpoint.clone()));
+        }
+        self.forgets.insert((forget_at, reg.endpoint.clone()));
+    }
+
+    /// Endpoints whose registration ended `forget_after` ago and that did
+    /// not register again: the caller removes their devices.
+    pub fn forget(&mut self, now: Instant) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        while let Some((at, _)) = self.forgets.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, endpoint)) = self.forgets.pop_first() {
+                self.departed.remove(&endpoint);
+                out.push(endpoint);
+            }
+        }
+        out
+    }
+
+    /// How many ended registrations are remembered.
+    pub fn departed_len(&self) -> usize {
+        self.departed.len()
     }
 
     /// Note that `endpoint` was heard from (a response, a notification, a
@@ -560,9 +694,12 @@ impl<C> RegistrationTable<C> {
             .take_while(|(at, _)| *at <= now)
             .map(|(_, id)| *id)
             .collect();
-        due.into_iter()
-            .filter_map(|id| self.remove(id))
-            .map(|e| (e.reg, e.held.into_iter().map(|h| h.command).collect()))
+        let gone: Vec<Entry<C>> = due.into_iter().filter_map(|id| self.remove(id)).collect();
+        gone.into_iter()
+            .map(|e| {
+                self.depart(now, &e.reg);
+                (e.reg, e.held.into_iter().map(|h| h.command).collect())
+            })
             .collect()
     }
 
@@ -597,12 +734,14 @@ impl<C> RegistrationTable<C> {
     /// [`expire`]: RegistrationTable::expire
     /// [`expire_held`]: RegistrationTable::expire_held
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.expiries.first().map(|(t, _)| *t);
-        let b = self.held_deadlines.first().map(|(t, _)| *t);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.expiries.first().map(|(t, _)| *t),
+            self.held_deadlines.first().map(|(t, _)| *t),
+            self.forgets.first().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether a command for `endpoint` can be sent now: the client is not
@@ -743,7 +882,7 @@ mod tests {
             b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>,</3303/0>,</3303/1>",
         )
         .unwrap();
-        table.register(now, addr(port), req)
+        table.register(now, addr(port), req).unwrap()
     }
 
     #[test]
@@ -839,7 +978,11 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(&*gone[0].0.endpoint, "a");
         assert!(table.is_empty());
-        assert_eq!(table.poll_timeout(), None);
+        // what is left to do is forgetting it
+        assert_eq!(
+            table.poll_timeout(),
+            Some(t0 + Duration::from_secs(110) + DEFAULT_FORGET_AFTER)
+        );
         assert!(matches!(
             table.update(t0, &loc, addr(1000), UpdateRequest::default()),
             Err(RegistrationError::UnknownLocation(_))
@@ -903,25 +1046,130 @@ mod tests {
     }
 
     #[test]
-    fn nat_rebinding_keeps_identity() {
+    fn update_and_deregister_only_from_the_registrations_address() {
         let t0 = Instant::now();
         let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
         let loc = register(&mut table, t0, "n", &[], 1000).location;
-        let up = table
-            .update(t0, &loc, addr(2000), UpdateRequest::default())
-            .unwrap();
-        assert_eq!(up.moved_from, Some(addr(1000)));
-        assert_eq!(&*up.endpoint, "n");
-        assert_eq!(table.by_endpoint("n").map(|r| r.peer), Some(addr(2000)));
-        assert!(table.by_peer(addr(1000)).is_none());
-        assert_eq!(
-            table.by_peer(addr(2000)).map(|r| r.location()),
-            Some(loc.clone())
+        assert!(matches!(
+            table.update(t0, &loc, addr(2000), UpdateRequest::default()),
+            Err(RegistrationError::WrongSource(_))
+        ));
+        assert!(matches!(
+            table.deregister(t0, &loc, addr(2000)),
+            Err(RegistrationError::WrongSource(_))
+        ));
+        assert_eq!(table.by_endpoint("n").map(|r| r.peer), Some(addr(1000)));
+        assert!(table.by_peer(addr(2000)).is_none());
+        assert!(
+            table
+                .update(t0, &loc, addr(1000), UpdateRequest::default())
+                .is_ok()
         );
-        let same = table
-            .update(t0, &loc, addr(2000), UpdateRequest::default())
-            .unwrap();
-        assert_eq!(same.moved_from, None);
+    }
+
+    #[test]
+    fn locations_are_unguessable() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93));
+        let a = register(&mut table, t0, "a", &[], 1000).location;
+        let b = register(&mut table, t0, "b", &[], 1001).location;
+        for loc in [&a, &b] {
+            let hex = loc.strip_prefix("rd/").unwrap();
+            assert_eq!(hex.len(), 16, "{loc}");
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()), "{loc}");
+        }
+        let (ia, ib) = (location_id(&a).unwrap(), location_id(&b).unwrap());
+        // sequential ids (rd/1, rd/2) let anyone name another's location
+        assert!(ia.abs_diff(ib) > 1_000_000, "{a} {b}");
+        assert!(table.by_location("rd/1").is_none());
+        assert!(location_id("rd/1").is_none());
+    }
+
+    fn policy_table(policy: ReRegistration) -> RegistrationTable<u32> {
+        RegistrationTable::<u32>::new(Duration::from_secs(93))
+            .with_policy(policy, Duration::from_secs(600))
+    }
+
+    fn try_register(
+        table: &mut RegistrationTable<u32>,
+        now: Instant,
+        ep: &str,
+        port: u16,
+    ) -> Result<Registered<u32>, RegistrationError> {
+        let req =
+            RegisterRequest::parse([format!("ep={ep}").as_str(), "lt=60"], b"</3/0>").unwrap();
+        table.register(now, addr(port), req)
+    }
+
+    #[test]
+    fn re_registration_from_another_address_follows_the_policy() {
+        let t0 = Instant::now();
+        let ended = t0 + Duration::from_secs(61);
+        let after_forget = ended + Duration::from_secs(601);
+        // allow: a new address takes over at once
+        let mut table = policy_table(ReRegistration::Allow);
+        register(&mut table, t0, "e", &["lt=60"], 1000);
+        assert!(try_register(&mut table, t0, "e", 2000).is_ok());
+        assert_eq!(table.by_endpoint("e").map(|r| r.peer), Some(addr(2000)));
+
+        // after_lifetime: not while the registration lives
+        let mut table = policy_table(ReRegistration::AfterLifetime);
+        register(&mut table, t0, "e", &["lt=60"], 1000);
+        assert!(matches!(
+            try_register(&mut table, t0, "e", 2000),
+            Err(RegistrationError::Taken { .. })
+        ));
+        assert!(
+            try_register(&mut table, t0, "e", 1000).is_ok(),
+            "same address"
+        );
+        assert_eq!(table.expire(ended).len(), 1);
+        assert!(try_register(&mut table, ended, "e", 2000).is_ok());
+
+        // refuse: not until the ended registration is forgotten
+        let mut table = policy_table(ReRegistration::Refuse);
+        register(&mut table, t0, "e", &["lt=60"], 1000);
+        assert_eq!(table.expire(ended).len(), 1);
+        assert!(matches!(
+            try_register(&mut table, ended, "e", 2000),
+            Err(RegistrationError::Taken { .. })
+        ));
+        assert_eq!(table.departed_len(), 1);
+        assert_eq!(table.forget(after_forget), [Arc::from("e")]);
+        assert_eq!(table.departed_len(), 0);
+        assert!(try_register(&mut table, after_forget, "e", 2000).is_ok());
+    }
+
+    #[test]
+    fn ended_registrations_are_forgotten_after_forget_after() {
+        let t0 = Instant::now();
+        let mut table = policy_table(ReRegistration::Allow);
+        let loc = register(&mut table, t0, "gone", &["lt=60"], 1000).location;
+        register(&mut table, t0, "expires", &["lt=60"], 1001);
+        table.deregister(t0, &loc, addr(1000)).unwrap();
+        assert_eq!(table.expire(t0 + Duration::from_secs(60)).len(), 1);
+        assert_eq!(table.poll_timeout(), Some(t0 + Duration::from_secs(600)));
+        assert_eq!(
+            table.forget(t0 + Duration::from_secs(600)),
+            [Arc::from("gone")]
+        );
+        assert_eq!(
+            table.forget(t0 + Duration::from_secs(660)),
+            [Arc::from("expires")]
+        );
+        assert_eq!(table.poll_timeout(), None);
+        // registering again cancels the forgetting
+        let mut table = policy_table(ReRegistration::Allow);
+        let loc = register(&mut table, t0, "back", &["lt=60"], 1000).location;
+        table.deregister(t0, &loc, addr(1000)).unwrap();
+        register(
+            &mut table,
+            t0 + Duration::from_secs(1),
+            "back",
+            &["lt=6000"],
+            1000,
+        );
+        assert!(table.forget(t0 + Duration::from_secs(700)).is_empty());
     }
 
     #[test]
@@ -968,9 +1216,9 @@ mod tests {
         assert_eq!(reg.lifetime, Duration::from_secs(120));
         assert!(reg.binding.queue);
         assert_eq!(reg.objects.paths().len(), 2);
-        let (gone, held) = table.deregister(&loc).unwrap();
+        let (gone, held) = table.deregister(t0, &loc, addr(1000)).unwrap();
         assert_eq!(&*gone.endpoint, "u");
         assert!(held.is_empty());
-        assert!(table.deregister(&loc).is_err());
+        assert!(table.deregister(t0, &loc, addr(1000)).is_err());
     }
 }

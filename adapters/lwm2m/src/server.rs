@@ -3,7 +3,7 @@
 //! fed datagrams, commands and instants; it hands out datagrams, uplinks,
 //! command outcomes and its next deadline. The adapter moves bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ use crate::content::{self, ContentFormat, PathValue};
 use crate::operations::{self, ClientView, Plan, Planned, Step};
 use crate::path::{Path, PathPattern};
 use crate::registration::{
-    RegisterRequest, Registration, RegistrationError, RegistrationTable, UpdateRequest, Version,
+    DEFAULT_FORGET_AFTER, ReRegistration, RegisterRequest, Registration, RegistrationError,
+    RegistrationTable, UpdateRequest, Version, later,
 };
 use crate::registry::{ObjectRegistry, PointNaming};
 
@@ -35,6 +36,14 @@ pub struct ServerConfig {
     pub device_prefix: String,
     /// How long a queue-mode client is reachable after it was heard from.
     pub awake_window: Duration,
+    /// Who may take over an endpoint registered from another address.
+    pub re_registration: ReRegistration,
+    /// How long an ended registration is remembered before its device is
+    /// forgotten.
+    pub forget_after: Duration,
+    /// How long a Composite-Read (FETCH) may go unanswered before the
+    /// client is taken for one without composite operations.
+    pub composite_wait: Duration,
     pub coap: EndpointConfig,
 }
 
@@ -45,10 +54,17 @@ impl Default for ServerConfig {
             auto_observe: Vec::new(),
             device_prefix: String::new(),
             awake_window: Duration::from_secs(93),
+            re_registration: ReRegistration::default(),
+            forget_after: DEFAULT_FORGET_AFTER,
+            composite_wait: DEFAULT_COMPOSITE_WAIT,
             coap: EndpointConfig::default(),
         }
     }
 }
+
+/// How long a Composite-Read may go unanswered by default: Wakaama answers a
+/// FETCH with an empty ACK and nothing after it.
+pub const DEFAULT_COMPOSITE_WAIT: Duration = Duration::from_secs(1);
 
 /// A command with the key the caller answers it by.
 #[derive(Debug, Clone)]
@@ -156,6 +172,10 @@ pub struct Lwm2mServer {
     deadlines: BTreeSet<(Instant, u64)>,
     observations: HashMap<Arc<str>, Vec<Observation>>,
     formats: HashMap<Arc<str>, ContentFormat>,
+    /// Clients found to lack composite operations: their reads are GETs.
+    no_composite: HashSet<Arc<str>>,
+    /// When each Composite-Read in flight is given up for GETs.
+    composite_waits: BTreeSet<(Instant, RequestId)>,
     /// Point lists by object instances: a fleet of one kind of client
     /// shares one list in its devices' meta.
     point_lists: HashMap<Vec<Path>, Arc<[PointMeta]>>,
@@ -170,7 +190,8 @@ impl Lwm2mServer {
     pub fn new(config: ServerConfig, registry: Arc<ObjectRegistry>) -> Self {
         Lwm2mServer {
             coap: Endpoint::new(config.coap.clone()),
-            table: RegistrationTable::new(config.awake_window),
+            table: RegistrationTable::new(config.awake_window)
+                .with_policy(config.re_registration, config.forget_after),
             registry,
             config,
             sent: HashMap::new(),
@@ -178,6 +199,8 @@ impl Lwm2mServer {
             deadlines: BTreeSet::new(),
             observations: HashMap::new(),
             formats: HashMap::new(),
+            no_composite: HashSet::new(),
+            composite_waits: BTreeSet::new(),
             point_lists: HashMap::new(),
             outputs: VecDeque::new(),
         }
@@ -209,6 +232,7 @@ impl Lwm2mServer {
             self.coap.poll_timeout(),
             self.table.poll_timeout(),
             self.deadlines.first().map(|(t, _)| *t),
+            self.composite_waits.first().map(|(t, _)| *t),
         ]
         .into_iter()
         .flatten()
@@ -229,6 +253,18 @@ impl Lwm2mServer {
         for (reg, held) in self.table.expire(now) {
             tracing::info!(endpoint = %reg.endpoint, "LwM2M registration lifetime expired");
             self.client_gone(now, &reg, held, "lifetime expired", "expired");
+        }
+        while let Some(&(at, id)) = self.composite_waits.first() {
+            if at > now {
+                break;
+            }
+            self.composite_waits.remove(&(at, id));
+            if self.sent.contains_key(&id) {
+                self.composite_fallback(now, id, "no answer");
+            }
+        }
+        for endpoint in self.table.forget(now) {
+            tracing::debug!(endpoint = %endpoint, "LwM2M endpoint forgotten");
         }
         for (endpoint, job) in self.table.expire_held(now) {
             self.complete(
@@ -314,7 +350,7 @@ impl Lwm2mServer {
             registry: &self.registry,
             naming: self.config.naming,
             format: self.format_for(reg),
-            composite: reg.version >= Version::V1_1,
+            composite: reg.version >= Version::V1_1 && !self.no_composite.contains(&reg.endpoint),
             instances: reg.objects.paths(),
         }
     }
@@ -407,6 +443,10 @@ impl Lwm2mServer {
         };
         match result {
             Ok(id) => {
+                if planned.step == Step::Composite {
+                    self.composite_waits
+                        .insert((later(now, self.config.composite_wait), id));
+                }
                 if planned.observe
                     && let Step::Read { path } = planned.step
                 {
@@ -526,7 +566,7 @@ impl Lwm2mServer {
         let response = match (req.method, path.as_slice()) {
             (Method::Post, ["rd"]) => self.on_register(now, &incoming),
             (Method::Post, ["rd", id]) => self.on_update(now, &incoming, &format!("rd/{id}")),
-            (Method::Delete, ["rd", id]) => self.on_deregister(now, &format!("rd/{id}")),
+            (Method::Delete, ["rd", id]) => self.on_deregister(now, &incoming, &format!("rd/{id}")),
             (Method::Post, ["dp"]) => self.on_send(now, &incoming),
             (_, ["rd"] | ["rd", _] | ["dp"]) => Response::new(Code::METHOD_NOT_ALLOWED),
             _ => Response::new(Code::NOT_FOUND),
@@ -551,7 +591,14 @@ impl Lwm2mServer {
                     return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
                 }
             };
-        let registered = self.table.register(now, incoming.peer, parsed);
+        let registered = match self.table.register(now, incoming.peer, parsed) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
+                self.outputs.push_back(Output::Refused { reason: "taken" });
+                return Response::new(Code::FORBIDDEN).with_diagnostic(e.to_string());
+            }
+        };
         if let Some(old) = &registered.replaced {
             self.drop_observations(now, &old.endpoint);
             self.formats.remove(&old.endpoint);
@@ -562,7 +609,12 @@ impl Lwm2mServer {
         tracing::info!(endpoint = %reg.endpoint, peer = %reg.peer, version = reg.version.as_str(), "LwM2M client registered");
         let device = self.device_name(&reg.endpoint);
         self.status(&device, DeviceState::Online, "registered");
-        self.event(&device, "registered", &reg, None);
+        let moved_from = registered
+            .replaced
+            .as_ref()
+            .map(|old| old.peer)
+            .filter(|p| *p != reg.peer);
+        self.event(&device, "registered", &reg, moved_from);
         self.meta(&reg);
         self.auto_observe(now, &reg);
         for job in registered.released {
@@ -588,19 +640,14 @@ impl Lwm2mServer {
         };
         let updated = match self.table.update(now, location, incoming.peer, parsed) {
             Ok(u) => u,
-            // the client re-registers on 4.04 (Core 1.1 §6.2.2)
-            Err(e) => return Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string()),
+            Err(e) => return self.refused_at_location(incoming, e),
         };
         let Some(reg) = self.table.by_location(location).cloned() else {
             return Response::new(Code::INTERNAL_SERVER_ERROR);
         };
         let device = self.device_name(&reg.endpoint);
-        if let Some(old) = updated.moved_from {
-            tracing::info!(endpoint = %reg.endpoint, from = %old, to = %reg.peer, "LwM2M client moved (NAT rebinding); re-establishing observations");
-            self.reobserve(now, &reg);
-        }
         self.status(&device, DeviceState::Online, "updated");
-        self.event(&device, "updated", &reg, updated.moved_from);
+        self.event(&device, "updated", &reg, None);
         if updated.objects_changed {
             self.meta(&reg);
             self.auto_observe(now, &reg);
@@ -611,15 +658,39 @@ impl Lwm2mServer {
         Response::new(Code::CHANGED)
     }
 
-    fn on_deregister(&mut self, now: Instant, location: &str) -> Response {
-        match self.table.deregister(location) {
+    fn on_deregister(
+        &mut self,
+        now: Instant,
+        incoming: &IncomingRequest,
+        location: &str,
+    ) -> Response {
+        match self.table.deregister(now, location, incoming.peer) {
             Ok((reg, held)) => {
                 tracing::info!(endpoint = %reg.endpoint, "LwM2M client de-registered");
                 self.client_gone(now, &reg, held, "deregistered", "deregistered");
                 Response::new(Code::DELETED)
             }
-            Err(e) => Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string()),
+            Err(e) => self.refused_at_location(incoming, e),
         }
+    }
+
+    /// An Update or De-register the table refused: 4.04 for an unknown
+    /// location (the client registers again, Core 1.1 §6.2.2), 4.03 from
+    /// another address than the registration's (a NAT-rebound client also
+    /// registers again; someone else's guess goes nowhere).
+    fn refused_at_location(
+        &mut self,
+        incoming: &IncomingRequest,
+        e: RegistrationError,
+    ) -> Response {
+        if let RegistrationError::WrongSource(_) = e {
+            tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M request from another address");
+            self.outputs.push_back(Output::Refused {
+                reason: "wrong_source",
+            });
+            return Response::new(Code::FORBIDDEN).with_diagnostic(e.to_string());
+        }
+        Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string())
     }
 
     fn on_send(&mut self, now: Instant, incoming: &IncomingRequest) -> Response {
@@ -663,6 +734,18 @@ impl Lwm2mServer {
         if self.table.by_endpoint(&endpoint).is_none() {
             self.sent.remove(&id);
             return;
+        }
+        let composite = matches!(&sent.what, Sending::Request(p) if p.step == Step::Composite);
+        if composite
+            && matches!(
+                response.code,
+                Code::BAD_REQUEST
+                    | Code::NOT_FOUND
+                    | Code::METHOD_NOT_ALLOWED
+                    | Code::NOT_IMPLEMENTED
+            )
+        {
+            return self.composite_fallback(now, id, "refused");
         }
         if response.code == Code::NOT_ACCEPTABLE {
             let planned = sent.what.planned();
@@ -769,6 +852,44 @@ impl Lwm2mServer {
             }
         }
         self.send(now, reg.peer, endpoint, retry, purpose);
+    }
+
+    /// A Composite-Read the client refused or left unanswered: remember
+    /// that it has no composite operations and read the same paths with
+    /// one GET each.
+    fn composite_fallback(&mut self, now: Instant, id: RequestId, why: &str) {
+        let Some(sent) = self.sent.remove(&id) else {
+            return;
+        };
+        let _ = self.coap.cancel(now, id);
+        let endpoint = sent.endpoint;
+        tracing::info!(endpoint = %endpoint, why, "LwM2M client has no Composite-Read; reading path by path");
+        self.no_composite.insert(endpoint.clone());
+        if let Purpose::Job(key) = sent.purpose
+            && let Some(run) = self.running.get_mut(&key)
+        {
+            run.requests.retain(|r| *r != id);
+        }
+        let Some(reg) = self.table.by_endpoint(&endpoint).cloned() else {
+            return;
+        };
+        let paths = self.running_paths(&sent.purpose, &reg);
+        match self.replan_reads(&paths, &reg, self.format_for(&reg)) {
+            Ok(Plan::Requests(plan)) => {
+                for p in plan {
+                    self.send(now, reg.peer, &endpoint, p, sent.purpose.clone());
+                }
+            }
+            Ok(Plan::CancelObserve(_)) => {}
+            Err(e) => {
+                if let Purpose::Job(key) = sent.purpose {
+                    self.fail_part(key, e);
+                }
+            }
+        }
+        if let Purpose::Job(key) = sent.purpose {
+            self.finish_if_done(key);
+        }
     }
 
     fn running_paths(&self, purpose: &Purpose, reg: &Registration) -> Vec<Path> {
@@ -1060,26 +1181,6 @@ impl Lwm2mServer {
         }
     }
 
-    /// After a NAT rebinding the client's observations are keyed by its old
-    /// address: cancel them and observe the same paths again.
-    fn reobserve(&mut self, now: Instant, reg: &Registration) {
-        let old = self.observations.remove(&reg.endpoint).unwrap_or_default();
-        let format = self.format_for(reg);
-        for obs in old {
-            let sent = self.sent.remove(&obs.id);
-            let _ = self.coap.cancel(now, obs.id);
-            let purpose = sent.map(|s| s.purpose).unwrap_or(Purpose::Observation);
-            let planned = Planned {
-                request: ferrogate_coap::Request::get(&obs.path.to_string())
-                    .with_accept(format.number()),
-                step: Step::Read { path: obs.path },
-                observe: true,
-                accept: Some(format),
-            };
-            self.send(now, reg.peer, &reg.endpoint, planned, purpose);
-        }
-    }
-
     fn drop_observations(&mut self, now: Instant, endpoint: &str) {
         for obs in self.observations.remove(endpoint).unwrap_or_default() {
             self.sent.remove(&obs.id);
@@ -1099,6 +1200,7 @@ impl Lwm2mServer {
     ) {
         self.drop_observations(now, &reg.endpoint);
         self.formats.remove(&reg.endpoint);
+        self.no_composite.remove(&reg.endpoint);
         for job in held {
             self.complete(
                 job.key,

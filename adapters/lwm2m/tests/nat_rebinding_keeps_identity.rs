@@ -1,6 +1,8 @@
-//! A client behind a NAT comes back from a new source port: its Update
-//! keeps the same device (no new registration), the server observes its
-//! paths again at the new address, and commands reach it there.
+//! A client behind a NAT comes back from a new source port. Its Update is
+//! refused with 4.03 (a location is no credential: anyone could send it),
+//! so it registers again, as Core 1.1 §6.2.2 has it do; that keeps the same
+//! device (re_registration = "allow", the default), the server observes its
+//! paths at the new address, and commands reach it there.
 
 mod support;
 
@@ -12,7 +14,7 @@ use ferrogate_sdk::{Operation, Uplink, Value};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn update_from_a_new_address_keeps_identity_and_observations() {
+async fn a_client_on_a_new_address_registers_again_and_keeps_its_device() {
     let (mut h, server) = start_server("auto_observe = [\"/3303/*/5700\"]").await;
     let values = [
         ("/3303/0/5700", ResourceValue::Float(10.0)),
@@ -37,13 +39,21 @@ async fn update_from_a_new_address_keeps_identity_and_observations() {
         .await;
     let old_addr = client.local_addr();
 
-    let client = client.rebind().await;
+    let mut client = client.rebind().await;
     assert_ne!(client.local_addr(), old_addr);
-    assert_eq!(client.update(&[]).await.code, Code::CHANGED);
+    assert_eq!(client.update(&[]).await.code, Code::FORBIDDEN);
+    refused(&h, "wrong_source", 1).await;
+    assert_eq!(
+        client
+            .register("nat-1", &["lwm2m=1.1", "lt=600"], "</3303/0>,</3311/0>")
+            .await
+            .code,
+        Code::CREATED
+    );
     let updated = uplink(
         &mut h,
-        "updated event",
-        |u| matches!(u, Uplink::Event(e) if e.event == "updated"),
+        "registered event",
+        |u| matches!(u, Uplink::Event(e) if e.event == "registered"),
     )
     .await;
     let Uplink::Event(updated) = updated else {

@@ -105,7 +105,7 @@ pub fn decode(point: &Point, wire: &[u8]) -> Result<Value, DecodeError> {
         PointType::I32 => Value::Int(i32::from_be_bytes(arrange(wire, point.order)).into()),
         PointType::U64 => Value::UInt(u64::from_be_bytes(arrange(wire, point.order))),
         PointType::I64 => Value::Int(i64::from_be_bytes(arrange(wire, point.order))),
-        PointType::F32 => Value::Float(f32::from_be_bytes(arrange(wire, point.order)).into()),
+        PointType::F32 => Value::from_f32(f32::from_be_bytes(arrange(wire, point.order))),
         PointType::F64 => Value::Float(f64::from_be_bytes(arrange(wire, point.order))),
     };
     if !point.is_scaled() {
@@ -301,7 +301,7 @@ mod tests {
         ];
         for (order, wire) in cases {
             let v = decode(&point(PointType::F32, order), &wire).unwrap();
-            assert_eq!(v, Value::Float(f64::from(123.456f32)), "{order:?}");
+            assert_eq!(v, Value::Float(123.456), "{order:?}");
         }
     }
 
@@ -430,7 +430,7 @@ mod tests {
             let order = ORDERS[order];
             let p32 = point(PointType::F32, order);
             let wire = encode(&p32, &Value::Float(x.into())).unwrap();
-            prop_assert_eq!(decode(&p32, &wire).unwrap(), Value::Float(x.into()));
+            prop_assert_eq!(decode(&p32, &wire).unwrap(), Value::from_f32(x));
             let p64 = point(PointType::F64, order);
             let wire = encode(&p64, &Value::Float(y)).unwrap();
             prop_assert_eq!(decode(&p64, &wire).unwrap(), Value::Float(y));

@@ -116,6 +116,15 @@ impl UplinkSender {
         }
         self.tx.send(envelope).await.map_err(|_| UplinkClosed)
     }
+
+    /// Tell the gateway `device` is gone for good: the directory forgets
+    /// it and its retained status and meta are cleared on the broker.
+    pub async fn forget(&self, device: impl Into<String>) -> Result<(), UplinkClosed> {
+        self.send(Uplink::Forgotten(crate::model::DeviceForgotten {
+            device: device.into(),
+        }))
+        .await
+    }
 }
 
 /// Commands routed to this adapter. Cloneable so it survives restarts: the

@@ -25,7 +25,7 @@ pub use adapter::{
 };
 pub use command::{Command, CommandError, CommandRequest, ErrorCode, Operation, Outcome};
 pub use model::{
-    DeviceEvent, DeviceMeta, DeviceState, DeviceStatus, PointError, PointErrorKind, PointMeta,
-    Reading, Telemetry, Timestamp, Uplink, Value,
+    DeviceEvent, DeviceForgotten, DeviceMeta, DeviceState, DeviceStatus, PointError,
+    PointErrorKind, PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
 };
 pub use refusals::Refusals;

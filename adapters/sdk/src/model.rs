@@ -35,6 +35,26 @@ pub enum Value {
 }
 
 impl Value {
+    /// A 32-bit float with the precision it has: the shortest decimal that
+    /// reads back as the same `f32` (`229.8`), not the widened binary value
+    /// (`f64::from(229.8f32)` is `229.8000030517578`). Every adapter that
+    /// decodes an `f32` uses this, so MQTT, `read` and `modbus read` agree.
+    pub fn from_f32(x: f32) -> Value {
+        use std::io::Write;
+        if !x.is_finite() {
+            return Value::Float(f64::from(x));
+        }
+        // `Display` for f32 prints the shortest round-tripping decimal;
+        // the longest is under 64 bytes, so nothing is allocated.
+        let mut buf = [0u8; 64];
+        let mut out = &mut buf[..];
+        let written = write!(out, "{x}").map(|()| 64 - out.len());
+        let shortest = written
+            .ok()
+            .and_then(|len| std::str::from_utf8(&buf[..len]).ok()?.parse::<f64>().ok());
+        Value::Float(shortest.unwrap_or(f64::from(x)))
+    }
+
     /// The value as a float, for range checks and numeric coercion.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
@@ -260,6 +280,15 @@ pub struct DeviceEvent {
     pub data: BTreeMap<String, serde_json::Value>,
 }
 
+/// A device the gateway no longer serves (removed from the configuration
+/// by a reload, an LwM2M client forgotten): the directory drops it and its
+/// retained `status` and `meta` are cleared on the broker (an empty
+/// retained payload on each), so consumers stop seeing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceForgotten {
+    pub device: String,
+}
+
 /// Everything an adapter sends north.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Uplink {
@@ -267,6 +296,7 @@ pub enum Uplink {
     Status(DeviceStatus),
     Meta(DeviceMeta),
     Event(DeviceEvent),
+    Forgotten(DeviceForgotten),
 }
 
 impl Uplink {
@@ -277,6 +307,7 @@ impl Uplink {
             Uplink::Status(s) => &s.device,
             Uplink::Meta(m) => &m.device,
             Uplink::Event(e) => &e.device,
+            Uplink::Forgotten(f) => &f.device,
         }
     }
 }
@@ -284,6 +315,25 @@ impl Uplink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_f32_keeps_the_precision_it_has() {
+        assert_eq!(Value::from_f32(229.8), Value::Float(229.8));
+        assert_eq!(Value::from_f32(229.8).to_json().to_string(), "229.8");
+        assert_eq!(Value::from_f32(-1.5e-7), Value::Float(-1.5e-7));
+        assert_eq!(Value::from_f32(f32::MAX), Value::Float(3.4028235e38));
+        assert_eq!(
+            Value::from_f32(f32::MIN_POSITIVE / 8.0),
+            Value::Float(1.469368e-39)
+        );
+        assert!(matches!(Value::from_f32(f32::NAN), Value::Float(f) if f.is_nan()));
+        for x in [0.1f32, 1.0 / 3.0, 123.456, 16_777_217.0, -0.0] {
+            let Value::Float(f) = Value::from_f32(x) else {
+                unreachable!()
+            };
+            assert_eq!(f as f32, x, "round trip of {x}");
+        }
+    }
 
     #[test]
     fn json_numbers_keep_their_kind() {
