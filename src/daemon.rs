@@ -18,7 +18,9 @@ use crate::control::server::{self as control, ControlState, ReloadRequest};
 use crate::gateway::Core;
 use crate::logging::LogHandle;
 use crate::metrics;
-use crate::north::config::{MqttConfig, MqttVersion};
+use crate::north::config::MqttConfig;
+#[cfg(feature = "embedded-broker")]
+use crate::north::config::MqttVersion;
 use crate::north::journal::{Done, Journal, Pending, Recovered};
 use crate::north::{CommandResultMsg, InboundCommand, North};
 use crate::router::Router;
@@ -58,6 +60,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
 }
+
+/// The port `mqtt.url = "embedded"` listens on (in builds without the
+/// `embedded-broker` feature that URL is refused).
+pub const EMBEDDED_BROKER_PORT: u16 = 1883;
 
 /// Start the in-process broker and point the MQTT session at it. rumqttd
 /// speaks MQTT 3.1.1 only.
@@ -172,7 +178,7 @@ pub async fn run(
     // Before anything opens the outbox or connects as this gateway.
     let _state_lock = crate::state_lock::StateLock::acquire(&gw.state_dir)?;
     if gw.mqtt.url == "embedded" {
-        start_embedded_broker(&mut gw.mqtt, crate::broker::DEFAULT_PORT)?;
+        start_embedded_broker(&mut gw.mqtt, EMBEDDED_BROKER_PORT)?;
     }
     let adapters_stop = CancellationToken::new();
     let north_stop = CancellationToken::new();

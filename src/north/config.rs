@@ -353,7 +353,7 @@ impl MqttConfig {
             ));
         }
         if let Some(p) = &self.password_file {
-            if let Err(e) = std::fs::metadata(p) {
+            if let Err(e) = ferrogate_sdk::config::read_named_file(p, super::MAX_PASSWORD_FILE) {
                 out.push(ConfigProblem::new(
                     "password_file",
                     format!("cannot read password file {}: {e}", p.display()),
@@ -538,6 +538,20 @@ mod tests {
             let problems = cfg.validate();
             assert_eq!(problems.len(), 1, "config check refuses {url}");
             assert_eq!(problems[0].field, "url");
+        }
+    }
+
+    #[test]
+    fn endless_files_are_refused_with_a_clear_error() {
+        let cfg: MqttConfig = toml::from_str(
+            "url = \"mqtts://h\"\nusername = \"u\"\npassword_file = \"/dev/zero\"\n[tls]\nca_file = \"/dev/zero\"\n",
+        )
+        .unwrap();
+        let problems = cfg.validate();
+        let fields: Vec<_> = problems.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["tls.ca_file", "password_file"], "{problems:?}");
+        for p in &problems {
+            assert!(p.message.contains("larger than"), "{p:?}");
         }
     }
 

@@ -164,10 +164,15 @@ pub struct North {
     uplink_latency: Arc<Histogram>,
 }
 
+/// Largest password file read: a password, not a file read by mistake.
+pub(crate) const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+
 fn password(mqtt: &MqttConfig) -> Result<Option<Secret>, NorthError> {
     if let Some(path) = &mqtt.password_file {
-        let text = std::fs::read_to_string(path)
+        let bytes = ferrogate_sdk::config::read_named_file(path, MAX_PASSWORD_FILE)
             .map_err(|e| NorthError::Password(format!("{}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| NorthError::Password(format!("{}: not UTF-8 text", path.display())))?;
         return Ok(Some(Secret(
             text.trim_end_matches(['\r', '\n']).to_string(),
         )));
