@@ -33,7 +33,8 @@
 pub mod codec;
 pub mod config;
 mod intake;
-mod link;
+pub mod journal;
+pub mod link;
 pub mod outbox;
 pub mod record;
 mod seqbook;
@@ -67,11 +68,16 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(3500);
 
 /// A command request received from MQTT, decoded (or refused, with the
 /// reason the router answers).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct InboundCommand {
     /// The device, from the topic `{root}/devices/{device}/cmd`.
     pub device: String,
+    /// The request body as received: what the command journal stores.
+    pub payload: Vec<u8>,
     pub request: Result<codec::Request, codec::Refused>,
+    /// The PUBACK, to send once the command is journalled (`None` when
+    /// nothing is to be acknowledged).
+    pub ack: Option<link::Ack>,
     /// MQTT 5 response topic and correlation data (empty if the request
     /// had none), when the request asked for an answer there and the topic
     /// is under `response_topic_prefix`.
@@ -276,6 +282,7 @@ impl North {
                 inflight: mqtt.inflight,
                 will_topic: topics.gateway_status(),
                 will_payload: codec::will(gateway_id),
+                session_expiry: mqtt.session_expiry.0,
             },
             topics,
             gateway: gateway_id.to_string(),

@@ -298,8 +298,10 @@ impl Session {
                 retain,
                 response_topic,
                 correlation,
+                ack,
             } => {
                 let Some(device) = self.topics.command_device(&topic) else {
+                    tokio::spawn(ack.send());
                     return Ok(());
                 };
                 let incoming = Incoming {
@@ -308,6 +310,7 @@ impl Session {
                     retain,
                     response_topic,
                     correlation,
+                    ack: Some(ack),
                 };
                 let Some(cmd) = lock(&self.intake).take(incoming, Instant::now()) else {
                     return Ok(());
