@@ -111,6 +111,9 @@ impl Drop for Wakaama {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- lwm2mclient output ---\n{}", self.output());
+        }
     }
 }
 
