@@ -576,7 +576,10 @@ impl Router {
                     return Ok(permit);
                 };
                 let slot = gate.next_slot.max(Instant::now());
-                gate.next_slot = slot + Duration::from_secs_f64(1.0 / rate);
+                // `rate` is configuration: 1e-300 must not overflow.
+                let gap = ferrogate_sdk::time::duration_from_secs_f64(1.0 / rate);
+                gate.next_slot =
+                    Instant::from_std(ferrogate_sdk::time::saturating_add(slot.into_std(), gap));
                 slot
             };
             if slot >= deadline {

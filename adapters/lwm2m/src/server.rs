@@ -12,6 +12,7 @@ use ferrogate_coap::{
     Code, Endpoint, EndpointConfig, Event, IncomingRequest, Method, RequestError, RequestId,
     Response, Transmit,
 };
+use ferrogate_sdk::time::saturating_add;
 use ferrogate_sdk::{
     Command, CommandError, DeviceEvent, DeviceMeta, DeviceState, DeviceStatus, ErrorCode, Outcome,
     PointError, PointErrorKind, PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
@@ -22,7 +23,7 @@ use crate::operations::{self, ClientView, Plan, Planned, Step};
 use crate::path::{Path, PathPattern};
 use crate::registration::{
     DEFAULT_FORGET_AFTER, ReRegistration, RegisterRequest, Registration, RegistrationError,
-    RegistrationTable, UpdateRequest, Version, later,
+    RegistrationTable, UpdateRequest, Version,
 };
 use crate::registry::{ObjectRegistry, PointNaming};
 
@@ -445,7 +446,7 @@ impl Lwm2mServer {
             Ok(id) => {
                 if planned.step == Step::Composite {
                     self.composite_waits
-                        .insert((later(now, self.config.composite_wait), id));
+                        .insert((saturating_add(now, self.config.composite_wait), id));
                 }
                 if planned.observe
                     && let Step::Read { path } = planned.step
