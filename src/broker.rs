@@ -23,9 +23,6 @@ pub enum BrokerError {
     Start(String),
 }
 
-/// The port `mqtt.url = "embedded"` listens on.
-pub const DEFAULT_PORT: u16 = 1883;
-
 /// Start the broker on `addr` on its own threads and return once it is
 /// accepting connections.
 pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {

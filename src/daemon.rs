@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -17,7 +18,10 @@ use crate::control::server::{self as control, ControlState, ReloadRequest};
 use crate::gateway::Core;
 use crate::logging::LogHandle;
 use crate::metrics;
-use crate::north::config::{MqttConfig, MqttVersion};
+use crate::north::config::MqttConfig;
+#[cfg(feature = "embedded-broker")]
+use crate::north::config::MqttVersion;
+use crate::north::journal::{Done, Journal, Pending, Recovered};
 use crate::north::{CommandResultMsg, InboundCommand, North};
 use crate::router::Router;
 use crate::supervisor::Backoff;
@@ -27,6 +31,9 @@ use crate::systemd::{self, Notifier};
 const ADAPTER_STOP_GRACE: Duration = Duration::from_millis(1500);
 /// Longest wait for the outbox writer to take the devices' offline status.
 const OFFLINE_ANNOUNCE_GRACE: Duration = Duration::from_millis(500);
+/// How often a command resumed after a restart checks whether its device
+/// is back.
+const RESUME_POLL: Duration = Duration::from_millis(100);
 /// How long the north side gets to flush and disconnect.
 const NORTH_STOP_GRACE: Duration = Duration::from_millis(2500);
 /// How often adapter health is checked when systemd asks for no watchdog.
@@ -53,6 +60,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
 }
+
+/// The port `mqtt.url = "embedded"` listens on (in builds without the
+/// `embedded-broker` feature that URL is refused).
+pub const EMBEDDED_BROKER_PORT: u16 = 1883;
 
 /// Start the in-process broker and point the MQTT session at it. rumqttd
 /// speaks MQTT 3.1.1 only.
@@ -167,7 +178,7 @@ pub async fn run(
     // Before anything opens the outbox or connects as this gateway.
     let _state_lock = crate::state_lock::StateLock::acquire(&gw.state_dir)?;
     if gw.mqtt.url == "embedded" {
-        start_embedded_broker(&mut gw.mqtt, crate::broker::DEFAULT_PORT)?;
+        start_embedded_broker(&mut gw.mqtt, EMBEDDED_BROKER_PORT)?;
     }
     let adapters_stop = CancellationToken::new();
     let north_stop = CancellationToken::new();
@@ -193,10 +204,12 @@ pub async fn run(
         north.uplink_tx(),
         adapters_stop.clone(),
     );
+    let journal = open_journal(&gw.state_dir, gw.commands.idempotency_window.0).await;
     let commands = tokio::spawn(serve_commands(
         north.take_commands(),
         north.result_tx(),
         core.router.clone(),
+        journal,
     ));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let control_state = ControlState {
@@ -306,6 +319,33 @@ pub async fn run(
     Ok(())
 }
 
+/// Opens `state_dir/commands.journal`; without it commands still work but
+/// do not survive a restart (said at WARN).
+async fn open_journal(state_dir: &Path, window: Duration) -> Option<(Journal, Recovered)> {
+    let path = state_dir.join("commands.journal");
+    let opened = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || Journal::open(&path, window)
+    })
+    .await;
+    match opened {
+        Ok(Ok((journal, recovered))) => {
+            if recovered.damaged > 0 {
+                tracing::warn!(lines = recovered.damaged, path = %path.display(), "command journal: unreadable lines skipped");
+            }
+            Some((journal, recovered))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, path = %path.display(), "command journal unusable: commands will not survive a restart");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "command journal not opened");
+            None
+        }
+    }
+}
+
 /// On a clean stop every device not already offline gets a retained
 /// `offline` status ("gateway stopped"), stored in the outbox before the
 /// north side flushes: a consumer reading `{root}/devices/+/status` sees
@@ -380,32 +420,148 @@ async fn reload(
 
 /// Answer every command arriving from MQTT, each in its own task so a slow
 /// device does not hold up the others; the router serialises per device.
+/// A command is journalled before its PUBACK and its result after it ran
+/// ([`crate::north::journal`]); what an earlier run left pending is executed (or expires)
+/// first, and its results answer repeated ids.
 async fn serve_commands(
     mut inbound: mpsc::Receiver<InboundCommand>,
     results: mpsc::Sender<CommandResultMsg>,
     router: Router,
+    journal: Option<(Journal, Recovered)>,
 ) {
+    let (journal, recovered) = match journal {
+        Some((j, r)) => (Some(Arc::new(std::sync::Mutex::new(j))), r),
+        None => (None, Recovered::default()),
+    };
+    let now_ms = ferrogate_sdk::Timestamp::now().0;
+    for d in recovered.done {
+        let age = Duration::from_millis(now_ms.saturating_sub(d.at_ms));
+        router.remember(&d.device, &d.id, d.fingerprint, d.outcome, age);
+    }
+    if !recovered.pending.is_empty() {
+        tracing::info!(
+            commands = recovered.pending.len(),
+            "resuming commands taken before the restart"
+        );
+    }
+    for p in recovered.pending {
+        let request = crate::north::codec::decode_request(&p.payload);
+        let age = Duration::from_millis(now_ms.saturating_sub(p.received_ms));
+        let received = tokio::time::Instant::now()
+            .checked_sub(age)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let command = InboundCommand {
+            device: p.device,
+            payload: p.payload,
+            request,
+            ack: None,
+            reply_to: p.reply_to,
+            received,
+        };
+        tokio::spawn(serve_one(
+            command,
+            results.clone(),
+            router.clone(),
+            journal.clone(),
+            false,
+        ));
+    }
     while let Some(command) = inbound.recv().await {
-        let router = router.clone();
-        let results = results.clone();
-        tokio::spawn(async move {
-            let answer = match command.request {
-                Ok(request) => {
-                    router
-                        .execute(&command.device, request, command.received)
-                        .await
+        tokio::spawn(serve_one(
+            command,
+            results.clone(),
+            router.clone(),
+            journal.clone(),
+            true,
+        ));
+    }
+}
+
+type SharedJournal = Arc<std::sync::Mutex<Journal>>;
+
+/// Runs one journal write on the blocking pool.
+async fn journalled(
+    journal: &Option<SharedJournal>,
+    write: impl FnOnce(&mut Journal) -> std::io::Result<()> + Send + 'static,
+) {
+    let Some(journal) = journal.clone() else {
+        return;
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
+        write(&mut j)
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::warn!("command journal not written: this command would not survive a restart");
+    }
+}
+
+/// One command: journal (when new), acknowledge, execute, journal the
+/// result, publish it.
+async fn serve_one(
+    command: InboundCommand,
+    results: mpsc::Sender<CommandResultMsg>,
+    router: Router,
+    journal: Option<SharedJournal>,
+    new: bool,
+) {
+    let InboundCommand {
+        device,
+        payload,
+        request,
+        ack,
+        reply_to,
+        received,
+    } = command;
+    if let (true, Ok(r)) = (new, &request) {
+        let pending = Pending {
+            device: device.clone(),
+            id: r.id.clone(),
+            payload,
+            received_ms: ferrogate_sdk::Timestamp::now()
+                .0
+                .saturating_sub(received.elapsed().as_millis() as u64),
+            reply_to: reply_to.clone(),
+        };
+        journalled(&journal, move |j| j.pending(&pending)).await;
+    }
+    if let Some(ack) = ack {
+        ack.send().await;
+    }
+    let answer = match request {
+        Ok(request) => {
+            if !new {
+                // A dynamic device (an LwM2M client) may come back only
+                // after the restart: give it until the command's deadline.
+                let deadline = received + router.timeout_of(&request);
+                while !router.knows(&device) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(RESUME_POLL).await;
                 }
-                Err(refused) => router.refuse(&command.device, refused),
-            };
-            let message = CommandResultMsg {
-                device: answer.device,
-                id: answer.id.unwrap_or_default(),
-                outcome: answer.outcome,
-                reply_to: command.reply_to,
-            };
-            if results.send(message).await.is_err() {
-                tracing::warn!("command result not published: northbound closed");
             }
-        });
+            let fingerprint = request.fingerprint;
+            let answer = router.execute(&device, request, received).await;
+            if let (false, Some(id)) = (answer.replayed, &answer.id) {
+                let done = Done {
+                    device: device.clone(),
+                    id: id.clone(),
+                    fingerprint,
+                    outcome: answer.outcome.clone(),
+                    at_ms: ferrogate_sdk::Timestamp::now().0,
+                };
+                journalled(&journal, move |j| j.done(&done)).await;
+            }
+            answer
+        }
+        Err(refused) => router.refuse(&device, refused),
+    };
+    let message = CommandResultMsg {
+        device: answer.device,
+        id: answer.id.unwrap_or_default(),
+        outcome: answer.outcome,
+        reply_to,
+    };
+    if results.send(message).await.is_err() {
+        tracing::warn!("command result not published: northbound closed");
     }
 }

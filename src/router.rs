@@ -263,6 +263,44 @@ impl Router {
             .unwrap_or_else(|e| e.into_inner()) = adapters;
     }
 
+    /// Puts a result from an earlier run (the command journal) into the
+    /// idempotency window: that id is answered with it, not executed again.
+    /// `age`: how long ago it was answered.
+    pub fn remember(
+        &self,
+        device: &str,
+        id: &str,
+        fingerprint: u64,
+        outcome: Outcome,
+        age: Duration,
+    ) {
+        let key = (device.to_string(), id.to_string());
+        let mut recent = lock(&self.inner.recent);
+        recent.insert(key.clone(), fingerprint, Recent::Done(outcome.clone()));
+        recent.finish(&key, &outcome);
+        if let Some(entry) = recent.entries.get_mut(&key) {
+            let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            entry.at = at;
+            if let Some(last) = recent.order.back_mut() {
+                last.0 = at;
+            }
+        }
+        recent.expire(&self.inner.config);
+    }
+
+    /// Whether `device` exists (is routable).
+    pub fn knows(&self, device: &str) -> bool {
+        self.inner.directory.get(device).is_some()
+    }
+
+    /// The deadline a request gets: its `timeout_ms` or the default.
+    pub fn timeout_of(&self, request: &Request) -> Duration {
+        request
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.config.default_timeout.0)
+    }
+
     /// Ids in the idempotency window, and the bytes they take.
     pub fn remembered_ids(&self) -> (usize, usize) {
         let recent = lock(&self.inner.recent);
@@ -538,7 +576,10 @@ impl Router {
                     return Ok(permit);
                 };
                 let slot = gate.next_slot.max(Instant::now());
-                gate.next_slot = slot + Duration::from_secs_f64(1.0 / rate);
+                // `rate` is configuration: 1e-300 must not overflow.
+                let gap = ferrogate_sdk::time::duration_from_secs_f64(1.0 / rate);
+                gate.next_slot =
+                    Instant::from_std(ferrogate_sdk::time::saturating_add(slot.into_std(), gap));
                 slot
             };
             if slot >= deadline {

@@ -226,13 +226,20 @@ async fn hostile_requests_are_answered_and_not_executed() {
         None,
     )
     .await;
+    let same = format!("{ROOT}/devices/boiler/cmd/result");
+    let count = |id: &str| {
+        sub.on(&same)
+            .iter()
+            .filter(|m| m.json()["id"] == id)
+            .count()
+    };
+    common::wait_until("two answers to `same`", wait, || count("same") >= 2).await;
     sub.publish(
         &cmd,
         br#"{"id":"same","op":"write","point":"setpoint","value":11}"#,
         None,
     )
     .await;
-    let same = format!("{ROOT}/devices/boiler/cmd/result");
     let mut answers = Vec::new();
     common::wait_until("three answers to `same`", wait, || {
         answers = sub

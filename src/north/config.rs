@@ -42,6 +42,9 @@ pub mod defaults {
         ConfigDuration(Duration::from_secs(20))
     }
     /// Unacknowledged publishes on the wire at once.
+    pub fn session_expiry() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(3600))
+    }
     pub fn inflight() -> u16 {
         256
     }
@@ -133,6 +136,13 @@ pub struct MqttConfig {
     /// Maximum unacknowledged publishes on the wire; default 256.
     #[serde(default = "defaults::inflight")]
     pub inflight: u16,
+    /// How long the broker keeps the gateway's session (its subscription
+    /// and the commands published meanwhile) across a disconnect or
+    /// restart; `"0s"` for a clean session (commands published while the
+    /// gateway is away are then lost). Default 1h. MQTT 3.1.1 brokers keep
+    /// a persistent session until their own expiry.
+    #[serde(default = "defaults::session_expiry")]
+    pub session_expiry: ConfigDuration,
     /// MQTT 5 response topics a request may name; others are refused with
     /// `bad_request`. Default `{topic_root}/responses/`.
     #[serde(default)]
@@ -158,6 +168,7 @@ impl Default for MqttConfig {
             ack_timeout: defaults::ack_timeout(),
             inflight: defaults::inflight(),
             response_topic_prefix: None,
+            session_expiry: defaults::session_expiry(),
         }
     }
 }
@@ -342,7 +353,7 @@ impl MqttConfig {
             ));
         }
         if let Some(p) = &self.password_file {
-            if let Err(e) = std::fs::metadata(p) {
+            if let Err(e) = ferrogate_sdk::config::read_named_file(p, super::MAX_PASSWORD_FILE) {
                 out.push(ConfigProblem::new(
                     "password_file",
                     format!("cannot read password file {}: {e}", p.display()),
@@ -527,6 +538,20 @@ mod tests {
             let problems = cfg.validate();
             assert_eq!(problems.len(), 1, "config check refuses {url}");
             assert_eq!(problems[0].field, "url");
+        }
+    }
+
+    #[test]
+    fn endless_files_are_refused_with_a_clear_error() {
+        let cfg: MqttConfig = toml::from_str(
+            "url = \"mqtts://h\"\nusername = \"u\"\npassword_file = \"/dev/zero\"\n[tls]\nca_file = \"/dev/zero\"\n",
+        )
+        .unwrap();
+        let problems = cfg.validate();
+        let fields: Vec<_> = problems.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["tls.ca_file", "password_file"], "{problems:?}");
+        for p in &problems {
+            assert!(p.message.contains("larger than"), "{p:?}");
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec::{self, Refused};
+use super::link::Ack;
 use super::{CommandResultMsg, InboundCommand};
 
 /// Retained commands remembered as answered; beyond this the oldest is
@@ -27,6 +28,7 @@ pub(crate) struct Incoming<'a> {
     pub retain: bool,
     pub response_topic: Option<String>,
     pub correlation: Option<Vec<u8>>,
+    pub ack: Option<Ack>,
 }
 
 pub(crate) struct Intake {
@@ -46,7 +48,7 @@ impl Intake {
     }
 
     /// The command for the router, or `None` for a retained command that
-    /// was already answered.
+    /// was already answered (its acknowledgement is sent here).
     pub fn take(&mut self, m: Incoming<'_>, now: Instant) -> Option<InboundCommand> {
         let mut request = codec::decode_request(m.payload);
         if m.retain {
@@ -54,6 +56,9 @@ impl Intake {
             (m.device, m.payload).hash(&mut h);
             let key = h.finish();
             if !self.retained_answered.insert(key) {
+                if let Some(ack) = m.ack {
+                    tokio::spawn(ack.send());
+                }
                 return None;
             }
             self.retained_order.push_back(key);
@@ -99,7 +104,9 @@ impl Intake {
         }
         Some(InboundCommand {
             device: m.device.to_string(),
+            payload: m.payload.to_vec(),
             request,
+            ack: m.ack,
             reply_to,
             received: now,
         })
@@ -122,6 +129,10 @@ pub(crate) fn hand_over(
         Ok(r) => r.id.clone(),
         Err(r) => r.id.clone().unwrap_or_default(),
     };
+    // Answered: the broker may forget it.
+    if let Some(ack) = cmd.ack {
+        tokio::spawn(ack.send());
+    }
     Some(CommandResultMsg {
         device: cmd.device,
         id,
@@ -144,6 +155,7 @@ mod tests {
             retain,
             response_topic: response.map(str::to_string),
             correlation: Some(b"c".to_vec()),
+            ack: None,
         }
     }
 

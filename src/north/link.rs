@@ -32,6 +32,42 @@ pub struct LinkOptions {
     pub inflight: u16,
     pub will_topic: String,
     pub will_payload: Vec<u8>,
+    /// How long the broker keeps the session (subscriptions and commands
+    /// queued for us) while we are away; zero for a clean session.
+    pub session_expiry: Duration,
+}
+
+/// Acknowledges one incoming publish: with manual acks the PUBACK goes out
+/// only when [`Ack::send`] is called (a command once it is journalled), so
+/// a command the gateway has not stored is redelivered by the broker.
+#[derive(Clone)]
+pub struct Ack(Box<AckOn>);
+
+#[derive(Clone)]
+enum AckOn {
+    V4(rumqttc::AsyncClient, rumqttc::Publish),
+    V5(rumqttc::v5::AsyncClient, m5::Publish),
+}
+
+impl Ack {
+    /// Sends the PUBACK (nothing for QoS 0). If the connection is gone the
+    /// broker redelivers the message on the next one.
+    pub async fn send(self) {
+        let _ = match &*self.0 {
+            AckOn::V4(c, p) => c.ack(p).await.map_err(|e| e.to_string()),
+            AckOn::V5(c, p) => c.ack(p).await.map_err(|e| e.to_string()),
+        };
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pkid = match &*self.0 {
+            AckOn::V4(_, p) => p.pkid,
+            AckOn::V5(_, p) => p.pkid,
+        };
+        write!(f, "Ack({pkid})")
+    }
 }
 
 /// A password: never shown by `Debug` or logs.
@@ -75,6 +111,7 @@ pub enum LinkEvent {
         retain: bool,
         response_topic: Option<String>,
         correlation: Option<Vec<u8>>,
+        ack: Ack,
     },
     /// The connection ended.
     Closed(String),
@@ -131,7 +168,8 @@ impl Link {
             MqttVersion::V311 => {
                 let mut opts = rumqttc::MqttOptions::new(&o.client_id, &o.addr.host, o.addr.port);
                 opts.set_keep_alive(o.keep_alive)
-                    .set_clean_session(true)
+                    .set_clean_session(o.session_expiry.is_zero())
+                    .set_manual_acks(true)
                     .set_max_packet_size(o.max_packet_size as usize, o.max_packet_size as usize)
                     .set_inflight(o.inflight)
                     .set_transport(transport)
@@ -145,6 +183,7 @@ impl Link {
                     opts.set_credentials(u, &p.0);
                 }
                 let (client, mut el) = rumqttc::AsyncClient::new(opts, cap);
+                let acker = client.clone();
                 let poller = tokio::spawn(async move {
                     loop {
                         let ev = match el.poll().await {
@@ -155,11 +194,12 @@ impl Link {
                                     rejected: None,
                                 },
                                 rumqttc::Packet::Publish(p) => LinkEvent::Message {
-                                    topic: p.topic,
+                                    topic: p.topic.clone(),
                                     payload: p.payload.to_vec(),
                                     retain: p.retain,
                                     response_topic: None,
                                     correlation: None,
+                                    ack: Ack(Box::new(AckOn::V4(acker.clone(), p))),
                                 },
                                 _ => continue,
                             },
@@ -186,8 +226,11 @@ impl Link {
             MqttVersion::V5 => {
                 let mut opts =
                     rumqttc::v5::MqttOptions::new(&o.client_id, &o.addr.host, o.addr.port);
+                let expiry = u32::try_from(o.session_expiry.as_secs()).unwrap_or(u32::MAX);
                 opts.set_keep_alive(o.keep_alive)
-                    .set_clean_start(true)
+                    .set_clean_start(expiry == 0)
+                    .set_session_expiry_interval((expiry > 0).then_some(expiry))
+                    .set_manual_acks(true)
                     .set_max_packet_size(Some(o.max_packet_size))
                     .set_outgoing_inflight_upper_limit(o.inflight)
                     .set_transport(transport)
@@ -202,6 +245,7 @@ impl Link {
                     opts.set_credentials(u, &p.0);
                 }
                 let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, cap);
+                let acker = client.clone();
                 let poller = tokio::spawn(async move {
                     loop {
                         let ev = match el.poll().await {
@@ -216,13 +260,14 @@ impl Link {
                                     },
                                 },
                                 m5::Packet::Publish(p) => {
-                                    let props = p.properties.unwrap_or_default();
+                                    let props = p.properties.clone().unwrap_or_default();
                                     LinkEvent::Message {
                                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                                         payload: p.payload.to_vec(),
                                         retain: p.retain,
                                         response_topic: props.response_topic,
                                         correlation: props.correlation_data.map(|b| b.to_vec()),
+                                        ack: Ack(Box::new(AckOn::V5(acker.clone(), p))),
                                     }
                                 }
                                 _ => continue,
@@ -344,6 +389,7 @@ mod tests {
             inflight: 1,
             will_topic: "t".into(),
             will_payload: vec![],
+            session_expiry: Duration::ZERO,
         };
         let shown = format!("{o:?} {:?}", o.credentials);
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -33,7 +33,8 @@
 pub mod codec;
 pub mod config;
 mod intake;
-mod link;
+pub mod journal;
+pub mod link;
 pub mod outbox;
 pub mod record;
 mod seqbook;
@@ -67,11 +68,16 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(3500);
 
 /// A command request received from MQTT, decoded (or refused, with the
 /// reason the router answers).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct InboundCommand {
     /// The device, from the topic `{root}/devices/{device}/cmd`.
     pub device: String,
+    /// The request body as received: what the command journal stores.
+    pub payload: Vec<u8>,
     pub request: Result<codec::Request, codec::Refused>,
+    /// The PUBACK, to send once the command is journalled (`None` when
+    /// nothing is to be acknowledged).
+    pub ack: Option<link::Ack>,
     /// MQTT 5 response topic and correlation data (empty if the request
     /// had none), when the request asked for an answer there and the topic
     /// is under `response_topic_prefix`.
@@ -158,10 +164,15 @@ pub struct North {
     uplink_latency: Arc<Histogram>,
 }
 
+/// Largest password file read: a password, not a file read by mistake.
+pub(crate) const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+
 fn password(mqtt: &MqttConfig) -> Result<Option<Secret>, NorthError> {
     if let Some(path) = &mqtt.password_file {
-        let text = std::fs::read_to_string(path)
+        let bytes = ferrogate_sdk::config::read_named_file(path, MAX_PASSWORD_FILE)
             .map_err(|e| NorthError::Password(format!("{}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| NorthError::Password(format!("{}: not UTF-8 text", path.display())))?;
         return Ok(Some(Secret(
             text.trim_end_matches(['\r', '\n']).to_string(),
         )));
@@ -271,6 +282,7 @@ impl North {
                 inflight: mqtt.inflight,
                 will_topic: topics.gateway_status(),
                 will_payload: codec::will(gateway_id),
+                session_expiry: mqtt.session_expiry.0,
             },
             topics,
             gateway: gateway_id.to_string(),

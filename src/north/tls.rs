@@ -23,6 +23,14 @@ pub enum TlsError {
     Setup(String),
 }
 
+/// Largest certificate, CA bundle or key file read (Debian's whole CA
+/// bundle is about 220 KB).
+const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    ferrogate_sdk::config::read_named_file(path, MAX_PEM_FILE).map_err(|e| read_err(path, e))
+}
+
 fn read_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
     TlsError::Read {
         path: path.to_path_buf(),
@@ -32,8 +40,9 @@ fn read_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
 
 /// Certificates of a PEM file (at least one).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| read_err(path, e))?
+    let pem = read_pem(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.into_owned()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_err(path, e))?;
     if certs.is_empty() {
@@ -58,7 +67,9 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 
 /// The first private key of a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| read_err(path, e))
+    PrivateKeyDer::from_pem_slice(&read_pem(path)?)
+        .map(|k| k.clone_key())
+        .map_err(|e| read_err(path, e))
 }
 
 /// The rustls client configuration for `[mqtt.tls]`.

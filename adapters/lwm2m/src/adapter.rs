@@ -97,6 +97,7 @@ fn server_config(settings: &Settings) -> ServerConfig {
         awake_window: settings.queue_awake,
         re_registration: settings.re_registration,
         forget_after: settings.forget_after,
+        composite_wait: settings.composite_wait,
         ..ServerConfig::default()
     };
     config.coap.seed = seed;

@@ -39,6 +39,12 @@ struct ServerToml {
     re_registration: ReRegistrationToml,
     #[serde(default = "default_forget")]
     forget_after: ConfigDuration,
+    #[serde(default = "default_composite_wait")]
+    composite_wait: ConfigDuration,
+}
+
+fn default_composite_wait() -> ConfigDuration {
+    ConfigDuration(crate::server::DEFAULT_COMPOSITE_WAIT)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -69,6 +75,7 @@ pub struct Settings {
     pub queue_awake: Duration,
     pub re_registration: ReRegistration,
     pub forget_after: Duration,
+    pub composite_wait: Duration,
     pub registry: ObjectRegistry,
     /// Object ids loaded from `object_dir`, for `config check` notes.
     pub loaded_objects: Vec<u16>,
@@ -137,6 +144,9 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             ),
         }
     }
+    if raw.composite_wait.0.is_zero() {
+        issues.push(origin.issue("composite_wait", "composite_wait must be longer than 0s"));
+    }
     if raw.queue_awake.0.is_zero() {
         issues.push(origin.issue("queue_awake", "queue_awake must be longer than 0s"));
     }
@@ -170,6 +180,7 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
                 ReRegistrationToml::Refuse => ReRegistration::Refuse,
             },
             forget_after: raw.forget_after.0,
+            composite_wait: raw.composite_wait.0,
             registry,
             loaded_objects,
         })),

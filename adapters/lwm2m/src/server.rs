@@ -3,7 +3,7 @@
 //! fed datagrams, commands and instants; it hands out datagrams, uplinks,
 //! command outcomes and its next deadline. The adapter moves bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use ferrogate_coap::{
     Code, Endpoint, EndpointConfig, Event, IncomingRequest, Method, RequestError, RequestId,
     Response, Transmit,
 };
+use ferrogate_sdk::time::saturating_add;
 use ferrogate_sdk::{
     Command, CommandError, DeviceEvent, DeviceMeta, DeviceState, DeviceStatus, ErrorCode, Outcome,
     PointError, PointErrorKind, PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
@@ -41,6 +42,9 @@ pub struct ServerConfig {
     /// How long an ended registration is remembered before its device is
     /// forgotten.
     pub forget_after: Duration,
+    /// How long a Composite-Read (FETCH) may go unanswered before the
+    /// client is taken for one without composite operations.
+    pub composite_wait: Duration,
     pub coap: EndpointConfig,
 }
 
@@ -53,10 +57,15 @@ impl Default for ServerConfig {
             awake_window: Duration::from_secs(93),
             re_registration: ReRegistration::default(),
             forget_after: DEFAULT_FORGET_AFTER,
+            composite_wait: DEFAULT_COMPOSITE_WAIT,
             coap: EndpointConfig::default(),
         }
     }
 }
+
+/// How long a Composite-Read may go unanswered by default: Wakaama answers a
+/// FETCH with an empty ACK and nothing after it.
+pub const DEFAULT_COMPOSITE_WAIT: Duration = Duration::from_secs(1);
 
 /// A command with the key the caller answers it by.
 #[derive(Debug, Clone)]
@@ -164,6 +173,10 @@ pub struct Lwm2mServer {
     deadlines: BTreeSet<(Instant, u64)>,
     observations: HashMap<Arc<str>, Vec<Observation>>,
     formats: HashMap<Arc<str>, ContentFormat>,
+    /// Clients found to lack composite operations: their reads are GETs.
+    no_composite: HashSet<Arc<str>>,
+    /// When each Composite-Read in flight is given up for GETs.
+    composite_waits: BTreeSet<(Instant, RequestId)>,
     /// Point lists by object instances: a fleet of one kind of client
     /// shares one list in its devices' meta.
     point_lists: HashMap<Vec<Path>, Arc<[PointMeta]>>,
@@ -187,6 +200,8 @@ impl Lwm2mServer {
             deadlines: BTreeSet::new(),
             observations: HashMap::new(),
             formats: HashMap::new(),
+            no_composite: HashSet::new(),
+            composite_waits: BTreeSet::new(),
             point_lists: HashMap::new(),
             outputs: VecDeque::new(),
         }
@@ -218,6 +233,7 @@ impl Lwm2mServer {
             self.coap.poll_timeout(),
             self.table.poll_timeout(),
             self.deadlines.first().map(|(t, _)| *t),
+            self.composite_waits.first().map(|(t, _)| *t),
         ]
         .into_iter()
         .flatten()
@@ -238,6 +254,15 @@ impl Lwm2mServer {
         for (reg, held) in self.table.expire(now) {
             tracing::info!(endpoint = %reg.endpoint, "LwM2M registration lifetime expired");
             self.client_gone(now, &reg, held, "lifetime expired", "expired");
+        }
+        while let Some(&(at, id)) = self.composite_waits.first() {
+            if at > now {
+                break;
+            }
+            self.composite_waits.remove(&(at, id));
+            if self.sent.contains_key(&id) {
+                self.composite_fallback(now, id, "no answer");
+            }
         }
         for endpoint in self.table.forget(now) {
             tracing::debug!(endpoint = %endpoint, "LwM2M endpoint forgotten");
@@ -326,7 +351,7 @@ impl Lwm2mServer {
             registry: &self.registry,
             naming: self.config.naming,
             format: self.format_for(reg),
-            composite: reg.version >= Version::V1_1,
+            composite: reg.version >= Version::V1_1 && !self.no_composite.contains(&reg.endpoint),
             instances: reg.objects.paths(),
         }
     }
@@ -419,6 +444,10 @@ impl Lwm2mServer {
         };
         match result {
             Ok(id) => {
+                if planned.step == Step::Composite {
+                    self.composite_waits
+                        .insert((saturating_add(now, self.config.composite_wait), id));
+                }
                 if planned.observe
                     && let Step::Read { path } = planned.step
                 {
@@ -707,6 +736,18 @@ impl Lwm2mServer {
             self.sent.remove(&id);
             return;
         }
+        let composite = matches!(&sent.what, Sending::Request(p) if p.step == Step::Composite);
+        if composite
+            && matches!(
+                response.code,
+                Code::BAD_REQUEST
+                    | Code::NOT_FOUND
+                    | Code::METHOD_NOT_ALLOWED
+                    | Code::NOT_IMPLEMENTED
+            )
+        {
+            return self.composite_fallback(now, id, "refused");
+        }
         if response.code == Code::NOT_ACCEPTABLE {
             let planned = sent.what.planned();
             if let Some(next) = planned.accept.and_then(operations::fallback) {
@@ -812,6 +853,44 @@ impl Lwm2mServer {
             }
         }
         self.send(now, reg.peer, endpoint, retry, purpose);
+    }
+
+    /// A Composite-Read the client refused or left unanswered: remember
+    /// that it has no composite operations and read the same paths with
+    /// one GET each.
+    fn composite_fallback(&mut self, now: Instant, id: RequestId, why: &str) {
+        let Some(sent) = self.sent.remove(&id) else {
+            return;
+        };
+        let _ = self.coap.cancel(now, id);
+        let endpoint = sent.endpoint;
+        tracing::info!(endpoint = %endpoint, why, "LwM2M client has no Composite-Read; reading path by path");
+        self.no_composite.insert(endpoint.clone());
+        if let Purpose::Job(key) = sent.purpose
+            && let Some(run) = self.running.get_mut(&key)
+        {
+            run.requests.retain(|r| *r != id);
+        }
+        let Some(reg) = self.table.by_endpoint(&endpoint).cloned() else {
+            return;
+        };
+        let paths = self.running_paths(&sent.purpose, &reg);
+        match self.replan_reads(&paths, &reg, self.format_for(&reg)) {
+            Ok(Plan::Requests(plan)) => {
+                for p in plan {
+                    self.send(now, reg.peer, &endpoint, p, sent.purpose.clone());
+                }
+            }
+            Ok(Plan::CancelObserve(_)) => {}
+            Err(e) => {
+                if let Purpose::Job(key) = sent.purpose {
+                    self.fail_part(key, e);
+                }
+            }
+        }
+        if let Purpose::Job(key) = sent.purpose {
+            self.finish_if_done(key);
+        }
     }
 
     fn running_paths(&self, purpose: &Purpose, reg: &Registration) -> Vec<Path> {
@@ -1122,6 +1201,7 @@ impl Lwm2mServer {
     ) {
         self.drop_observations(now, &reg.endpoint);
         self.formats.remove(&reg.endpoint);
+        self.no_composite.remove(&reg.endpoint);
         for job in held {
             self.complete(
                 job.key,

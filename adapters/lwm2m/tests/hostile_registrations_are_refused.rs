@@ -49,7 +49,7 @@ async fn a_lifetime_past_32_bits_is_refused_and_the_server_lives_on() {
         .await;
         assert_eq!(code(&out), Some("4.00"), "register lt={lt}:\n{out}");
     }
-    assert_eq!(h.refusals.get("bad_register"), 2);
+    refused(&h, "bad_register", 2).await;
 
     let location = register_ok(&mut h, &server, port, "steady").await;
     let out = coap_client(args(
@@ -60,7 +60,7 @@ async fn a_lifetime_past_32_bits_is_refused_and_the_server_lives_on() {
     ))
     .await;
     assert_eq!(code(&out), Some("4.00"), "update:\n{out}");
-    assert_eq!(h.refusals.get("bad_update"), 1);
+    refused(&h, "bad_update", 1).await;
     // the longest lawful lifetime is taken, and the server still answers
     let out = coap_client(args(
         port,
@@ -90,7 +90,7 @@ async fn endpoint_names_that_cannot_be_topics_are_refused_and_counted() {
         .await;
         assert_eq!(code(&out), Some("4.00"), "ep={ep}:\n{out}");
     }
-    assert_eq!(h.refusals.get("bad_name"), 5);
+    refused(&h, "bad_name", 5).await;
     // nothing of them went north: every uplink up to the good client's
     // online status is the good client's
     let good = "urn:dev:ops:0004A3-good";

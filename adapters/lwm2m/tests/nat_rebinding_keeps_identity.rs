@@ -42,7 +42,7 @@ async fn a_client_on_a_new_address_registers_again_and_keeps_its_device() {
     let mut client = client.rebind().await;
     assert_ne!(client.local_addr(), old_addr);
     assert_eq!(client.update(&[]).await.code, Code::FORBIDDEN);
-    assert_eq!(h.refusals.get("wrong_source"), 1);
+    refused(&h, "wrong_source", 1).await;
     assert_eq!(
         client
             .register("nat-1", &["lwm2m=1.1", "lt=600"], "</3303/0>,</3311/0>")

@@ -20,6 +20,9 @@ struct World {
     client: Endpoint,
     outputs: Vec<Output>,
     client_requests: Vec<Request>,
+    /// How the client answers a FETCH (Composite-Read): with this code, or
+    /// never (`None`, as Wakaama does after its empty ACK).
+    fetch_answer: Option<Code>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -40,6 +43,7 @@ impl World {
             }),
             outputs: Vec::new(),
             client_requests: Vec::new(),
+            fetch_answer: Some(Code::CONTENT),
         }
     }
 
@@ -61,9 +65,15 @@ impl World {
             while let Some(event) = self.client.poll_event() {
                 match event {
                     Event::Request(incoming) => {
-                        let answer = match incoming.request.method {
-                            Method::Get => {
+                        let answer = match (incoming.request.method, self.fetch_answer) {
+                            (Method::Get, _) => {
                                 Response::new(Code::CONTENT).with_payload(0, b"77".to_vec())
+                            }
+                            (Method::Fetch, Some(code)) => Response::new(code),
+                            (Method::Fetch, None) => {
+                                self.client_requests.push(incoming.request.clone());
+                                moved = true;
+                                continue;
                             }
                             _ => Response::new(Code::CHANGED),
                         };
@@ -275,4 +285,74 @@ fn a_client_with_an_alternate_root_path_is_addressed_below_it() {
     w.pump(t0);
     assert_eq!(w.client_requests[0].path, ["lwm2m", "3311", "0", "5851"]);
     assert!(w.completed(1).expect("answered").is_ok());
+}
+
+fn read(key: u64, deadline: Instant, points: &[&str]) -> Job {
+    let mut j = job(key, deadline);
+    j.command.op = Operation::Read {
+        points: points.iter().map(|p| p.to_string()).collect(),
+    };
+    j
+}
+
+fn methods(w: &World) -> Vec<Method> {
+    w.client_requests.iter().map(|r| r.method).collect()
+}
+
+const TWO_POINTS: &[&str] = &["device.battery_level", "light_control.dimmer"];
+
+#[test]
+fn a_composite_read_left_unanswered_falls_back_to_gets_and_is_remembered() {
+    let mut w = World::new();
+    w.fetch_answer = None;
+    let t0 = Instant::now();
+    w.client_request(t0, register(&["lt=600", "lwm2m=1.1"]));
+    w.server
+        .command(t0, read(1, t0 + Duration::from_secs(30), TWO_POINTS));
+    w.pump(t0);
+    assert_eq!(methods(&w), [Method::Fetch]);
+    assert!(w.completed(1).is_none());
+    // the wait for an answer ends at composite_wait (1 s), not the deadline
+    assert!(
+        w.server
+            .poll_timeout()
+            .is_some_and(|t| t <= t0 + Duration::from_secs(1))
+    );
+    let waited = t0 + Duration::from_secs(1);
+    w.server.handle_timeout(waited);
+    w.pump(waited);
+    assert_eq!(methods(&w), [Method::Fetch, Method::Get, Method::Get]);
+    let values = w.completed(1).expect("answered").clone().expect("ok");
+    assert_eq!(values.get("device.battery_level"), Some(&Value::Int(77)));
+    assert_eq!(values.get("light_control.dimmer"), Some(&Value::Int(77)));
+
+    // the next read goes straight to GETs
+    w.client_requests.clear();
+    w.server.command(
+        waited,
+        read(2, waited + Duration::from_secs(30), TWO_POINTS),
+    );
+    w.pump(waited);
+    assert_eq!(methods(&w), [Method::Get, Method::Get]);
+    assert!(w.completed(2).is_some_and(|o| o.is_ok()));
+}
+
+#[test]
+fn a_composite_read_refused_falls_back_to_gets_at_once() {
+    for code in [Code::METHOD_NOT_ALLOWED, Code::NOT_FOUND, Code::BAD_REQUEST] {
+        let mut w = World::new();
+        w.fetch_answer = Some(code);
+        let t0 = Instant::now();
+        w.client_request(t0, register(&["lt=600", "lwm2m=1.1"]));
+        w.server
+            .command(t0, read(1, t0 + Duration::from_secs(30), TWO_POINTS));
+        w.pump(t0);
+        assert_eq!(
+            methods(&w),
+            [Method::Fetch, Method::Get, Method::Get],
+            "{code}"
+        );
+        let values = w.completed(1).expect("answered").clone().expect("ok");
+        assert_eq!(values.len(), 2, "{code}: {values:?}");
+    }
 }

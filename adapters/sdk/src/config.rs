@@ -261,6 +261,24 @@ fn collect_positions(
     }
 }
 
+/// Read a file named in the configuration (a password, a CA bundle, a
+/// certificate), refusing one larger than `max` bytes with a clear error
+/// rather than reading without end (`/dev/zero`, a log file by mistake).
+pub fn read_named_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes: not the file meant here"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The error for a network listener whose `bind` is not written: there is
 /// no default, so that no listener is open to every network unasked.
 pub fn bind_required(origin: &Origin, table: &str, port: u16) -> ConfigIssue {
@@ -485,6 +503,17 @@ mod tests {
 
     fn file(text: &str) -> SourceFile {
         SourceFile::new("conf.d/a.toml", text.to_string())
+    }
+
+    #[test]
+    fn named_files_are_read_with_a_bound() {
+        let e = read_named_file(Path::new("/dev/zero"), 1024).unwrap_err();
+        assert!(e.to_string().contains("larger than 1024 bytes"), "{e}");
+        let dir = std::env::temp_dir().join(format!("ferrogate-named-{}", std::process::id()));
+        std::fs::write(&dir, b"secret\n").unwrap();
+        assert_eq!(read_named_file(&dir, 7).unwrap(), b"secret\n");
+        assert!(read_named_file(&dir, 6).is_err());
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

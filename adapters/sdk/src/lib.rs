@@ -6,6 +6,7 @@
 //! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
 //! - [`name`]: the one check a device name from the network passes.
 //! - [`refusals`]: counts of network input an adapter refused, by reason.
+//! - [`time`]: deadlines from durations that must not overflow the clock.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
 //!
@@ -18,6 +19,7 @@ pub mod model;
 pub mod name;
 pub mod refusals;
 pub mod testing;
+pub mod time;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandInbox,

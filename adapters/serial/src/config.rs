@@ -511,6 +511,17 @@ fn framing(t: &FramingToml, o: &Origin, issues: &mut Vec<ConfigIssue>) -> (Optio
                 "length_prefix",
                 issues,
             );
+            let offset = t.length_offset.unwrap_or(0);
+            if !(-MAX_LENGTH_OFFSET..=MAX_LENGTH_OFFSET).contains(&offset) {
+                issues.push(o.issue(
+                    "framing.length_offset",
+                    format!(
+                        "length_offset {offset} is out of range: a prefix of at most 2 bytes \
+                         needs at most ±{MAX_LENGTH_OFFSET}"
+                    ),
+                ));
+                return (None, max_frame);
+            }
             let width = t.prefix_bytes.unwrap_or(1);
             if width != 1 && width != 2 {
                 issues.push(o.issue("framing.prefix_bytes", "prefix_bytes must be 1 or 2"));
@@ -523,12 +534,16 @@ fn framing(t: &FramingToml, o: &Origin, issues: &mut Vec<ConfigIssue>) -> (Optio
                     Some(EndianToml::Little) => Endian::Little,
                     _ => Endian::Big,
                 },
-                offset: t.length_offset.unwrap_or(0),
+                offset,
             }
         }
     };
     (Some(framing), max_frame)
 }
+
+/// The largest `length_offset` that can make sense with a 1- or 2-byte
+/// length prefix.
+const MAX_LENGTH_OFFSET: i64 = 0xffff;
 
 fn parser(t: &ParserToml, o: &Origin, issues: &mut Vec<ConfigIssue>) -> Option<FrameParser> {
     let only = |field: &str, present: bool, kind: &str, issues: &mut Vec<ConfigIssue>| {

@@ -86,11 +86,10 @@ impl Framing {
                 endian,
                 offset,
             } => {
-                let value = payload.len() as i64 - offset;
                 let max = if *width == 1 { 0xff } else { 0xffff };
-                if !(0..=max).contains(&value) {
-                    return None;
-                }
+                let value = (payload.len() as i64)
+                    .checked_sub(*offset)
+                    .filter(|v| (0..=max).contains(v))?;
                 let mut wire = start.clone();
                 match (width, endian) {
                     (1, _) => wire.push(value as u8),
@@ -313,7 +312,8 @@ impl Framer {
                 ([a, b], Endian::Little) => i64::from(u16::from_le_bytes([*a, *b])),
                 _ => return None,
             };
-            let len = announced + offset;
+            // Checked: the offset comes from configuration.
+            let len = announced.checked_add(offset).unwrap_or(-1);
             if len < 0 || len > self.max_frame as i64 {
                 if len > 0 {
                     self.stats.oversize_frames += 1;
@@ -392,6 +392,22 @@ mod tests {
         let out = frames(&mut f, b"junk\x02half\x02W=1\x03\x02W=2\x03");
         assert_eq!(out, [b"W=1", b"W=2"]);
         assert_eq!(f.stats().discarded_bytes, 4 + 5);
+    }
+
+    #[test]
+    fn extreme_length_offsets_neither_overflow_nor_frame() {
+        for offset in [i64::MAX, i64::MIN] {
+            let framing = Framing::LengthPrefix {
+                start: vec![0xaa],
+                width: 1,
+                endian: Endian::Big,
+                offset,
+            };
+            let mut f = Framer::new(framing.clone(), 256);
+            f.push(&[0xaa, 0xff, 1, 2, 3]);
+            assert_eq!(f.next_frame(), None, "offset {offset}");
+            assert_eq!(framing.encode(b"abc"), None, "offset {offset}");
+        }
     }
 
     #[test]

@@ -206,3 +206,19 @@ fn mode_mismatches() {
             .any(|i| i.message.contains("apply only to mode = \"poll\""))
     );
 }
+
+#[test]
+fn a_length_offset_no_prefix_can_carry_is_refused() {
+    let toml = GOOD.replace(
+        "[serial.device.parser]",
+        "[serial.device.framing]\nkind = \"length_prefix\"\nlength_offset = 9223372036854775807\n[serial.device.parser]",
+    );
+    let issues = rejected(&toml);
+    let (line, _) = at(&issues, "length_offset 9223372036854775807 is out of range");
+    assert_eq!(line, 7);
+    let ok = GOOD.replace(
+        "[serial.device.parser]",
+        "[serial.device.framing]\nkind = \"length_prefix\"\nlength_offset = -65535\n[serial.device.parser]",
+    );
+    build(&SerialKind, &ok, &[]).expect("an offset within a 2-byte prefix builds");
+}

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ferrogate_sdk::time::saturating_add as later;
+
 use super::{Endpoint, EndpointError, Event, Owner, RequestError, RequestId, Timer, Token};
 use crate::block::{BlockOption, size_of_szx};
 use crate::message::{Code, Frame, Kind, Request, Response, encode_uint, join_path, option};
@@ -349,7 +351,7 @@ impl Endpoint {
     }
 
     fn arm_deadline(&mut self, now: Instant, id: u64) {
-        let at = now + self.config.response_timeout;
+        let at = later(now, self.config.response_timeout);
         let Some(old) = self.exchanges.get_mut(&id).map(|ex| ex.deadline.take()) else {
             return;
         };
@@ -599,7 +601,9 @@ impl Endpoint {
 
     /// Arm re-registration after Max-Age (default 60 s, RFC 7252 §5.10.5).
     fn refresh(&mut self, now: Instant, id: u64, max_age: Option<u32>, margin: Duration) {
-        let at = now + Duration::from_secs(u64::from(max_age.unwrap_or(60))) + margin;
+        // Max-Age is from the network: added without overflow.
+        let wait = Duration::from_secs(u64::from(max_age.unwrap_or(60))).saturating_add(margin);
+        let at = later(now, wait);
         let Some(old) = self.exchanges.get_mut(&id).map(|ex| ex.fresh_timer.take()) else {
             return;
         };

@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use ferrogate_sdk::time::saturating_add as later;
+
 pub use config::{EndpointConfig, RateLimit, TransmissionParams};
 
 use crate::message::{Code, Frame, Kind, Request, Response};
@@ -469,7 +471,7 @@ impl Endpoint {
     fn send_confirmable(&mut self, now: Instant, peer: SocketAddr, frame: &Frame, owner: Owner) {
         let datagram = frame.emit();
         let timeout = self.config.transmission.initial_timeout(self.rng.unit());
-        let next_at = now + timeout;
+        let next_at = later(now, timeout);
         self.pending_con.insert(
             (peer, frame.mid),
             Outbound {
@@ -506,7 +508,7 @@ impl Endpoint {
         }
         out.retransmissions += 1;
         out.timeout *= 2;
-        out.next_at = now + out.timeout;
+        out.next_at = later(now, out.timeout);
         let (at, datagram) = (out.next_at, out.datagram.clone());
         self.stats.retransmissions += 1;
         self.set_timer(at, Timer::Retransmit(peer, mid));
@@ -551,7 +553,7 @@ impl Endpoint {
                 None => break,
             }
         }
-        let expires = now + self.config.transmission.exchange_lifetime();
+        let expires = later(now, self.config.transmission.exchange_lifetime());
         self.seen.insert((peer, mid), Seen { reply: None });
         self.seen_order.push_back((expires, peer, mid));
     }

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use ferrogate_sdk::time::saturating_add as later;
+
 use super::{
     Endpoint, EndpointError, Event, IncomingRequest, Owner, RelationEnd, RelationId, RequestHandle,
     Timer,
@@ -166,11 +168,13 @@ impl Endpoint {
         );
         let mut timers = Vec::new();
         if frame.kind == Kind::Con {
-            timers
-                .push(self.set_timer(now + self.config.piggyback_window, Timer::Piggyback(handle)));
+            timers.push(self.set_timer(
+                later(now, self.config.piggyback_window),
+                Timer::Piggyback(handle),
+            ));
         }
         timers.push(self.set_timer(
-            now + self.config.server_response_timeout,
+            later(now, self.config.server_response_timeout),
             Timer::IncomingExpiry(handle),
         ));
         if let Some(incoming) = self.incoming.get_mut(&handle) {
@@ -294,7 +298,7 @@ impl Endpoint {
             return too_large(self);
         }
         upload.body.extend_from_slice(&frame.payload);
-        upload.expires = now.checked_add(idle).unwrap_or(now);
+        upload.expires = later(now, idle);
         if block.more {
             let ack = BlockOption {
                 num: block.num,
@@ -343,7 +347,7 @@ impl Endpoint {
         let Some(download) = self.downloads.get_mut(key) else {
             return;
         };
-        download.expires = now + lifetime;
+        download.expires = later(now, lifetime);
         let response = download.response.clone();
         match slice_block(&response.payload, block) {
             Some((payload, block)) => {
@@ -594,7 +598,7 @@ impl Endpoint {
                     key.clone(),
                     Download {
                         response: response.clone(),
-                        expires: now + self.config.transmission.exchange_lifetime(),
+                        expires: later(now, self.config.transmission.exchange_lifetime()),
                     },
                 );
             }

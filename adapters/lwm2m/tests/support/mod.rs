@@ -42,6 +42,16 @@ pub async fn start_server(extra: &str) -> (TestHarness, SocketAddr) {
     (harness, addr)
 }
 
+/// Wait (up to [`WAIT`]) until the adapter has counted `n` refusals for
+/// `reason`: it counts just after the answer leaves.
+pub async fn refused(h: &TestHarness, reason: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.refusals.get(reason) < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.refusals.get(reason), n, "refusals for {reason}");
+}
+
 /// The next uplink matching `pred`, skipping others, within [`WAIT`].
 pub async fn uplink(h: &mut TestHarness, what: &str, pred: impl Fn(&Uplink) -> bool) -> Uplink {
     let mut seen = Vec::new();
