@@ -318,6 +318,8 @@ fn status(state: &ControlState) -> Json {
             "dropped": north.outbox.dropped,
             "resent": north.outbox.resent,
             "write_errors": north.outbox.write_errors,
+            "quarantined": north.outbox.quarantined,
+            "last_quarantined": north.outbox.last_quarantined,
         },
         "adapters": adapters_json,
         "devices": {"online": online, "total": devices.len()},
