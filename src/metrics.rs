@@ -7,7 +7,7 @@
 //! `mqtt_reconnects_total`; `commands_received_total`,
 //! `commands_answered_total`, `commands_busy_total`; `outbox_depth`, `outbox_bytes`,
 //! `outbox_oldest_age_seconds`, `outbox_dropped_total`, `outbox_resent_total`,
-//! `outbox_write_errors_total`; `adapter_up`, `adapter_stalled`,
+//! `outbox_write_errors_total`, `outbox_quarantined_total`; `adapter_up`, `adapter_stalled`,
 //! `adapter_restarts_total`, `adapter_refused_total{reason}`; `device_online`, `device_readings_total`,
 //! `device_read_errors_total{kind}`, `device_telemetry_total`;
 //! `commands_total{result}`; `uplink_latency_seconds` (histogram: adapter
@@ -214,6 +214,12 @@ pub fn render(s: &Sources) -> String {
         "counter",
         "Failed outbox writes or fsyncs.",
         one(ob.write_errors as f64),
+    );
+    gauge(
+        "outbox_quarantined_total",
+        "counter",
+        "Messages the broker kept refusing, moved to the dead-letter file.",
+        one(ob.quarantined as f64),
     );
 
     let adapters = s.adapters.snapshot();

@@ -27,7 +27,12 @@ async fn backlog_replay_respects_the_rate() {
             .await
             .unwrap();
     }
-    wait_until("backlog stored", WAIT, || north.last_seq("d") == Some(600)).await;
+    // Stored, and fsynced (with fsync = "always" a record is visible, and
+    // has an age in status, only after the fsync that covers it).
+    wait_until("backlog stored", WAIT, || {
+        north.last_seq("d") == Some(600) && north.status().outbox.oldest_age_ms.is_some()
+    })
+    .await;
     let st = north.status().outbox;
     assert_eq!(st.depth, 600);
     assert!(st.oldest_age_ms.is_some(), "{st:?}");

@@ -11,6 +11,8 @@
 //!   rewritten atomically about once a second and at shutdown. Losing its
 //!   latest update only re-sends a few messages (counted as `resent`).
 //! - `seq.json`: the per-device telemetry `seq` book ([`SeqBook`]).
+//! - `dead-letter`: records the broker kept refusing ([`Outbox::quarantine`]),
+//!   in the segment format, appended and fsynced; never replayed.
 //!
 //! Only the window of messages on the wire (`inflight`) is held in memory;
 //! the backlog stays on disk and is read back sequentially, so memory does
@@ -139,6 +141,12 @@ pub struct OutboxStatus {
     /// reason.
     pub refused: u64,
     pub last_refused: Option<String>,
+    /// Messages the broker kept refusing (it dropped the connection each
+    /// time one was sent), moved to the `dead-letter` file so that the
+    /// messages behind them flow; kept across restarts.
+    pub quarantined: u64,
+    /// Topic of the last message quarantined.
+    pub last_quarantined: Option<String>,
 }
 
 #[derive(Debug)]
@@ -208,6 +216,9 @@ pub struct Outbox {
     seqs: SeqBook,
     status: OutboxStatus,
 }
+
+/// The file quarantined records go to.
+const DEAD_LETTER: &str = "dead-letter";
 
 fn segment_name(first_id: u64) -> String {
     format!("{first_id:020}.seg")
@@ -296,6 +307,9 @@ impl Outbox {
         }
         ob.floor = ob.load_floor();
         ob.floor_saved = ob.floor;
+        if let Ok(bytes) = fs::read(dir.join(DEAD_LETTER)) {
+            ob.status.quarantined = scan(&bytes).0.len() as u64;
+        }
         ob.recover().map_err(err)?;
         ob.next_id = ob.next_id.max(ob.floor);
         ob.uncommitted_from = ob.next_id;
@@ -821,6 +835,37 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// The oldest in-flight message not acknowledged: its id, topic and when
+    /// it was last sent.
+    pub fn oldest_unacked(&self) -> Option<(u64, &str, Instant)> {
+        self.inflight
+            .iter()
+            .find(|f| !f.acked)
+            .map(|f| (f.record.id, f.record.topic.as_str(), f.sent))
+    }
+
+    /// Moves in-flight message `id` to the `dead-letter` file (fsynced) and
+    /// takes it off the line as if acknowledged, counted as `quarantined`.
+    pub fn quarantine(&mut self, id: u64) -> io::Result<()> {
+        let Ok(i) = self.inflight.binary_search_by_key(&id, |f| f.record.id) else {
+            return Ok(());
+        };
+        let mut bytes = Vec::new();
+        self.inflight[i].record.emit(&mut bytes);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(DEAD_LETTER))?;
+        io::Write::write_all(&mut file, &bytes)?;
+        file.sync_data()?;
+        let topic = self.inflight[i].record.topic.clone();
+        tracing::error!(id, %topic, "the broker keeps refusing this message: moved to the outbox's dead-letter file");
+        self.status.quarantined += 1;
+        self.status.last_quarantined = Some(topic);
+        self.ack(id);
+        Ok(())
     }
 
     /// The broker acknowledged message `id`.

@@ -22,6 +22,14 @@ use super::{CommandResultMsg, InboundCommand, Live, lock};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the acknowledged position is saved.
 const SAVE_FLOOR_EVERY: Duration = Duration::from_secs(1);
+/// Connections lost in a row, each right after the same message was sent
+/// and before its PUBACK, after which that message is quarantined.
+const QUARANTINE_AFTER: u32 = 5;
+/// Losses after which the suspect is sent alone first, so the losses that
+/// follow can only be its doing.
+const PROBE_AFTER: u32 = 2;
+/// "Right after": the loss came within this long of sending the message.
+const SUSPECT_WITHIN: Duration = Duration::from_secs(5);
 /// Part of the 5 s shutdown budget spent waiting for the last PUBACKs.
 const DRAIN_ON_SHUTDOWN: Duration = Duration::from_millis(1500);
 
@@ -105,11 +113,16 @@ fn jitter(d: Duration) -> Duration {
 impl Session {
     pub async fn run(self, stop: CancellationToken) {
         let mut failures: u32 = 0;
+        let mut suspect = None;
         loop {
             if stop.is_cancelled() {
                 return;
             }
-            let end = self.connection(&stop).await;
+            let probe = suspect.is_some_and(|(_, losses)| losses >= PROBE_AFTER);
+            let end = self.connection(&stop, probe).await;
+            if let End::Lost { was_up: true, .. } = &end {
+                self.watch_head(&mut suspect);
+            }
             {
                 let mut live = lock(&self.live);
                 live.connected = false;
@@ -141,7 +154,38 @@ impl Session {
         }
     }
 
-    async fn connection(&self, stop: &CancellationToken) -> End {
+    /// After a connection that was up ended: if the same message headed
+    /// the unacknowledged window, freshly sent, at [`QUARANTINE_AFTER`]
+    /// losses in a row (the last ones with it alone on the wire), the
+    /// broker is refusing it (a topic it rejects drops the connection):
+    /// quarantine it so the rest of the line flows.
+    fn watch_head(&self, suspect: &mut Option<(u64, u32)>) {
+        let mut ob = lock(&self.outbox);
+        let head = ob
+            .oldest_unacked()
+            .filter(|(_, _, sent)| sent.elapsed() <= SUSPECT_WITHIN)
+            .map(|(id, _, _)| id);
+        let Some(id) = head else {
+            *suspect = None;
+            return;
+        };
+        let losses = match *suspect {
+            Some((s, n)) if s == id => n + 1,
+            _ => 1,
+        };
+        if losses < QUARANTINE_AFTER {
+            *suspect = Some((id, losses));
+            return;
+        }
+        *suspect = None;
+        if let Err(e) = ob.quarantine(id) {
+            tracing::error!(error = %e, "cannot quarantine a message the broker refuses");
+        }
+    }
+
+    /// One connection. `probe`: resend the oldest unacknowledged message
+    /// alone and wait for its PUBACK before the rest.
+    async fn connection(&self, stop: &CancellationToken, probe: bool) -> End {
         let mut link = Link::open(&self.link);
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         loop {
@@ -178,7 +222,35 @@ impl Session {
             return up(e);
         }
         t.awaiting_pkid.push_back(None);
-        let resend = lock(&self.outbox).rewind();
+        let mut resend = lock(&self.outbox).rewind();
+        if probe && resend.len() > 1 {
+            // The same message headed the window at the last losses: send
+            // it alone first. If the broker drops us now, it is that one.
+            let rest = resend.split_off(1);
+            let head = resend[0].id;
+            if let Err(e) = self.publish_records(&link, resend, &mut t).await {
+                return up(e);
+            }
+            let deadline = Instant::now() + self.ack_timeout;
+            while lock(&self.outbox)
+                .oldest_unacked()
+                .is_some_and(|(id, _, _)| id == head)
+            {
+                tokio::select! {
+                    ev = link.next() => {
+                        if let Err(reason) = self.handle(ev, &mut t) {
+                            return up(reason);
+                        }
+                    }
+                    _ = sleep_until(deadline) => return up(format!("no PUBACK within {:?}: uplink hung, reconnecting", self.ack_timeout)),
+                    _ = stop.cancelled() => {
+                        self.close(&mut link, &mut t).await;
+                        return End::Stopped;
+                    }
+                }
+            }
+            resend = rest;
+        }
         if let Err(e) = self.publish_records(&link, resend, &mut t).await {
             return up(e);
         }
