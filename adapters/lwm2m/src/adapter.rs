@@ -98,6 +98,8 @@ fn server_config(settings: &Settings) -> ServerConfig {
         re_registration: settings.re_registration,
         forget_after: settings.forget_after,
         composite_wait: settings.composite_wait,
+        max_instances: settings.max_instances,
+        max_observations: settings.max_observations,
         ..ServerConfig::default()
     };
     config.coap.seed = seed;

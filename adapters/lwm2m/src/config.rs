@@ -41,6 +41,18 @@ struct ServerToml {
     forget_after: ConfigDuration,
     #[serde(default = "default_composite_wait")]
     composite_wait: ConfigDuration,
+    #[serde(default = "default_max_instances")]
+    max_instances: usize,
+    #[serde(default = "default_max_observations")]
+    max_observations: usize,
+}
+
+fn default_max_instances() -> usize {
+    crate::server::DEFAULT_MAX_INSTANCES
+}
+
+fn default_max_observations() -> usize {
+    crate::server::DEFAULT_MAX_OBSERVATIONS
 }
 
 fn default_composite_wait() -> ConfigDuration {
@@ -76,6 +88,8 @@ pub struct Settings {
     pub re_registration: ReRegistration,
     pub forget_after: Duration,
     pub composite_wait: Duration,
+    pub max_instances: usize,
+    pub max_observations: usize,
     pub registry: ObjectRegistry,
     /// Object ids loaded from `object_dir`, for `config check` notes.
     pub loaded_objects: Vec<u16>,
@@ -144,6 +158,14 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             ),
         }
     }
+    for (key, value) in [
+        ("max_instances", raw.max_instances),
+        ("max_observations", raw.max_observations),
+    ] {
+        if value == 0 {
+            issues.push(origin.issue(key, format!("{key} must be at least 1")));
+        }
+    }
     if raw.composite_wait.0.is_zero() {
         issues.push(origin.issue("composite_wait", "composite_wait must be longer than 0s"));
     }
@@ -181,6 +203,8 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             },
             forget_after: raw.forget_after.0,
             composite_wait: raw.composite_wait.0,
+            max_instances: raw.max_instances,
+            max_observations: raw.max_observations,
             registry,
             loaded_objects,
         })),

@@ -45,8 +45,19 @@ pub struct ServerConfig {
     /// How long a Composite-Read (FETCH) may go unanswered before the
     /// client is taken for one without composite operations.
     pub composite_wait: Duration,
+    /// Object instances one registration may announce; more is refused.
+    pub max_instances: usize,
+    /// Observations of one client at once (automatic and by command).
+    pub max_observations: usize,
+    /// The CoAP engine; NSTART is 1 (one unacknowledged request per
+    /// client, RFC 7252 §4.7) unless set otherwise.
     pub coap: EndpointConfig,
 }
+
+/// Object instances one registration may announce by default.
+pub const DEFAULT_MAX_INSTANCES: usize = 64;
+/// Observations of one client by default.
+pub const DEFAULT_MAX_OBSERVATIONS: usize = 64;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -58,7 +69,12 @@ impl Default for ServerConfig {
             re_registration: ReRegistration::default(),
             forget_after: DEFAULT_FORGET_AFTER,
             composite_wait: DEFAULT_COMPOSITE_WAIT,
-            coap: EndpointConfig::default(),
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_observations: DEFAULT_MAX_OBSERVATIONS,
+            coap: EndpointConfig {
+                nstart: 1,
+                ..EndpointConfig::default()
+            },
         }
     }
 }
@@ -175,6 +191,11 @@ pub struct Lwm2mServer {
     formats: HashMap<Arc<str>, ContentFormat>,
     /// Clients found to lack composite operations: their reads are GETs.
     no_composite: HashSet<Arc<str>>,
+    /// Clients registered but not yet heard from again at their address
+    /// (an Update, a Send, a response): the Register's source may be
+    /// spoofed, so until then the server sends them at most one
+    /// automatic request.
+    unconfirmed: HashSet<Arc<str>>,
     /// When each Composite-Read in flight is given up for GETs.
     composite_waits: BTreeSet<(Instant, RequestId)>,
     /// Point lists by object instances: a fleet of one kind of client
@@ -201,6 +222,7 @@ impl Lwm2mServer {
             observations: HashMap::new(),
             formats: HashMap::new(),
             no_composite: HashSet::new(),
+            unconfirmed: HashSet::new(),
             composite_waits: BTreeSet::new(),
             point_lists: HashMap::new(),
             outputs: VecDeque::new(),
@@ -421,6 +443,27 @@ impl Lwm2mServer {
         planned: Planned,
         purpose: Purpose,
     ) {
+        if planned.observe
+            && let Step::Read { path } = planned.step
+        {
+            let list = self.observations.get(endpoint.as_ref());
+            let count = list.map_or(0, Vec::len);
+            let again = list.is_some_and(|l| l.iter().any(|o| o.path == path));
+            if !again && count >= self.config.max_observations {
+                if let Purpose::Job(key) = purpose {
+                    self.fail_part(
+                        key,
+                        CommandError::new(
+                            ErrorCode::Busy,
+                            format!(
+                                "`{endpoint}` already has {count} observations, the most allowed (max_observations)"
+                            ),
+                        ),
+                    );
+                }
+                return;
+            }
+        }
         let mut request = planned.request.clone();
         // a client with an alternate root path (`</lwm2m>;rt="oma.lwm2m"`)
         // serves its objects below it
@@ -592,6 +635,9 @@ impl Lwm2mServer {
                     return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
                 }
             };
+        if let Some(refused) = self.too_many_instances(incoming, &parsed.objects) {
+            return refused;
+        }
         let registered = match self.table.register(now, incoming.peer, parsed) {
             Ok(r) => r,
             Err(e) => {
@@ -608,6 +654,7 @@ impl Lwm2mServer {
             return Response::new(Code::INTERNAL_SERVER_ERROR);
         };
         tracing::info!(endpoint = %reg.endpoint, peer = %reg.peer, version = reg.version.as_str(), "LwM2M client registered");
+        self.unconfirmed.insert(reg.endpoint.clone());
         let device = self.device_name(&reg.endpoint);
         self.status(&device, DeviceState::Online, "registered");
         let moved_from = registered
@@ -639,6 +686,11 @@ impl Lwm2mServer {
                 return Response::new(Code::BAD_REQUEST).with_diagnostic(e.to_string());
             }
         };
+        if let Some(objects) = &parsed.objects
+            && let Some(refused) = self.too_many_instances(incoming, objects)
+        {
+            return refused;
+        }
         let updated = match self.table.update(now, location, incoming.peer, parsed) {
             Ok(u) => u,
             Err(e) => return self.refused_at_location(incoming, e),
@@ -651,6 +703,9 @@ impl Lwm2mServer {
         self.event(&device, "updated", &reg, None);
         if updated.objects_changed {
             self.meta(&reg);
+        }
+        if updated.objects_changed || self.unconfirmed.contains(&reg.endpoint) {
+            self.unconfirmed.remove(&reg.endpoint);
             self.auto_observe(now, &reg);
         }
         for job in updated.released {
@@ -694,12 +749,45 @@ impl Lwm2mServer {
         Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string())
     }
 
+    /// A Register or Update announcing more object instances than
+    /// `max_instances`: one such datagram made the server send hundreds.
+    fn too_many_instances(
+        &mut self,
+        incoming: &IncomingRequest,
+        objects: &crate::registration::ObjectList,
+    ) -> Option<Response> {
+        let n = objects.paths().len();
+        if n <= self.config.max_instances {
+            return None;
+        }
+        tracing::warn!(peer = %incoming.peer, instances = n, max = self.config.max_instances, "refused LwM2M registration: too many object instances");
+        self.outputs.push_back(Output::Refused {
+            reason: "too_many_instances",
+        });
+        Some(Response::new(Code::BAD_REQUEST).with_diagnostic(format!(
+            "{n} object instances announced, at most {} accepted",
+            self.config.max_instances
+        )))
+    }
+
+    /// The client was heard from at its registered address: what waited
+    /// for that confirmation is sent.
+    fn confirm(&mut self, now: Instant, endpoint: &Arc<str>) {
+        if !self.unconfirmed.remove(endpoint) {
+            return;
+        }
+        if let Some(reg) = self.table.by_endpoint(endpoint).cloned() {
+            self.auto_observe(now, &reg);
+        }
+    }
+
     fn on_send(&mut self, now: Instant, incoming: &IncomingRequest) -> Response {
         let Some(reg) = self.table.by_peer(incoming.peer).cloned() else {
             return Response::new(Code::NOT_FOUND)
                 .with_diagnostic("Send from a client that is not registered from this address");
         };
         self.table.touch(now, &reg.endpoint);
+        self.confirm(now, &reg.endpoint);
         let req = &incoming.request;
         let Some(format) = req
             .content_format
@@ -736,6 +824,10 @@ impl Lwm2mServer {
             self.sent.remove(&id);
             return;
         }
+        self.confirm(now, &endpoint);
+        let Some(sent) = self.sent.get(&id) else {
+            return;
+        };
         let composite = matches!(&sent.what, Sending::Request(p) if p.step == Step::Composite);
         if composite
             && matches!(
@@ -1170,7 +1262,13 @@ impl Lwm2mServer {
             .flat_map(|p| p.expand(&instances))
             .filter(|p| !observed.contains(p))
             .collect();
-        for path in wanted {
+        // an unconfirmed source gets one request: its answer confirms it
+        let room = if self.unconfirmed.contains(&reg.endpoint) {
+            usize::from(observed.is_empty())
+        } else {
+            self.config.max_observations.saturating_sub(observed.len())
+        };
+        for path in wanted.into_iter().take(room) {
             let planned = Planned {
                 request: ferrogate_coap::Request::get(&path.to_string())
                     .with_accept(format.number()),
@@ -1202,6 +1300,7 @@ impl Lwm2mServer {
         self.drop_observations(now, &reg.endpoint);
         self.formats.remove(&reg.endpoint);
         self.no_composite.remove(&reg.endpoint);
+        self.unconfirmed.remove(&reg.endpoint);
         for job in held {
             self.complete(
                 job.key,

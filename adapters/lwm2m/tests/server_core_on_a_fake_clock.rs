@@ -356,3 +356,113 @@ fn a_composite_read_refused_falls_back_to_gets_at_once() {
         assert_eq!(values.len(), 2, "{code}: {values:?}");
     }
 }
+
+/// Every datagram the server sends towards `victim` while time runs
+/// `for_secs` seconds with nothing coming back: (datagrams, bytes).
+fn sent_towards(
+    server: &mut Lwm2mServer,
+    victim: SocketAddr,
+    t0: Instant,
+    for_secs: u64,
+) -> (usize, usize) {
+    let (mut n, mut bytes) = (0, 0);
+    for s in 0..=for_secs {
+        let now = t0 + Duration::from_secs(s);
+        server.handle_timeout(now);
+        while let Some(t) = server.poll_transmit() {
+            assert_eq!(t.peer, victim);
+            n += 1;
+            bytes += t.datagram.len();
+        }
+    }
+    (n, bytes)
+}
+
+/// A Register from a spoofed source (the victim), sent by an attacker's
+/// CoAP endpoint: announcing `instances` temperature instances.
+fn spoofed_register(server: &mut Lwm2mServer, victim: SocketAddr, now: Instant, instances: u16) {
+    let links: Vec<String> = (0..instances).map(|i| format!("</3303/{i}>")).collect();
+    // one datagram, as the attack sent it (not block-wise)
+    let mut attacker = Endpoint::new(EndpointConfig {
+        max_payload: 4096,
+        ..EndpointConfig::default()
+    });
+    attacker
+        .request(
+            now,
+            addr(SERVER),
+            Request::post("/rd")
+                .with_query("ep=victim")
+                .with_query("lt=600")
+                .with_payload(40, links.join(",").into_bytes()),
+        )
+        .expect("request");
+    while let Some(t) = attacker.poll_transmit() {
+        server.handle(now, victim, &t.datagram);
+    }
+}
+
+fn auto_observing_server() -> Lwm2mServer {
+    let config = ServerConfig {
+        auto_observe: vec![ferrogate_lwm2m::PathPattern::parse("/3303/*/5700").expect("pattern")],
+        ..ServerConfig::default()
+    };
+    Lwm2mServer::new(config, Arc::new(ObjectRegistry::builtin()))
+}
+
+#[test]
+fn a_spoofed_register_draws_a_bounded_answer() {
+    let victim = addr("10.0.0.66:5683");
+    let t0 = Instant::now();
+
+    // 120 instances: refused with one datagram (was 601 datagrams, 17 KB)
+    let mut server = auto_observing_server();
+    spoofed_register(&mut server, victim, t0, 120);
+    let (n, bytes) = sent_towards(&mut server, victim, t0, 300);
+    assert_eq!(n, 1, "only the 4.00");
+    assert!(bytes < 100, "{bytes} bytes");
+    assert!(server.registrations().is_empty());
+    let refused: Vec<_> = std::iter::from_fn(|| server.poll_output())
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Refused {
+                    reason: "too_many_instances"
+                }
+            )
+        })
+        .collect();
+    assert_eq!(refused.len(), 1);
+
+    // 64 instances from a source that never answers: the 2.01 and one
+    // observation request with its retransmissions (RFC 7252: 4)
+    let mut server = auto_observing_server();
+    spoofed_register(&mut server, victim, t0, 64);
+    let (n, bytes) = sent_towards(&mut server, victim, t0, 300);
+    assert!(n <= 1 + 5, "{n} datagrams, {bytes} bytes");
+    assert!(bytes < 600, "{n} datagrams, {bytes} bytes");
+}
+
+#[test]
+fn a_confirmed_client_gets_every_auto_observation_one_con_at_a_time() {
+    let mut w = World::new();
+    w.server = auto_observing_server();
+    let t0 = Instant::now();
+    let created = w.client_request(
+        t0,
+        Request::post("/rd")
+            .with_query("ep=fake-1")
+            .with_query("lt=600")
+            .with_payload(40, b"</3303/0>,</3303/1>,</3303/2>".to_vec()),
+    );
+    assert_eq!(created.code, Code::CREATED);
+    // the first observation's answer confirmed the source; the others
+    // followed, each after the previous one's answer (NSTART = 1)
+    let observed: Vec<String> = w
+        .client_requests
+        .iter()
+        .filter(|r| r.observe == Some(0))
+        .map(|r| r.path.join("/"))
+        .collect();
+    assert_eq!(observed, ["3303/0/5700", "3303/1/5700", "3303/2/5700"]);
+}
