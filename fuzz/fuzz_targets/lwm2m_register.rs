@@ -8,7 +8,6 @@
 #![no_main]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrogate_coap::message::option;

@@ -4,7 +4,6 @@
 #![no_main]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrogate_lwm2m::ObjectRegistry;
