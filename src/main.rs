@@ -58,21 +58,37 @@ enum Command {
     Status,
     /// Devices with their adapter, state, last seen and last error.
     Devices {
-        /// Only this adapter's devices.
+        /// Only this adapter's devices: a kind (`modbus` matches every
+        /// `modbus/<connection>`) or one instance.
         #[arg(long)]
         adapter: Option<String>,
     },
-    /// A fresh read from the device (all points when none are named).
-    Read { device: String, points: Vec<String> },
+    /// A device's point map: name, type, unit, writable, range.
+    Points {
+        /// The device, as `ferrogate devices` lists it.
+        device: String,
+    },
+    /// A fresh read from the device (all points when none are named); the
+    /// points that failed are shown with their error (exit 1).
+    Read {
+        /// The device, as `ferrogate devices` lists it.
+        device: String,
+        /// Points to read (all when none are named).
+        points: Vec<String>,
+    },
     /// Write a value; prints the result the device confirmed.
     Write {
+        /// The device, as `ferrogate devices` lists it.
         device: String,
+        /// A writable point (see `ferrogate points DEVICE`).
         point: String,
         /// A number, true/false, or text.
         value: String,
     },
-    /// Live readings, status changes and events as they happen.
+    /// Live readings, status changes and events as they happen, each with
+    /// its time (UTC).
     Tail {
+        /// Only this device's messages.
         device: Option<String>,
         /// Only this point's readings.
         #[arg(long)]
@@ -81,7 +97,10 @@ enum Command {
     /// Reload the configuration without dropping the MQTT session or the outbox.
     Reload,
     /// Change the daemon's log level (e.g. debug, or info,ferrogate_modbus=trace).
-    LogLevel { level: String },
+    LogLevel {
+        /// A level or filter: error, warn, info, debug, trace, or per module.
+        level: String,
+    },
     /// LwM2M clients of the running daemon.
     Lwm2m {
         #[command(subcommand)]
@@ -98,7 +117,10 @@ enum Command {
         command: CoapCommand,
     },
     /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff).
     Man,
 }
@@ -107,6 +129,7 @@ enum Command {
 enum ConfigCommand {
     /// Validate a configuration directory; print every error as file:line:col.
     Check {
+        /// Configuration directory (gateway.toml, conf.d/, profiles/).
         #[arg(long, short, default_value = "/etc/ferrogate")]
         config: PathBuf,
     },
@@ -120,10 +143,21 @@ enum ModbusCommand {
         link: modbus::Link,
         #[command(flatten)]
         range: modbus::Range,
+        /// Decode the registers as this type (--count values of it).
         #[arg(long = "type", value_enum)]
         ty: Option<modbus::TypeArg>,
+        /// Byte order of --type values (ABCD = big-endian).
         #[arg(long, value_enum, default_value = "ABCD")]
         order: modbus::OrderArg,
+        #[command(flatten)]
+        poll: modbus::Poll,
+    },
+    /// Write holding registers or coils.
+    Write {
+        #[command(flatten)]
+        link: modbus::Link,
+        #[command(flatten)]
+        target: modbus::WriteTarget,
     },
     /// Show a register range decoded as every type in all four byte orders.
     Probe {
@@ -132,14 +166,13 @@ enum ModbusCommand {
         #[command(flatten)]
         range: modbus::Range,
     },
-    /// Find which unit ids answer on a line.
+    /// Find which unit ids answer on a line, printing each as it answers.
     Scan {
         #[command(flatten)]
         link: modbus::Link,
-        #[arg(long, default_value_t = 1)]
-        from: u8,
-        #[arg(long, default_value_t = 247)]
-        to: u8,
+        /// Unit ids to try: `1-32`, `5`, or a list `1,3,10-12`.
+        #[arg(long, default_value = "1-247", value_parser = modbus::Units::parse)]
+        units: modbus::Units,
         /// Holding register to ask each unit for.
         #[arg(long, default_value_t = 0)]
         address: u16,
@@ -150,6 +183,7 @@ enum ModbusCommand {
 enum CoapCommand {
     /// GET a resource: `coap://host[:port]/path[?query]`.
     Get {
+        /// `coap://host[:port]/path[?query]`.
         uri: String,
         /// Give up after this long.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -157,7 +191,9 @@ enum CoapCommand {
     },
     /// Observe a resource and print every notification.
     Observe {
+        /// `coap://host[:port]/path[?query]`.
         uri: String,
+        /// Give up when no notification arrives for this long.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: std::time::Duration,
         /// Exit after this many notifications.
@@ -175,11 +211,27 @@ enum Lwm2mCommand {
     /// Registered clients.
     Clients,
     /// Read an object, instance or resource path from a client.
-    Read { endpoint: String, path: String },
+    Read {
+        /// The client's endpoint name.
+        endpoint: String,
+        /// An object, instance or resource path, e.g. /3303/0/5700.
+        path: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // `ferrogate status | head`: a closed pipe ends the command quietly,
+        // as it does any Unix tool, instead of a panic in `println!`. The
+        // daemon keeps ignoring SIGPIPE (a CLI client hanging up must not
+        // kill it).
+        // SAFETY: restoring the default disposition of one signal before
+        // any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let remote = Remote {
         socket: &cli.socket,
         json: cli.json,
@@ -198,6 +250,7 @@ fn main() -> ExitCode {
         }
         Command::Status => remote.status(),
         Command::Devices { adapter } => remote.devices(adapter.as_deref()),
+        Command::Points { device } => remote.points(&device),
         Command::Read { device, points } => remote.read(&device, &points),
         Command::Write {
             device,
@@ -220,8 +273,12 @@ fn main() -> ExitCode {
                     range,
                     ty,
                     order,
+                    poll,
                 },
-        } => modbus::read_command(&link, &range, ty, order, cli.json),
+        } => modbus::read_command(&link, &range, ty, order, &poll, cli.json),
+        Command::Modbus {
+            command: ModbusCommand::Write { link, target },
+        } => modbus::write_command(&link, &target, cli.json),
         Command::Modbus {
             command: ModbusCommand::Probe { link, range },
         } => modbus::probe_command(&link, &range, cli.json),
@@ -229,11 +286,10 @@ fn main() -> ExitCode {
             command:
                 ModbusCommand::Scan {
                     link,
-                    from,
-                    to,
+                    units,
                     address,
                 },
-        } => modbus::scan_command(&link, from, to, address, cli.json),
+        } => modbus::scan_command(&link, &units.0, address, cli.json),
         Command::Coap {
             command: CoapCommand::Get { uri, timeout },
         } => ferrogate::cli::coap::get(
@@ -276,5 +332,38 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand, argument and flag says what it is for in `--help`.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.contains(' ') && cmd.get_name() != "help" {
+                missing.push(path.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -32,6 +32,13 @@ fn json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// The `result` of a successful `--json` envelope (`{"ok":true,"result":..}`).
+fn result(out: &Output) -> serde_json::Value {
+    let reply = json(out);
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["result"].clone()
+}
+
 fn start() -> (Mosquitto, ConfigDir, Daemon, std::path::PathBuf) {
     let broker = Mosquitto::start();
     let devices = simulated_device("pump-1", "100ms") + &simulated_device("pump-2", "100ms");
@@ -40,7 +47,7 @@ fn start() -> (Mosquitto, ConfigDir, Daemon, std::path::PathBuf) {
     let gw = Daemon::start(config.path());
     common::wait_for("the control socket", Duration::from_secs(20), || {
         cli(&socket, &["--json", "devices"]).status.success()
-            && json(&cli(&socket, &["--json", "devices"]))
+            && result(&cli(&socket, &["--json", "devices"]))
                 .as_array()
                 .is_some_and(|d| d.iter().filter(|d| d["state"] == "online").count() == 2)
     });
@@ -52,16 +59,16 @@ fn every_command_with_json_output() {
     let (_broker, _config, _gw, socket) = start();
 
     common::wait_for("MQTT connected", Duration::from_secs(20), || {
-        json(&cli(&socket, &["--json", "status"]))["mqtt"]["connected"] == true
+        result(&cli(&socket, &["--json", "status"]))["mqtt"]["connected"] == true
     });
-    let status = json(&cli(&socket, &["--json", "status"]));
+    let status = result(&cli(&socket, &["--json", "status"]));
     assert_eq!(status["gateway"], "gw-cli");
     assert_eq!(status["devices"]["total"], 2);
     assert_eq!(status["adapters"][0]["name"], "simulator");
     assert_eq!(status["adapters"][0]["state"], "running");
     assert!(status["outbox"]["depth"].is_u64());
 
-    let devices = json(&cli(
+    let devices = result(&cli(
         &socket,
         &["--json", "devices", "--adapter", "simulator"],
     ));
@@ -75,9 +82,9 @@ fn every_command_with_json_output() {
 
     let out = cli(&socket, &["--json", "write", "pump-1", "setpoint", "42.5"]);
     assert!(out.status.success());
-    assert_eq!(json(&out)["setpoint"], 42.5);
-    let read = json(&cli(&socket, &["--json", "read", "pump-1", "setpoint"]));
-    assert_eq!(read["setpoint"], 42.5);
+    assert_eq!(result(&out)["setpoint"], 42.5);
+    let read = result(&cli(&socket, &["--json", "read", "pump-1", "setpoint"]));
+    assert_eq!(read["values"]["setpoint"], 42.5);
 
     // Refusals exit 1 with the stable code.
     let out = cli(&socket, &["--json", "write", "pump-1", "setpoint", "420"]);
@@ -96,7 +103,7 @@ fn every_command_with_json_output() {
     assert!(!text.contains('\x1b'), "no colours when not on a terminal");
 
     let out = cli(&socket, &["--json", "log-level", "debug"]);
-    assert_eq!(json(&out)["level"], "debug");
+    assert_eq!(result(&out)["level"], "debug");
     let out = cli(&socket, &["--json", "log-level", "[[["]);
     assert_eq!(out.status.code(), Some(1));
     assert!(cli(&socket, &["log-level", "warn"]).status.success());
@@ -113,7 +120,9 @@ fn every_command_with_json_output() {
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     for _ in 0..3 {
         let line = lines.next().unwrap().unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(line["ok"], true, "{line}");
+        let event = &line["result"];
         assert_eq!(event["device"], "pump-2");
         assert_eq!(event["kind"], "telemetry");
         assert!(event["payload"]["values"]["count"].is_u64(), "{event}");
@@ -233,7 +242,7 @@ fn lwm2m_clients_lists_a_registered_libcoap_client() {
         String::from_utf8_lossy(&out.stderr)
     );
     common::wait_for("the client listed", Duration::from_secs(20), || {
-        let clients = json(&cli(&socket, &["--json", "lwm2m", "clients"]));
+        let clients = result(&cli(&socket, &["--json", "lwm2m", "clients"]));
         clients.as_array().is_some_and(|c| {
             c.iter()
                 .any(|d| d["name"] == "lw-node-7" && d["state"] == "online")

@@ -58,8 +58,9 @@ fn coap_get_and_observe_a_libcoap_server() {
     ]);
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["code"], "2.05 Content");
-    assert!(!json["payload"].as_str().unwrap().is_empty());
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["result"]["code"], "2.05 Content");
+    assert!(!json["result"]["payload"].as_str().unwrap().is_empty());
 
     let out = ferrogate(&[
         "--json",
@@ -69,7 +70,9 @@ fn coap_get_and_observe_a_libcoap_server() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["code"], "4.04 Not Found");
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["error"]["message"], "4.04 Not Found");
+    assert_eq!(json["error"]["response"]["code"], "4.04 Not Found");
 
     let out = ferrogate(&[
         "--json",
@@ -91,7 +94,7 @@ fn coap_get_and_observe_a_libcoap_server() {
     assert_eq!(lines.len(), 3, "the first response and two notifications");
     let observe: Vec<u64> = lines
         .iter()
-        .map(|l| l["observe"].as_u64().unwrap())
+        .map(|l| l["result"]["observe"].as_u64().unwrap())
         .collect();
     assert!(observe.windows(2).all(|w| w[1] > w[0]), "{observe:?}");
 }
@@ -146,6 +149,7 @@ fn modbus_probe_finds_each_byte_order() {
         String::from_utf8_lossy(&out.stderr)
     );
     let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probe = &probe["result"];
     assert_eq!(probe["registers"][4]["hex"], "9a44");
     assert_eq!(probe["registers"][4]["one_based"], 5);
     let f32_at = |address: u64, order: &str| {
@@ -181,6 +185,7 @@ fn modbus_probe_finds_each_byte_order() {
         "CDAB",
     ]);
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = &read["result"];
     assert_eq!(read["area"], "holding register");
     assert_eq!(read["values"][0]["address"], 2);
     assert_eq!(read["values"][0]["value"], 1234.5);
@@ -215,21 +220,122 @@ fn modbus_probe_finds_each_byte_order() {
         "scan",
         "--tcp",
         &tcp,
-        "--from",
-        "1",
-        "--to",
-        "2",
+        "--units",
+        "1-2",
         "--timeout",
         "500ms",
     ]);
     let scan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let units: Vec<u64> = scan["units"]
+    let units: Vec<u64> = scan["result"]["units"]
         .as_array()
         .unwrap()
         .iter()
         .map(|u| u["unit"].as_u64().unwrap())
         .collect();
     assert_eq!(units, [1, 2]);
+}
+
+#[test]
+fn modbus_write_registers_and_coils_and_poll() {
+    let mut slave = daemon::pymodbus_slave(
+        serde_json::json!({"tcp": 0, "units": {"1": {"hr": [0, 0, 0, 0], "co": [false, false, false]}}}),
+    );
+    let tcp = format!("127.0.0.1:{}", slave.port);
+    let modbus = |args: &[&str]| {
+        let mut all = vec!["--json", "modbus"];
+        all.extend_from_slice(args);
+        let out = ferrogate(&all);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        (out.status.code(), json)
+    };
+    // One register (FC 6), several (FC 16), a typed value, coils (FC 5, 15).
+    let (code, w) = modbus(&["write", "--tcp", &tcp, "--address", "0", "7"]);
+    assert_eq!(
+        (code, &w["result"]["function"]),
+        (Some(0), &6.into()),
+        "{w}"
+    );
+    let (_, w) = modbus(&["write", "--tcp", &tcp, "--address", "1", "8", "-1"]);
+    assert_eq!(w["result"]["function"], 16, "{w}");
+    assert_eq!(slave.get(1, 3, 0, 3), [7, 8, 65535]);
+    modbus(&[
+        "write",
+        "--tcp",
+        &tcp,
+        "--address",
+        "40003",
+        "--type",
+        "f32",
+        "229.8",
+    ]);
+    let (_, r) = modbus(&["read", "--tcp", &tcp, "--address", "2", "--type", "f32"]);
+    assert_eq!(
+        r["result"]["values"][0]["value"], 229.8,
+        "shortest f32: {r}"
+    );
+    let (_, w) = modbus(&[
+        "write",
+        "--tcp",
+        &tcp,
+        "--area",
+        "coil",
+        "--address",
+        "0",
+        "on",
+    ]);
+    assert_eq!(w["result"]["function"], 5, "{w}");
+    let (_, w) = modbus(&[
+        "write",
+        "--tcp",
+        &tcp,
+        "--area",
+        "coil",
+        "--address",
+        "1",
+        "1",
+        "true",
+    ]);
+    assert_eq!(w["result"]["function"], 15, "{w}");
+    assert_eq!(slave.get(1, 1, 0, 3), [1, 1, 1]);
+
+    // Over the protocol limit: refused before anything is sent, exit 1.
+    let (code, e) = modbus(&["read", "--tcp", &tcp, "--address", "0", "--count", "126"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 125"),
+        "{e}"
+    );
+
+    // --poll repeats the read, one envelope per line, each with its time.
+    let out = ferrogate(&[
+        "--json",
+        "modbus",
+        "read",
+        "--tcp",
+        &tcp,
+        "--address",
+        "0",
+        "--poll",
+        "50ms",
+        "--polls",
+        "3",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["ok"] == true && l["result"]["ts"].is_u64())
+    );
+    assert_eq!(lines[2]["result"]["values"][0]["value"], 7);
 }
 
 #[test]
@@ -261,10 +367,8 @@ fn modbus_scan_over_an_rtu_line_skips_silent_units() {
         gw_end.to_str().unwrap(),
         "--baud",
         "19200",
-        "--from",
-        "2",
-        "--to",
-        "6",
+        "--units",
+        "2-6",
         "--timeout",
         "300ms",
     ]);
@@ -275,7 +379,7 @@ fn modbus_scan_over_an_rtu_line_skips_silent_units() {
         String::from_utf8_lossy(&out.stderr)
     );
     let scan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let answered: Vec<u64> = scan["units"]
+    let answered: Vec<u64> = scan["result"]["units"]
         .as_array()
         .unwrap()
         .iter()
@@ -283,4 +387,21 @@ fn modbus_scan_over_an_rtu_line_skips_silent_units() {
         .map(|u| u["unit"].as_u64().unwrap())
         .collect();
     assert_eq!(answered, [3, 5], "{scan}");
+}
+
+/// `ferrogate ... | head`: a reader that goes away ends the command
+/// quietly, never with a panic.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["completions", "bash"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "nothing said about the closed pipe: {err}");
 }

@@ -108,7 +108,7 @@ name = "x"
     let (code, json) = check(d);
     assert_ne!(code, 0);
     assert_eq!(json["ok"], false);
-    let errors = json["errors"].as_array().unwrap();
+    let errors = json["error"]["errors"].as_array().unwrap();
     let expected: [Expected; 10] = [
         (
             "gateway.toml",
@@ -148,7 +148,7 @@ fn duplicate_device_names_across_files() {
     );
     let (code, json) = check(d);
     assert_ne!(code, 0);
-    let errors = json["errors"].as_array().unwrap();
+    let errors = json["error"]["errors"].as_array().unwrap();
     assert_reported(errors, ("b.toml", 5, 8, "duplicate device name `pump`"));
     let dup = errors
         .iter()
@@ -182,7 +182,7 @@ reconnect_min = "5 sec"
     );
     let (code, json) = check(d);
     assert_ne!(code, 0);
-    let errors = json["errors"].as_array().unwrap();
+    let errors = json["error"]["errors"].as_array().unwrap();
     assert_reported(errors, ("gateway.toml", 6, 17, "unknown unit `sec`"));
 
     write(
@@ -197,7 +197,7 @@ hostname = "x"
 "#,
     );
     let (_, json) = check(d);
-    let errors = json["errors"].as_array().unwrap();
+    let errors = json["error"]["errors"].as_array().unwrap();
     assert_reported(errors, ("gateway.toml", 6, 1, "unknown field `hostname`"));
 
     write(
@@ -206,7 +206,7 @@ hostname = "x"
         "gateway_id = \"gw\"\n\n[mqtt]\nurl = \"http://broker:1883\"\nqos = 2\n",
     );
     let (_, json) = check(d);
-    let errors = json["errors"].as_array().unwrap();
+    let errors = json["error"]["errors"].as_array().unwrap();
     assert_reported(errors, ("gateway.toml", 4, 7, "unsupported broker url"));
     assert_reported(errors, ("gateway.toml", 5, 7, "qos 2 is not supported"));
 }
@@ -216,7 +216,7 @@ fn missing_gateway_toml_is_explained() {
     let dir = tempfile::tempdir().unwrap();
     let (code, json) = check(dir.path());
     assert_ne!(code, 0);
-    let err = &json["errors"][0];
+    let err = &json["error"]["errors"][0];
     assert!(err["message"].as_str().unwrap().contains("gateway.toml"));
     assert!(err["hint"].as_str().unwrap().contains("conf.d"));
 }

@@ -152,7 +152,7 @@ async fn reload_adds_removes_and_rejects_without_a_seq_gap() {
     .await;
     let devices: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["--json", "devices"]).stdout).unwrap();
-    let names: Vec<&str> = devices
+    let names: Vec<&str> = devices["result"]
         .as_array()
         .unwrap()
         .iter()
@@ -243,6 +243,25 @@ name = "flow"
 area = "input"
 address = 0
 type = "u16"
+
+# A device with a point the slave does not have (exception 2).
+[[modbus.device]]
+name = "gauge"
+connection = "plant"
+unit = 1
+poll = "1s"
+
+[[modbus.device.point]]
+name = "level"
+area = "input"
+address = 0
+type = "u16"
+
+[[modbus.device.point]]
+name = "missing"
+area = "holding"
+address = 50
+type = "u16"
 "#
     )
 }
@@ -268,7 +287,61 @@ async fn modbus_device_through_the_daemon_cli_and_metrics() {
     // A fresh read and a write the slave confirms, through the CLI.
     let read: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["--json", "read", "meter", "flow"]).stdout).unwrap();
-    assert_eq!(read["flow"], 77);
+    assert_eq!(read["result"]["values"]["flow"], 77);
+    // `read DEVICE` shows every point: the good ones and, beside them, the
+    // one that failed with its error; exit 1.
+    let out = cli(&config, &["--json", "read", "gauge"]);
+    assert_eq!(out.status.code(), Some(1));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read["result"]["values"]["level"], 77, "{read}");
+    assert_eq!(
+        read["result"]["errors"]["missing"]["code"], "device_exception",
+        "{read}"
+    );
+    let text = String::from_utf8_lossy(&cli(&config, &["read", "gauge"]).stdout).into_owned();
+    assert!(text.contains("level") && text.contains("77"), "{text}");
+    assert!(
+        text.contains("missing") && text.contains("exception 2"),
+        "{text}"
+    );
+    // `devices --adapter modbus` matches the `modbus/plant` instance;
+    // `points` gives the point map from meta.
+    let devices: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["--json", "devices", "--adapter", "modbus"]).stdout)
+            .unwrap();
+    let names: Vec<&str> = devices["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gauge", "meter"], "{devices}");
+    let points: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["--json", "points", "meter"]).stdout).unwrap();
+    let setpoint = &points["result"]["points"][0];
+    assert_eq!(
+        (
+            &setpoint["name"],
+            &setpoint["type"],
+            &setpoint["writable"],
+            &setpoint["max"]
+        ),
+        (
+            &"setpoint".into(),
+            &"u16".into(),
+            &true.into(),
+            &500.0.into()
+        ),
+        "{points}"
+    );
+    let out = cli(&config, &["tail", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown_device"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = cli(&config, &["--json", "write", "meter", "setpoint", "321"]);
     assert!(
         out.status.success(),
@@ -300,7 +373,8 @@ async fn modbus_device_through_the_daemon_cli_and_metrics() {
     assert!(sample(&text, "ferrogate_device_readings_total", "device=\"meter\"").unwrap() >= 2.0);
     assert_eq!(
         sample(&text, "ferrogate_commands_total", "result=\"ok\""),
-        Some(2.0)
+        // read flow, `level` read on its own twice (JSON and text), the write
+        Some(4.0)
     );
     assert_eq!(
         sample(&text, "ferrogate_commands_total", "result=\"not_writable\""),

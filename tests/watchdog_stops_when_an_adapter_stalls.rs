@@ -115,7 +115,7 @@ fn stalled_adapter_stops_watchdog_pings() {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let staller = status["adapters"]
+    let staller = status["result"]["adapters"]
         .as_array()
         .unwrap()
         .iter()

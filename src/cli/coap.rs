@@ -211,7 +211,6 @@ fn print_response(response: &Response, as_json: bool) {
     };
     if as_json {
         let mut out = json!({
-            "ok": response.code.is_success(),
             "code": response.code.to_string(),
             "content_format": response.content_format,
             "observe": response.observe,
@@ -223,7 +222,18 @@ fn print_response(response: &Response, as_json: bool) {
         if let Some(values) = values {
             out["values"] = Json::Object(values.into_iter().collect());
         }
-        println!("{out}");
+        // The one --json envelope: a 4.xx/5.xx answer is an error that
+        // carries the response.
+        let envelope = if response.code.is_success() {
+            json!({"ok": true, "result": out})
+        } else {
+            json!({"ok": false, "error": {
+                "code": "coap_error_response",
+                "message": response.code.to_string(),
+                "response": out,
+            }})
+        };
+        println!("{envelope}");
         return;
     }
     let mut head = response.code.to_string();

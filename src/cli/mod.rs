@@ -30,13 +30,12 @@ pub fn config_check(dir: &Path, json: bool) -> ExitCode {
         Ok(loaded) => {
             let devices: usize = loaded.adapters.iter().map(|a| a.devices.len()).sum();
             if json {
-                let out = serde_json::json!({
-                    "ok": true,
+                let out = serde_json::json!({"ok": true, "result": {
                     "files": loaded.files,
                     "adapters": loaded.adapters.iter().map(|a| &a.name).collect::<Vec<_>>(),
                     "devices": devices,
                     "notes": loaded.notes,
-                });
+                }});
                 println!("{out}");
             } else {
                 for note in &loaded.notes {
@@ -60,7 +59,19 @@ pub fn config_check(dir: &Path, json: bool) -> ExitCode {
         Err(issues) => {
             if json {
                 let errors: Vec<_> = issues.iter().map(issue_json).collect();
-                println!("{}", serde_json::json!({ "ok": false, "errors": errors }));
+                let message = format!(
+                    "{} error{}",
+                    issues.len(),
+                    if issues.len() == 1 { "" } else { "s" }
+                );
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": {
+                        "code": "invalid_config",
+                        "message": message,
+                        "errors": errors,
+                    }})
+                );
             } else {
                 for issue in &issues {
                     eprintln!("error: {issue}");

@@ -124,6 +124,29 @@ pub fn ago(ts_ms: Option<u64>) -> String {
     duration(now.saturating_sub(ts) / 1000) + " ago"
 }
 
+/// Epoch milliseconds as UTC RFC 3339 with milliseconds,
+/// `2026-12-04T02:10:06.123Z` (the box's time zone is rarely the tech's).
+pub fn utc(ts_ms: u64) -> String {
+    let (days, ms) = (ts_ms / 86_400_000, ts_ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 /// A number of seconds as "42 s", "3 min", "5 h", "2 d".
 pub fn duration(secs: u64) -> String {
     match secs {
@@ -147,6 +170,13 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "NAME     STATE");
         assert_eq!(lines[2], "b        offline");
+    }
+
+    #[test]
+    fn timestamps_are_utc_rfc3339() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc(1_796_349_006_123), "2026-12-04T01:50:06.123Z");
     }
 
     #[test]

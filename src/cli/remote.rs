@@ -1,12 +1,12 @@
 //! CLI commands that talk to the running daemon over its control socket:
-//! status, devices, read, write, tail, reload, log-level, lwm2m.
+//! status, devices, points, read, write, tail, reload, log-level, lwm2m.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::{Value as Json, json};
 
-use super::output::{Style, Table, ago, duration};
+use super::output::{Style, Table, ago, duration, utc};
 use super::{EXIT_FAILED, EXIT_NO_DAEMON};
 use crate::control::client::{Client, ClientError, Refused};
 
@@ -55,11 +55,7 @@ impl Remote<'_> {
             Err(e) => self.unreachable(e),
             Ok(Err(refused)) => self.refused(refused),
             Ok(Ok(result)) => {
-                if self.json {
-                    println!("{result}");
-                } else {
-                    human(&result, Style::detect());
-                }
+                self.print(&result, human);
                 ExitCode::SUCCESS
             }
         }
@@ -153,12 +149,94 @@ impl Remote<'_> {
         })
     }
 
+    /// A fresh read. When a read of several points fails (one point is
+    /// enough to fail it), each point is read on its own so the tech sees
+    /// every good value and, beside them, each failed point with its
+    /// error; exit 1 if any failed.
     pub fn read(&self, device: &str, points: &[String]) -> ExitCode {
-        self.call(
-            "read",
-            json!({"device": device, "points": points}),
-            print_values,
-        )
+        let mut client = match self.connect() {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let all = match client.call("read", json!({"device": device, "points": points})) {
+            Err(e) => return self.unreachable(e),
+            Ok(Ok(values)) => {
+                self.print(&json!({"values": values, "errors": {}}), print_read);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Err(refused)) => refused,
+        };
+        let names: Vec<String> = if points.is_empty() {
+            match client.call("points", json!({"device": device})) {
+                Err(e) => return self.unreachable(e),
+                Ok(Ok(map)) => map["points"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .collect(),
+                Ok(Err(_)) => Vec::new(),
+            }
+        } else {
+            points.to_vec()
+        };
+        if names.len() < 2 {
+            return self.refused(all);
+        }
+        let mut values = serde_json::Map::new();
+        let mut errors = serde_json::Map::new();
+        for name in names {
+            match client.call("read", json!({"device": device, "points": [name]})) {
+                Err(e) => return self.unreachable(e),
+                Ok(Ok(v)) => values.extend(v.as_object().cloned().unwrap_or_default()),
+                Ok(Err(r)) => {
+                    errors.insert(name, json!({"code": r.code, "message": r.message}));
+                }
+            }
+        }
+        let failed = !errors.is_empty();
+        self.print(&json!({"values": values, "errors": errors}), print_read);
+        if failed {
+            ExitCode::from(EXIT_FAILED)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    /// A device's point map, from the meta its adapter announced.
+    pub fn points(&self, device: &str) -> ExitCode {
+        self.call("points", json!({"device": device}), |r, _| {
+            let mut t = Table::new(&["POINT", "TYPE", "UNIT", "WRITABLE", "RANGE", "DESCRIPTION"]);
+            for p in r["points"].as_array().into_iter().flatten() {
+                let text = |v: &Json| v.as_str().unwrap_or("-").to_string();
+                let range = match (p["min"].as_f64(), p["max"].as_f64()) {
+                    (None, None) => "-".to_string(),
+                    (min, max) => format!(
+                        "{}..{}",
+                        min.map(|m| m.to_string()).unwrap_or_default(),
+                        max.map(|m| m.to_string()).unwrap_or_default()
+                    ),
+                };
+                t.row(vec![
+                    text(&p["name"]),
+                    text(&p["type"]),
+                    text(&p["unit"]),
+                    if p["writable"] == true { "yes" } else { "no" }.into(),
+                    range,
+                    text(&p["description"]),
+                ]);
+            }
+            print!("{}", t.render());
+        })
+    }
+
+    /// Print a result as JSON (the `ok` envelope) or for people.
+    fn print(&self, result: &Json, human: impl FnOnce(&Json, Style)) {
+        if self.json {
+            println!("{}", json!({"ok": true, "result": result}));
+        } else {
+            human(result, Style::detect());
+        }
     }
 
     pub fn write(&self, device: &str, point: &str, value: &str) -> ExitCode {
@@ -232,7 +310,7 @@ impl Remote<'_> {
             match client.next_event() {
                 Ok(Some(event)) => {
                     if self.json {
-                        println!("{event}");
+                        println!("{}", json!({"ok": true, "result": event}));
                     } else {
                         println!("{}", tail_line(&event, point, style));
                     }
@@ -266,7 +344,36 @@ fn print_values(values: &Json, _style: Style) {
     print!("{}", t.render());
 }
 
+/// Good values, then the points that failed with their error.
+fn print_read(result: &Json, style: Style) {
+    let mut t = Table::new(&["POINT", "VALUE"]);
+    for (k, v) in result["values"].as_object().into_iter().flatten() {
+        t.row(vec![k.clone(), v.to_string()]);
+    }
+    for (k, e) in result["errors"].as_object().into_iter().flatten() {
+        let error = format!(
+            "{}: {}",
+            e["code"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("")
+        );
+        t.row(vec![k.clone(), style.bad(&format!("failed ({error})"))]);
+    }
+    print!("{}", t.render());
+}
+
+/// One live message: its time (the device's `ts`, else now) and what it says.
 fn tail_line(event: &Json, point: Option<&str>, style: Style) -> String {
+    let ts = event["payload"]["ts"]
+        .as_u64()
+        .unwrap_or_else(|| ferrogate_sdk::Timestamp::now().0);
+    format!(
+        "{}  {}",
+        style.dim(&utc(ts)),
+        tail_text(event, point, style)
+    )
+}
+
+fn tail_text(event: &Json, point: Option<&str>, style: Style) -> String {
     let p = &event["payload"];
     let kind = event["kind"].as_str().unwrap_or("?");
     let device = event["device"].as_str().unwrap_or("?");

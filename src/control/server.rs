@@ -168,6 +168,7 @@ async fn handle(state: &ControlState, request: &Json) -> Json {
     match request["cmd"].as_str().unwrap_or("") {
         "status" => success(status(state)),
         "devices" => success(devices(state, request["adapter"].as_str())),
+        "points" => points(state, request["device"].as_str()),
         "read" => {
             let mut body = json!({"id": command_id(), "op": "read"});
             if let Some(points) = request.get("points") {
@@ -221,7 +222,7 @@ async fn handle(state: &ControlState, request: &Json) -> Json {
         other => failure(
             ErrorCode::BadRequest,
             &format!(
-                "unknown cmd `{other}`; expected status, devices, read, write, command, tail, reload, log-level"
+                "unknown cmd `{other}`; expected status, devices, points, read, write, command, tail, reload, log-level"
             ),
         ),
     }
@@ -332,7 +333,7 @@ fn devices(state: &ControlState, adapter: Option<&str>) -> Json {
         .directory
         .snapshot()
         .into_iter()
-        .filter(|(_, d)| adapter.is_none_or(|a| d.adapter == a))
+        .filter(|(_, d)| adapter.is_none_or(|a| adapter_matches(&d.adapter, a)))
         .map(|(name, d)| {
             json!({
                 "name": name,
@@ -347,6 +348,47 @@ fn devices(state: &ControlState, adapter: Option<&str>) -> Json {
     Json::Array(list)
 }
 
+/// `--adapter modbus` names the kind and matches every `modbus/<connection>`
+/// instance; a full instance name matches only itself.
+fn adapter_matches(instance: &str, wanted: &str) -> bool {
+    instance == wanted
+        || instance
+            .strip_prefix(wanted)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// A device's point map as its adapter announced it (its meta).
+fn points(state: &ControlState, device: Option<&str>) -> Json {
+    let Some(device) = device else {
+        return failure(ErrorCode::BadRequest, "missing `device`");
+    };
+    let Some(entry) = state.directory.get(device) else {
+        return failure(ErrorCode::UnknownDevice, &format!("no device `{device}`"));
+    };
+    let Some(meta) = entry.meta else {
+        return failure(
+            ErrorCode::DeviceOffline,
+            &format!("device `{device}` has not announced its points yet"),
+        );
+    };
+    let points: Vec<Json> = meta
+        .points
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "type": p.data_type,
+                "unit": p.unit,
+                "writable": p.writable,
+                "min": p.min,
+                "max": p.max,
+                "description": p.description,
+            })
+        })
+        .collect();
+    success(json!({"device": device, "adapter": entry.adapter, "points": points}))
+}
+
 async fn tail(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     state: &ControlState,
@@ -355,6 +397,17 @@ async fn tail(
 ) {
     let device = request["device"].as_str().map(str::to_string);
     let point = request["point"].as_str().map(str::to_string);
+    if let Some(d) = device
+        .as_deref()
+        .filter(|d| state.directory.get(d).is_none())
+    {
+        let reply = failure(
+            ErrorCode::UnknownDevice,
+            &format!("no device `{d}` (see `ferrogate devices`)"),
+        );
+        let _ = send(write, &reply).await;
+        return;
+    }
     let mut feed = state.live.subscribe();
     if send(
         write,

@@ -8,8 +8,13 @@
 //!   record, filled with [`Record`]s (length + CRC-32 framed) up to
 //!   `segment_bytes`, then sealed (fsynced) and never written again.
 //! - `acked`: the acknowledged-position cursor (every id below it is done),
-//!   rewritten atomically about once a second and at shutdown. Losing its
-//!   latest update only re-sends a few messages (counted as `resent`).
+//!   rewritten atomically every 100 ms while it moves, when a connection
+//!   ends and at shutdown: a crash re-sends at most the last 100 ms of
+//!   acknowledged messages (counted as `resent`).
+//! - `reserve`: 1 MiB kept back so that the seq book and the cursor can be
+//!   saved, and acknowledged segments deleted, on a full disk; given back
+//!   when a bookkeeping write finds no space, taken again once segments
+//!   are deleted.
 //! - `seq.json`: the per-device telemetry `seq` book ([`SeqBook`]).
 //! - `dead-letter`: records the broker kept refusing ([`Outbox::quarantine`]),
 //!   in the segment format, appended and fsynced; never replayed.
@@ -215,7 +220,14 @@ pub struct Outbox {
     peeked: Option<Record>,
     seqs: SeqBook,
     status: OutboxStatus,
+    /// Whether the `reserve` file is in place (see [`Outbox::with_room`]).
+    reserve_held: bool,
 }
+
+/// Space kept back for bookkeeping on a full disk (`reserve`): room for
+/// the seq book of ~20,000 devices and the acknowledged position.
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: u64 = 1 << 20;
 
 /// The file quarantined records go to.
 const DEAD_LETTER: &str = "dead-letter";
@@ -301,6 +313,7 @@ impl Outbox {
             peeked: None,
             seqs,
             status: OutboxStatus::default(),
+            reserve_held: false,
         };
         if let Some(p) = seq_problem {
             ob.report_damage(p, 0);
@@ -315,7 +328,53 @@ impl Outbox {
         ob.uncommitted_from = ob.next_id;
         ob.delete_acked_segments();
         ob.cursor = None;
+        ob.hold_reserve();
         Ok(ob)
+    }
+
+    /// Puts the `reserve` file in place if it is not: space kept back so
+    /// that bookkeeping succeeds on a full disk.
+    fn hold_reserve(&mut self) {
+        if self.reserve_held {
+            return;
+        }
+        let path = self.dir.join(RESERVE);
+        if fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
+            self.reserve_held = true;
+            return;
+        }
+        let made = File::create(&path).and_then(|f| {
+            f.write_all_at(&vec![0; RESERVE_BYTES as usize], 0)?;
+            f.sync_data()
+        });
+        match made {
+            Ok(()) => {
+                self.reserve_held = true;
+                if self.status.write_errors > 0 {
+                    tracing::info!("outbox reserve restored");
+                }
+            }
+            Err(_) => {
+                // No room yet: the next deleted segment makes some.
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// Runs a bookkeeping write (seq book, acknowledged position); on a
+    /// full disk, gives back the reserve and tries once more. Without this,
+    /// acknowledged segments could not be deleted on a full disk (the seq
+    /// book is saved first) and the disk would stay full for good.
+    fn with_room(&mut self, write: impl Fn(&mut Outbox) -> io::Result<()>) -> io::Result<()> {
+        match write(self) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.reserve_held => {
+                tracing::warn!("disk full: releasing the outbox reserve for bookkeeping");
+                let _ = fs::remove_file(self.dir.join(RESERVE));
+                self.reserve_held = false;
+                write(self)
+            }
+            other => other,
+        }
     }
 
     fn report_damage(&mut self, what: String, bytes: u64) {
@@ -368,7 +427,8 @@ impl Outbox {
         }
         let mut b = self.floor.to_le_bytes().to_vec();
         b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-        write_atomically(&self.dir.join("acked"), &b, false)?;
+        let path = self.dir.join("acked");
+        self.with_room(|_| write_atomically(&path, &b, false))?;
         self.floor_saved = self.floor;
         Ok(())
     }
@@ -447,8 +507,9 @@ impl Outbox {
     }
 
     fn delete_acked_segments(&mut self) {
+        let mut deleted = false;
         while self.segments.len() > 1 && self.segments[1].first_id <= self.floor {
-            if let Err(e) = self.seqs.save() {
+            if let Err(e) = self.with_room(|ob| ob.seqs.save()) {
                 self.write_failed("saving the seq book", &e);
                 return;
             }
@@ -456,6 +517,7 @@ impl Outbox {
                 if let Err(e) = fs::remove_file(&seg.path) {
                     tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged segment");
                 }
+                deleted = true;
                 if self
                     .cursor
                     .as_ref()
@@ -464,6 +526,9 @@ impl Outbox {
                     self.cursor = None;
                 }
             }
+        }
+        if deleted {
+            self.hold_reserve();
         }
     }
 
@@ -656,7 +721,7 @@ impl Outbox {
     fn enforce_limit(&mut self) {
         while self.total_bytes() > self.max_bytes && self.segments.len() > 1 {
             let end = self.segments[1].first_id;
-            if let Err(e) = self.seqs.save() {
+            if let Err(e) = self.with_room(|ob| ob.seqs.save()) {
                 self.write_failed("saving the seq book", &e);
                 return;
             }
