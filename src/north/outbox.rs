@@ -8,8 +8,13 @@
 //!   record, filled with [`Record`]s (length + CRC-32 framed) up to
 //!   `segment_bytes`, then sealed (fsynced) and never written again.
 //! - `acked`: the acknowledged-position cursor (every id below it is done),
-//!   rewritten atomically about once a second and at shutdown. Losing its
-//!   latest update only re-sends a few messages (counted as `resent`).
+//!   rewritten atomically every 100 ms while it moves, when a connection
+//!   ends and at shutdown: a crash re-sends at most the last 100 ms of
+//!   acknowledged messages (counted as `resent`).
+//! - `reserve`: 1 MiB kept back so that the seq book and the cursor can be
+//!   saved, and acknowledged segments deleted, on a full disk; given back
+//!   when a bookkeeping write finds no space, taken again once segments
+//!   are deleted.
 //! - `seq.json`: the per-device telemetry `seq` book ([`SeqBook`]).
 //! - `dead-letter`: records the broker kept refusing ([`Outbox::quarantine`]),
 //!   in the segment format, appended and fsynced; never replayed.
@@ -78,7 +83,7 @@
 //! oldest messages go first, are counted in `dropped`, and the telemetry
 //! `seq` gap downstream equals the number dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -126,8 +131,16 @@ pub struct OutboxStatus {
     pub bytes: u64,
     /// Age of the oldest unacknowledged message, in milliseconds.
     pub oldest_age_ms: Option<u64>,
-    /// Messages dropped because the outbox was full (oldest first).
+    /// Telemetry messages dropped because the outbox was full (oldest
+    /// first): equal to the `seq` gap downstream. Kept across restarts.
     pub dropped: u64,
+    /// Retained messages (status, meta) dropped because the outbox was
+    /// full: only when retained messages alone overflow it; otherwise they
+    /// are carried forward (the latest per topic). Kept across restarts.
+    pub dropped_retained: u64,
+    /// Other messages (events, command results) dropped. Kept across
+    /// restarts.
+    pub dropped_other: u64,
     /// Messages sent again after a reconnect or restart: possible duplicates.
     pub resent: u64,
     /// Damaged stretches found (and skipped) since start.
@@ -215,6 +228,33 @@ pub struct Outbox {
     peeked: Option<Record>,
     seqs: SeqBook,
     status: OutboxStatus,
+    /// Whether the `reserve` file is in place (see [`Outbox::with_room`]).
+    reserve_held: bool,
+    /// Hash of each retained topic → the id of its latest record: a
+    /// retained record in a dropped segment is carried forward only if it
+    /// is still its topic's latest.
+    latest_retained: HashMap<u64, u64>,
+}
+
+/// Space kept back for bookkeeping on a full disk (`reserve`): room for
+/// the seq book of ~20,000 devices and the acknowledged position.
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: u64 = 1 << 20;
+
+/// The dropped counts, per kind (JSON).
+const DROPPED: &str = "dropped.json";
+
+/// About what a record takes on disk.
+fn carried_size(r: &Record) -> u64 {
+    (r.payload.len() + r.topic.len() + r.device.len() + 64) as u64
+}
+
+/// The key of a retained topic in [`Outbox::latest_retained`].
+fn topic_key(topic: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    topic.hash(&mut h);
+    h.finish()
 }
 
 /// The file quarantined records go to.
@@ -301,6 +341,8 @@ impl Outbox {
             peeked: None,
             seqs,
             status: OutboxStatus::default(),
+            reserve_held: false,
+            latest_retained: HashMap::new(),
         };
         if let Some(p) = seq_problem {
             ob.report_damage(p, 0);
@@ -310,12 +352,59 @@ impl Outbox {
         if let Ok(bytes) = fs::read(dir.join(DEAD_LETTER)) {
             ob.status.quarantined = scan(&bytes).0.len() as u64;
         }
+        ob.load_dropped();
         ob.recover().map_err(err)?;
         ob.next_id = ob.next_id.max(ob.floor);
         ob.uncommitted_from = ob.next_id;
         ob.delete_acked_segments();
         ob.cursor = None;
+        ob.hold_reserve();
         Ok(ob)
+    }
+
+    /// Puts the `reserve` file in place if it is not: space kept back so
+    /// that bookkeeping succeeds on a full disk.
+    fn hold_reserve(&mut self) {
+        if self.reserve_held {
+            return;
+        }
+        let path = self.dir.join(RESERVE);
+        if fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
+            self.reserve_held = true;
+            return;
+        }
+        let made = File::create(&path).and_then(|f| {
+            f.write_all_at(&vec![0; RESERVE_BYTES as usize], 0)?;
+            f.sync_data()
+        });
+        match made {
+            Ok(()) => {
+                self.reserve_held = true;
+                if self.status.write_errors > 0 {
+                    tracing::info!("outbox reserve restored");
+                }
+            }
+            Err(_) => {
+                // No room yet: the next deleted segment makes some.
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// Runs a bookkeeping write (seq book, acknowledged position); on a
+    /// full disk, gives back the reserve and tries once more. Without this,
+    /// acknowledged segments could not be deleted on a full disk (the seq
+    /// book is saved first) and the disk would stay full for good.
+    fn with_room(&mut self, write: impl Fn(&mut Outbox) -> io::Result<()>) -> io::Result<()> {
+        match write(self) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.reserve_held => {
+                tracing::warn!("disk full: releasing the outbox reserve for bookkeeping");
+                let _ = fs::remove_file(self.dir.join(RESERVE));
+                self.reserve_held = false;
+                write(self)
+            }
+            other => other,
+        }
     }
 
     fn report_damage(&mut self, what: String, bytes: u64) {
@@ -368,7 +457,8 @@ impl Outbox {
         }
         let mut b = self.floor.to_le_bytes().to_vec();
         b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-        write_atomically(&self.dir.join("acked"), &b, false)?;
+        let path = self.dir.join("acked");
+        self.with_room(|_| write_atomically(&path, &b, false))?;
         self.floor_saved = self.floor;
         Ok(())
     }
@@ -398,6 +488,9 @@ impl Outbox {
             for (_, r) in &good {
                 if r.seq > 0 {
                     self.seqs.observe(&r.device, r.seq);
+                }
+                if r.retain {
+                    self.latest_retained.insert(topic_key(&r.topic), r.id);
                 }
                 self.next_id = self.next_id.max(r.id + 1);
             }
@@ -447,8 +540,9 @@ impl Outbox {
     }
 
     fn delete_acked_segments(&mut self) {
+        let mut deleted = false;
         while self.segments.len() > 1 && self.segments[1].first_id <= self.floor {
-            if let Err(e) = self.seqs.save() {
+            if let Err(e) = self.with_room(|ob| ob.seqs.save()) {
                 self.write_failed("saving the seq book", &e);
                 return;
             }
@@ -456,6 +550,7 @@ impl Outbox {
                 if let Err(e) = fs::remove_file(&seg.path) {
                     tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged segment");
                 }
+                deleted = true;
                 if self
                     .cursor
                     .as_ref()
@@ -464,6 +559,9 @@ impl Outbox {
                     self.cursor = None;
                 }
             }
+        }
+        if deleted {
+            self.hold_reserve();
         }
     }
 
@@ -496,6 +594,9 @@ impl Outbox {
     pub fn append(&mut self, msg: NewMessage) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        if msg.retain {
+            self.latest_retained.insert(topic_key(&msg.topic), id);
+        }
         let rec = Record {
             id,
             accepted_ms: now_ms(),
@@ -588,6 +689,14 @@ impl Outbox {
                 self.seqs.commit();
                 self.write_recovered();
                 self.enforce_limit();
+                if !self.buf.is_empty() {
+                    // Retained messages carried forward from a dropped
+                    // segment. The caller's messages are written: a failure
+                    // here must not make it write them again.
+                    if let Err(e) = self.commit() {
+                        tracing::error!(error = %e, "outbox: retained messages carried forward were lost");
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -654,9 +763,14 @@ impl Outbox {
     }
 
     fn enforce_limit(&mut self) {
-        while self.total_bytes() > self.max_bytes && self.segments.len() > 1 {
+        let mut carried: Vec<Record> = Vec::new();
+        // Retained messages carried forward need room too: telemetry is
+        // dropped for them.
+        while self.total_bytes() + carried.iter().map(carried_size).sum::<u64>() > self.max_bytes
+            && self.segments.len() > 1
+        {
             let end = self.segments[1].first_id;
-            if let Err(e) = self.seqs.save() {
+            if let Err(e) = self.with_room(|ob| ob.seqs.save()) {
                 self.write_failed("saving the seq book", &e);
                 return;
             }
@@ -664,12 +778,36 @@ impl Outbox {
                 return;
             };
             let from = self.floor.max(seg.first_id);
-            let acked = self
+            // What the segment holds that the broker never acknowledged.
+            let acked: std::collections::HashSet<u64> = self
                 .inflight
                 .iter()
                 .filter(|f| f.acked && f.record.id >= from && f.record.id < end)
-                .count() as u64;
-            let dropped = end.saturating_sub(from).saturating_sub(acked);
+                .map(|f| f.record.id)
+                .collect();
+            let records = match fs::read(&seg.path) {
+                Ok(bytes) => scan(&bytes).0,
+                Err(e) => {
+                    tracing::warn!(segment = %seg.path.display(), error = %e, "cannot read a segment before dropping it");
+                    Vec::new()
+                }
+            };
+            let (mut telemetry, mut other) = (0u64, 0u64);
+            for (_, r) in records {
+                if r.id < from || r.id >= end || acked.contains(&r.id) {
+                    continue;
+                }
+                if r.seq > 0 {
+                    telemetry += 1;
+                } else if r.retain {
+                    if self.latest_retained.get(&topic_key(&r.topic)) != Some(&r.id) {
+                        continue; // superseded by a newer one: nothing lost
+                    }
+                    carried.push(r);
+                } else {
+                    other += 1;
+                }
+            }
             self.inflight.retain(|f| f.record.id >= end);
             self.unacked = self.inflight.iter().filter(|f| !f.acked).count();
             if self.peeked.as_ref().is_some_and(|p| p.id < end) {
@@ -683,15 +821,81 @@ impl Outbox {
                 self.cursor = None;
             }
             self.floor = self.floor.max(end);
-            self.status.dropped += dropped;
+            self.status.dropped += telemetry;
+            self.status.dropped_other += other;
             tracing::warn!(
-                dropped,
+                telemetry,
+                other,
                 total_dropped = self.status.dropped,
                 "outbox full: dropped the oldest messages"
             );
             if let Err(e) = fs::remove_file(&seg.path) {
                 tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete dropped segment");
             }
+        }
+        if carried.is_empty() {
+            if self.status.dropped + self.status.dropped_other > 0 {
+                self.save_dropped();
+            }
+            return;
+        }
+        // Retained messages still current go to the tail, under new ids,
+        // as far as they fit; only retained messages alone can overflow.
+        let mut room = self.max_bytes.saturating_sub(self.total_bytes());
+        let before = carried.len();
+        carried.retain(|r| {
+            let size = carried_size(r);
+            let fits = size <= room;
+            room = room.saturating_sub(size);
+            fits
+        });
+        self.status.dropped_retained += (before - carried.len()) as u64;
+        self.save_dropped();
+        for r in carried {
+            self.append(NewMessage {
+                topic: r.topic,
+                payload: r.payload.to_vec(),
+                qos: r.qos,
+                retain: true,
+                device: r.device,
+                seq: 0,
+                correlation: r.correlation,
+            });
+        }
+    }
+
+    fn load_dropped(&mut self) {
+        let Ok(bytes) = fs::read(self.dir.join(DROPPED)) else {
+            return;
+        };
+        let Ok(counts) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            self.report_damage(
+                format!("{DROPPED}: unreadable, dropped counts restart at 0"),
+                0,
+            );
+            return;
+        };
+        let get = |k: &str| {
+            counts
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        self.status.dropped = get("telemetry");
+        self.status.dropped_retained = get("retained");
+        self.status.dropped_other = get("other");
+    }
+
+    fn save_dropped(&mut self) {
+        let body = serde_json::json!({
+            "telemetry": self.status.dropped,
+            "retained": self.status.dropped_retained,
+            "other": self.status.dropped_other,
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let path = self.dir.join(DROPPED);
+        if let Err(e) = self.with_room(|_| write_atomically(&path, &bytes, false)) {
+            self.write_failed("saving the dropped counts", &e);
         }
     }
 
@@ -948,6 +1152,7 @@ impl Outbox {
 
     /// Final save at shutdown: fsync, cursor, seq book.
     pub fn close(&mut self) -> io::Result<()> {
+        self.commit()?;
         self.sync_now()?;
         self.save_floor()?;
         self.seqs.save()

@@ -20,8 +20,9 @@ use super::{CommandResultMsg, InboundCommand, Live, lock};
 
 /// How long a connection attempt may take before it is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the acknowledged position is saved.
-const SAVE_FLOOR_EVERY: Duration = Duration::from_secs(1);
+/// How often the acknowledged position is saved (when it moved): a crash
+/// re-sends at most what was acknowledged in this time.
+pub(crate) const SAVE_FLOOR_EVERY: Duration = Duration::from_millis(100);
 /// Connections lost in a row, each right after the same message was sent
 /// and before its PUBACK, after which that message is quarantined.
 const QUARANTINE_AFTER: u32 = 5;
@@ -122,6 +123,9 @@ impl Session {
             let end = self.connection(&stop, probe).await;
             if let End::Lost { was_up: true, .. } = &end {
                 self.watch_head(&mut suspect);
+            }
+            if let Err(e) = lock(&self.outbox).save_floor() {
+                tracing::warn!(error = %e, "cannot save the outbox cursor");
             }
             {
                 let mut live = lock(&self.live);

@@ -32,6 +32,13 @@ pub struct ServerConfig {
     /// Datagrams per second accepted from one source address.
     #[serde(default = "default_rate")]
     pub rate_limit: f64,
+    /// Most distinct devices let in by `allow` patterns; more get 5.03.
+    #[serde(default = "default_max_allowed")]
+    pub max_allowed_devices: usize,
+}
+
+fn default_max_allowed() -> usize {
+    10_000
 }
 
 fn default_paths() -> Vec<String> {
@@ -156,6 +163,8 @@ pub struct CoapPlan {
 pub struct IngestPlan {
     pub paths: Vec<PathTemplate>,
     pub allow: Vec<NamePattern>,
+    /// Most distinct devices let in by `allow` patterns.
+    pub max_allowed: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -361,7 +370,11 @@ pub fn plan(section: &Section<'_>) -> Result<CoapPlan, Vec<ConfigIssue>> {
             per_second: s.rate_limit,
             burst: (s.rate_limit * 2.0).max(10.0),
         });
-        ingest = Some(IngestPlan { paths, allow });
+        ingest = Some(IngestPlan {
+            paths,
+            allow,
+            max_allowed: s.max_allowed_devices,
+        });
     } else {
         endpoint.rate_limit = None;
     }

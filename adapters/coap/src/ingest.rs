@@ -47,8 +47,6 @@ pub struct Ingest {
     plan: IngestPlan,
     known: BTreeSet<String>,
     seen_unknown: BTreeSet<String>,
-    /// Cap on how many distinct allowed-unknown devices are remembered.
-    max_unknown: usize,
 }
 
 impl Ingest {
@@ -57,7 +55,6 @@ impl Ingest {
             plan,
             known: known.into_iter().collect(),
             seen_unknown: BTreeSet::new(),
-            max_unknown: 10_000,
         }
     }
 
@@ -88,7 +85,7 @@ impl Ingest {
                 return Err(refuse("bad_name", Code::BAD_REQUEST, e.to_string()));
             }
             if !self.seen_unknown.contains(&m.device) {
-                if self.seen_unknown.len() >= self.max_unknown {
+                if self.seen_unknown.len() >= self.plan.max_allowed {
                     return Err(refuse(
                         "too_many",
                         Code::SERVICE_UNAVAILABLE,
@@ -167,6 +164,7 @@ mod tests {
                     PathTemplate::parse("/{device}").unwrap(),
                 ],
                 allow: vec![NamePattern::parse("lab-*").unwrap()],
+                max_allowed: 10_000,
             },
             ["meter-1".to_string()],
         )

@@ -100,6 +100,7 @@ fn server_config(settings: &Settings) -> ServerConfig {
         composite_wait: settings.composite_wait,
         max_instances: settings.max_instances,
         max_observations: settings.max_observations,
+        caps: settings.caps,
         ..ServerConfig::default()
     };
     config.coap.seed = seed;
