@@ -14,9 +14,9 @@ use ferrogate_coap::{
 };
 use ferrogate_sdk::time::saturating_add;
 use ferrogate_sdk::{
-    Command, CommandError, DeviceEvent, DeviceForgotten, DeviceMeta, DeviceState, DeviceStatus,
-    ErrorCode, Outcome, PointError, PointErrorKind, PointMeta, Reading, Telemetry, Timestamp,
-    Uplink, Value,
+    Command, CommandError, DeviceEvent, DeviceForgotten, DeviceMeta, DeviceOwners, DeviceState,
+    DeviceStatus, ErrorCode, Outcome, PointError, PointErrorKind, PointMeta, Reading, Telemetry,
+    Timestamp, Uplink, Value,
 };
 
 use crate::content::{self, ContentFormat, PathValue};
@@ -202,6 +202,7 @@ pub struct Lwm2mServer {
     unconfirmed: HashSet<Arc<str>>,
     /// When each Composite-Read in flight is given up for GETs.
     composite_waits: BTreeSet<(Instant, RequestId)>,
+    owners: DeviceOwners,
     /// Point lists by object instances: a fleet of one kind of client
     /// shares one list in its devices' meta.
     point_lists: HashMap<Vec<Path>, Arc<[PointMeta]>>,
@@ -228,10 +229,18 @@ impl Lwm2mServer {
             formats: HashMap::new(),
             no_composite: HashSet::new(),
             unconfirmed: HashSet::new(),
+            owners: DeviceOwners::default(),
             composite_waits: BTreeSet::new(),
             point_lists: HashMap::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The device names configured for other adapters: an endpoint may
+    /// not take one.
+    pub fn with_owners(mut self, owners: DeviceOwners) -> Self {
+        self.owners = owners;
+        self
     }
 
     pub fn registrations(&self) -> &RegistrationTable<Job> {
@@ -647,6 +656,15 @@ impl Lwm2mServer {
             };
         if let Some(refused) = self.too_many_instances(incoming, &parsed.objects) {
             return refused;
+        }
+        let device = self.device_name(&parsed.endpoint);
+        if let Some(owner) = self.owners.owner(&device) {
+            tracing::warn!(peer = %incoming.peer, device = %device, owner, "refused LwM2M registration: the device name belongs to another adapter");
+            self.outputs.push_back(Output::Refused {
+                reason: "name_owned",
+            });
+            return Response::new(Code::FORBIDDEN)
+                .with_diagnostic(format!("device `{device}` belongs to adapter `{owner}`"));
         }
         let registered = match self.table.register(now, incoming.peer, parsed) {
             Ok(r) => r,
