@@ -6,7 +6,8 @@
 //! `mqtt_connected`, `mqtt_publishes_total`, `mqtt_acks_total`,
 //! `mqtt_reconnects_total`; `commands_received_total`,
 //! `commands_answered_total`, `commands_busy_total`; `outbox_depth`, `outbox_bytes`,
-//! `outbox_oldest_age_seconds`, `outbox_dropped_total`, `outbox_resent_total`,
+//! `outbox_oldest_age_seconds`, `outbox_dropped_total` (telemetry),
+//! `outbox_dropped_retained_total`, `outbox_dropped_other_total`, `outbox_resent_total`,
 //! `outbox_write_errors_total`, `outbox_quarantined_total`; `adapter_up`, `adapter_stalled`,
 //! `adapter_restarts_total`, `adapter_refused_total{reason}`; `device_online`, `device_readings_total`,
 //! `device_read_errors_total{kind}`, `device_telemetry_total`;
@@ -200,8 +201,20 @@ pub fn render(s: &Sources) -> String {
     gauge(
         "outbox_dropped_total",
         "counter",
-        "Messages dropped because the outbox was full.",
+        "Telemetry messages dropped because the outbox was full (the seq gap).",
         one(ob.dropped as f64),
+    );
+    gauge(
+        "outbox_dropped_retained_total",
+        "counter",
+        "Retained status/meta messages dropped because the outbox was full.",
+        one(ob.dropped_retained as f64),
+    );
+    gauge(
+        "outbox_dropped_other_total",
+        "counter",
+        "Events and command results dropped because the outbox was full.",
+        one(ob.dropped_other as f64),
     );
     gauge(
         "outbox_resent_total",

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrogate_sdk::{
-    AdapterContext, BuiltAdapter, CommandInbox, CommandRequest, Health, Refusals, Timestamp,
-    UplinkSender,
+    AdapterContext, BuiltAdapter, CommandInbox, CommandRequest, DeviceOwners, Health, Refusals,
+    Timestamp, UplinkSender,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -123,6 +123,11 @@ impl Supervisor {
         let states = states.0;
         let mut command_tx = BTreeMap::new();
         let mut tasks = JoinSet::new();
+        let owners = DeviceOwners::new(adapters.iter().flat_map(|a| {
+            a.devices
+                .iter()
+                .map(|(device, _)| (device.clone(), a.name.clone()))
+        }));
         for built in adapters {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             command_tx.insert(built.name.clone(), tx);
@@ -135,6 +140,7 @@ impl Supervisor {
                 shutdown: shutdown.clone(),
                 health: health.clone(),
                 refusals: refusals.clone(),
+                owners: owners.clone(),
             };
             lock(&states).insert(
                 built.name.clone(),

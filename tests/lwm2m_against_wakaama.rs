@@ -126,10 +126,10 @@ struct Gateway {
     lwm2m_port: u16,
 }
 
-async fn gateway(id: &str) -> Gateway {
+async fn gateway(id: &str, extra: &str) -> Gateway {
     let broker = Mosquitto::start();
     let lwm2m_port = udp_port();
-    let devices = format!("[lwm2m.server]\nbind = \"127.0.0.1:{lwm2m_port}\"\n");
+    let devices = format!("[lwm2m.server]\nbind = \"127.0.0.1:{lwm2m_port}\"\n{extra}\n");
     let config = ConfigDir::new(id, broker.port, "5", &devices);
     let sub = Subscriber::start(broker.port, "#").await;
     let daemon = Daemon::start(config.path());
@@ -209,7 +209,7 @@ async fn every_operation_against_a_live_wakaama_client() {
     let Some(bin) = lwm2mclient() else {
         return;
     };
-    let gw = gateway("gw-wk").await;
+    let gw = gateway("gw-wk", "").await;
     let ep = "wakaama-live";
     let mut client = Wakaama::start(&bin, gw.config.path(), ep, gw.lwm2m_port, 300);
 
@@ -345,11 +345,11 @@ async fn every_operation_against_a_live_wakaama_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_wakaama_client_goes_offline_when_its_lifetime_runs_out() {
+async fn a_killed_wakaama_client_goes_offline_when_its_lifetime_runs_out_and_is_forgotten() {
     let Some(bin) = lwm2mclient() else {
         return;
     };
-    let gw = gateway("gw-wk-kill").await;
+    let gw = gateway("gw-wk-kill", "forget_after = \"2s\"").await;
     let ep = "wakaama-killed";
     let mut client = Wakaama::start(&bin, gw.config.path(), ep, gw.lwm2m_port, 5);
     gw.status(ep, "online", WAIT).await;
@@ -362,4 +362,25 @@ async fn a_killed_wakaama_client_goes_offline_when_its_lifetime_runs_out() {
         "{:?}",
         killed.elapsed()
     );
+    // forget_after later the device is forgotten: its retained status and
+    // meta are cleared (empty retained payloads)
+    for leaf in ["status", "meta"] {
+        gw.sub
+            .wait_for(&gw.topic(ep, leaf), WAIT, |m| m.payload.is_empty())
+            .await;
+    }
+    let socket = gw.config.path().join("control.sock");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(daemon::binary())
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--json", "devices"])
+            .output()
+            .expect("ferrogate devices")
+    })
+    .await
+    .expect("cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(ep), "forgotten, not listed: {text}");
 }

@@ -317,6 +317,8 @@ fn status(state: &ControlState) -> Json {
             "bytes": north.outbox.bytes,
             "oldest_age_ms": north.outbox.oldest_age_ms,
             "dropped": north.outbox.dropped,
+            "dropped_retained": north.outbox.dropped_retained,
+            "dropped_other": north.outbox.dropped_other,
             "resent": north.outbox.resent,
             "write_errors": north.outbox.write_errors,
             "quarantined": north.outbox.quarantined,

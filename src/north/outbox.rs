@@ -83,7 +83,7 @@
 //! oldest messages go first, are counted in `dropped`, and the telemetry
 //! `seq` gap downstream equals the number dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -131,8 +131,16 @@ pub struct OutboxStatus {
     pub bytes: u64,
     /// Age of the oldest unacknowledged message, in milliseconds.
     pub oldest_age_ms: Option<u64>,
-    /// Messages dropped because the outbox was full (oldest first).
+    /// Telemetry messages dropped because the outbox was full (oldest
+    /// first): equal to the `seq` gap downstream. Kept across restarts.
     pub dropped: u64,
+    /// Retained messages (status, meta) dropped because the outbox was
+    /// full: only when retained messages alone overflow it; otherwise they
+    /// are carried forward (the latest per topic). Kept across restarts.
+    pub dropped_retained: u64,
+    /// Other messages (events, command results) dropped. Kept across
+    /// restarts.
+    pub dropped_other: u64,
     /// Messages sent again after a reconnect or restart: possible duplicates.
     pub resent: u64,
     /// Damaged stretches found (and skipped) since start.
@@ -222,12 +230,32 @@ pub struct Outbox {
     status: OutboxStatus,
     /// Whether the `reserve` file is in place (see [`Outbox::with_room`]).
     reserve_held: bool,
+    /// Hash of each retained topic → the id of its latest record: a
+    /// retained record in a dropped segment is carried forward only if it
+    /// is still its topic's latest.
+    latest_retained: HashMap<u64, u64>,
 }
 
 /// Space kept back for bookkeeping on a full disk (`reserve`): room for
 /// the seq book of ~20,000 devices and the acknowledged position.
 const RESERVE: &str = "reserve";
 const RESERVE_BYTES: u64 = 1 << 20;
+
+/// The dropped counts, per kind (JSON).
+const DROPPED: &str = "dropped.json";
+
+/// About what a record takes on disk.
+fn carried_size(r: &Record) -> u64 {
+    (r.payload.len() + r.topic.len() + r.device.len() + 64) as u64
+}
+
+/// The key of a retained topic in [`Outbox::latest_retained`].
+fn topic_key(topic: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    topic.hash(&mut h);
+    h.finish()
+}
 
 /// The file quarantined records go to.
 const DEAD_LETTER: &str = "dead-letter";
@@ -314,6 +342,7 @@ impl Outbox {
             seqs,
             status: OutboxStatus::default(),
             reserve_held: false,
+            latest_retained: HashMap::new(),
         };
         if let Some(p) = seq_problem {
             ob.report_damage(p, 0);
@@ -323,6 +352,7 @@ impl Outbox {
         if let Ok(bytes) = fs::read(dir.join(DEAD_LETTER)) {
             ob.status.quarantined = scan(&bytes).0.len() as u64;
         }
+        ob.load_dropped();
         ob.recover().map_err(err)?;
         ob.next_id = ob.next_id.max(ob.floor);
         ob.uncommitted_from = ob.next_id;
@@ -459,6 +489,9 @@ impl Outbox {
                 if r.seq > 0 {
                     self.seqs.observe(&r.device, r.seq);
                 }
+                if r.retain {
+                    self.latest_retained.insert(topic_key(&r.topic), r.id);
+                }
                 self.next_id = self.next_id.max(r.id + 1);
             }
             let mut len = bytes.len() as u64;
@@ -561,6 +594,9 @@ impl Outbox {
     pub fn append(&mut self, msg: NewMessage) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        if msg.retain {
+            self.latest_retained.insert(topic_key(&msg.topic), id);
+        }
         let rec = Record {
             id,
             accepted_ms: now_ms(),
@@ -653,6 +689,14 @@ impl Outbox {
                 self.seqs.commit();
                 self.write_recovered();
                 self.enforce_limit();
+                if !self.buf.is_empty() {
+                    // Retained messages carried forward from a dropped
+                    // segment. The caller's messages are written: a failure
+                    // here must not make it write them again.
+                    if let Err(e) = self.commit() {
+                        tracing::error!(error = %e, "outbox: retained messages carried forward were lost");
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -719,7 +763,12 @@ impl Outbox {
     }
 
     fn enforce_limit(&mut self) {
-        while self.total_bytes() > self.max_bytes && self.segments.len() > 1 {
+        let mut carried: Vec<Record> = Vec::new();
+        // Retained messages carried forward need room too: telemetry is
+        // dropped for them.
+        while self.total_bytes() + carried.iter().map(carried_size).sum::<u64>() > self.max_bytes
+            && self.segments.len() > 1
+        {
             let end = self.segments[1].first_id;
             if let Err(e) = self.with_room(|ob| ob.seqs.save()) {
                 self.write_failed("saving the seq book", &e);
@@ -729,12 +778,36 @@ impl Outbox {
                 return;
             };
             let from = self.floor.max(seg.first_id);
-            let acked = self
+            // What the segment holds that the broker never acknowledged.
+            let acked: std::collections::HashSet<u64> = self
                 .inflight
                 .iter()
                 .filter(|f| f.acked && f.record.id >= from && f.record.id < end)
-                .count() as u64;
-            let dropped = end.saturating_sub(from).saturating_sub(acked);
+                .map(|f| f.record.id)
+                .collect();
+            let records = match fs::read(&seg.path) {
+                Ok(bytes) => scan(&bytes).0,
+                Err(e) => {
+                    tracing::warn!(segment = %seg.path.display(), error = %e, "cannot read a segment before dropping it");
+                    Vec::new()
+                }
+            };
+            let (mut telemetry, mut other) = (0u64, 0u64);
+            for (_, r) in records {
+                if r.id < from || r.id >= end || acked.contains(&r.id) {
+                    continue;
+                }
+                if r.seq > 0 {
+                    telemetry += 1;
+                } else if r.retain {
+                    if self.latest_retained.get(&topic_key(&r.topic)) != Some(&r.id) {
+                        continue; // superseded by a newer one: nothing lost
+                    }
+                    carried.push(r);
+                } else {
+                    other += 1;
+                }
+            }
             self.inflight.retain(|f| f.record.id >= end);
             self.unacked = self.inflight.iter().filter(|f| !f.acked).count();
             if self.peeked.as_ref().is_some_and(|p| p.id < end) {
@@ -748,15 +821,81 @@ impl Outbox {
                 self.cursor = None;
             }
             self.floor = self.floor.max(end);
-            self.status.dropped += dropped;
+            self.status.dropped += telemetry;
+            self.status.dropped_other += other;
             tracing::warn!(
-                dropped,
+                telemetry,
+                other,
                 total_dropped = self.status.dropped,
                 "outbox full: dropped the oldest messages"
             );
             if let Err(e) = fs::remove_file(&seg.path) {
                 tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete dropped segment");
             }
+        }
+        if carried.is_empty() {
+            if self.status.dropped + self.status.dropped_other > 0 {
+                self.save_dropped();
+            }
+            return;
+        }
+        // Retained messages still current go to the tail, under new ids,
+        // as far as they fit; only retained messages alone can overflow.
+        let mut room = self.max_bytes.saturating_sub(self.total_bytes());
+        let before = carried.len();
+        carried.retain(|r| {
+            let size = carried_size(r);
+            let fits = size <= room;
+            room = room.saturating_sub(size);
+            fits
+        });
+        self.status.dropped_retained += (before - carried.len()) as u64;
+        self.save_dropped();
+        for r in carried {
+            self.append(NewMessage {
+                topic: r.topic,
+                payload: r.payload.to_vec(),
+                qos: r.qos,
+                retain: true,
+                device: r.device,
+                seq: 0,
+                correlation: r.correlation,
+            });
+        }
+    }
+
+    fn load_dropped(&mut self) {
+        let Ok(bytes) = fs::read(self.dir.join(DROPPED)) else {
+            return;
+        };
+        let Ok(counts) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            self.report_damage(
+                format!("{DROPPED}: unreadable, dropped counts restart at 0"),
+                0,
+            );
+            return;
+        };
+        let get = |k: &str| {
+            counts
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        self.status.dropped = get("telemetry");
+        self.status.dropped_retained = get("retained");
+        self.status.dropped_other = get("other");
+    }
+
+    fn save_dropped(&mut self) {
+        let body = serde_json::json!({
+            "telemetry": self.status.dropped,
+            "retained": self.status.dropped_retained,
+            "other": self.status.dropped_other,
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let path = self.dir.join(DROPPED);
+        if let Err(e) = self.with_room(|_| write_atomically(&path, &bytes, false)) {
+            self.write_failed("saving the dropped counts", &e);
         }
     }
 
@@ -1013,6 +1152,7 @@ impl Outbox {
 
     /// Final save at shutdown: fsync, cursor, seq book.
     pub fn close(&mut self) -> io::Result<()> {
+        self.commit()?;
         self.sync_now()?;
         self.save_floor()?;
         self.seqs.save()

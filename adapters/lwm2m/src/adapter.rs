@@ -100,6 +100,7 @@ fn server_config(settings: &Settings) -> ServerConfig {
         composite_wait: settings.composite_wait,
         max_instances: settings.max_instances,
         max_observations: settings.max_observations,
+        caps: settings.caps,
         ..ServerConfig::default()
     };
     config.coap.seed = seed;
@@ -128,7 +129,8 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
     let mut server = Lwm2mServer::new(
         server_config(&settings),
         Arc::new(settings.registry.clone()),
-    );
+    )
+    .with_owners(ctx.owners.clone());
     let mut waiting: HashMap<u64, CommandRequest> = HashMap::new();
     let mut next_key = 0u64;
     let mut commands_open = true;

@@ -9,7 +9,7 @@ use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Section};
 use serde::Deserialize;
 
 use crate::path::PathPattern;
-use crate::registration::ReRegistration;
+use crate::registration::{Caps, ReRegistration};
 use crate::registry::{ObjectRegistry, PointNaming};
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -45,6 +45,18 @@ struct ServerToml {
     max_instances: usize,
     #[serde(default = "default_max_observations")]
     max_observations: usize,
+    #[serde(default = "default_max_registrations")]
+    max_registrations: usize,
+    #[serde(default = "default_max_per_network")]
+    max_registrations_per_network: usize,
+}
+
+fn default_max_registrations() -> usize {
+    Caps::default().max_registrations
+}
+
+fn default_max_per_network() -> usize {
+    Caps::default().max_per_prefix
 }
 
 fn default_max_instances() -> usize {
@@ -90,6 +102,7 @@ pub struct Settings {
     pub composite_wait: Duration,
     pub max_instances: usize,
     pub max_observations: usize,
+    pub caps: Caps,
     pub registry: ObjectRegistry,
     /// Object ids loaded from `object_dir`, for `config check` notes.
     pub loaded_objects: Vec<u16>,
@@ -161,6 +174,11 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
     for (key, value) in [
         ("max_instances", raw.max_instances),
         ("max_observations", raw.max_observations),
+        ("max_registrations", raw.max_registrations),
+        (
+            "max_registrations_per_network",
+            raw.max_registrations_per_network,
+        ),
     ] {
         if value == 0 {
             issues.push(origin.issue(key, format!("{key} must be at least 1")));
@@ -205,6 +223,10 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             composite_wait: raw.composite_wait.0,
             max_instances: raw.max_instances,
             max_observations: raw.max_observations,
+            caps: Caps {
+                max_registrations: raw.max_registrations,
+                max_per_prefix: raw.max_registrations_per_network,
+            },
             registry,
             loaded_objects,
         })),

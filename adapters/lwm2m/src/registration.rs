@@ -116,6 +116,13 @@ pub enum RegistrationError {
     /// A Register for an endpoint held from another address (4.03).
     #[error("endpoint `{endpoint}` is registered from another address")]
     Taken { endpoint: String },
+    /// The table holds `max_registrations` already (5.03).
+    #[error("the server holds {0} registrations, the most it takes")]
+    Full(usize),
+    /// The source's network (/24 for IPv4, /64 for IPv6) holds
+    /// `max_per_prefix` registrations already (5.03).
+    #[error("{0} registrations from this network already, the most it takes")]
+    PrefixFull(usize),
     /// An Update or De-register from another address than the
     /// registration's (4.03): locations are not credentials.
     #[error("registration `{0}` belongs to another address")]
@@ -375,6 +382,34 @@ fn random_id(fallback: u64) -> u64 {
     })
 }
 
+/// The network a source address belongs to for the per-network cap: its
+/// /24 (IPv4) or /64 (IPv6), the unit one site or one attacker holds.
+fn prefix(peer: SocketAddr) -> u128 {
+    match peer.ip() {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4) >> 8),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(u32::from(v4) >> 8),
+            None => (u128::from(v6) >> 64) | (1 << 64),
+        },
+    }
+}
+
+/// How many registrations the table takes: in total and per network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub max_registrations: usize,
+    pub max_per_prefix: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            max_registrations: 100_000,
+            max_per_prefix: 10_000,
+        }
+    }
+}
+
 /// An endpoint whose registration ended, remembered until `forget_at`.
 #[derive(Debug, Clone, Copy)]
 struct Departed {
@@ -437,6 +472,12 @@ pub struct RegistrationTable<C> {
     forget_after: Duration,
     departed: HashMap<Arc<str>, Departed>,
     forgets: BTreeSet<(Instant, Arc<str>)>,
+    /// Ended registrations forgotten before their time (over the cap),
+    /// handed out by the next [`forget`](RegistrationTable::forget).
+    forget_early: Vec<Arc<str>>,
+    caps: Caps,
+    /// Registrations per source network, for `caps.max_per_prefix`.
+    per_prefix: HashMap<u128, usize>,
 }
 
 /// How long an ended registration is remembered by default.
@@ -457,7 +498,16 @@ impl<C> RegistrationTable<C> {
             forget_after: DEFAULT_FORGET_AFTER,
             departed: HashMap::new(),
             forgets: BTreeSet::new(),
+            forget_early: Vec::new(),
+            caps: Caps::default(),
+            per_prefix: HashMap::new(),
         }
+    }
+
+    /// How many registrations to take, in total and per source network.
+    pub fn with_caps(mut self, caps: Caps) -> Self {
+        self.caps = caps;
+        self
     }
 
     /// Who may take over an endpoint from another address, and how long
@@ -498,6 +548,19 @@ impl<C> RegistrationTable<C> {
             return Err(RegistrationError::Taken {
                 endpoint: req.endpoint,
             });
+        }
+        // a client registering again replaces its own entry: not counted twice
+        let again = self
+            .by_endpoint
+            .get(req.endpoint.as_str())
+            .and_then(|id| self.entries.get(id))
+            .map(|e| prefix(e.reg.peer));
+        if again.is_none() && self.entries.len() >= self.caps.max_registrations {
+            return Err(RegistrationError::Full(self.entries.len()));
+        }
+        let in_prefix = self.per_prefix.get(&prefix(peer)).copied().unwrap_or(0);
+        if again != Some(prefix(peer)) && in_prefix >= self.caps.max_per_prefix {
+            return Err(RegistrationError::PrefixFull(in_prefix));
         }
         if let Some(d) = self.departed.remove(req.endpoint.as_str()) {
             self.forgets
@@ -645,12 +708,22 @@ impl<C> RegistrationTable<C> {
             self.forgets.remove(&(old.forget_at, reg.endpoint.clone()));
         }
         self.forgets.insert((forget_at, reg.endpoint.clone()));
+        // churn (register, leave, register another name) must not grow the
+        // memory of ended registrations past the registrations cap: the
+        // earliest are forgotten early
+        while self.departed.len() > self.caps.max_registrations {
+            let Some((_, endpoint)) = self.forgets.pop_first() else {
+                break;
+            };
+            self.departed.remove(&endpoint);
+            self.forget_early.push(endpoint);
+        }
     }
 
     /// Endpoints whose registration ended `forget_after` ago and that did
     /// not register again: the caller removes their devices.
     pub fn forget(&mut self, now: Instant) -> Vec<Arc<str>> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.forget_early);
         while let Some((at, _)) = self.forgets.first() {
             if *at > now {
                 break;
@@ -812,6 +885,7 @@ impl<C> RegistrationTable<C> {
         self.expiries.insert((reg.expires_at(), id));
         self.by_endpoint.insert(reg.endpoint.clone(), id);
         self.by_peer.insert(reg.peer, id);
+        *self.per_prefix.entry(prefix(reg.peer)).or_default() += 1;
         self.entries.insert(
             id,
             Box::new(Entry {
@@ -824,6 +898,13 @@ impl<C> RegistrationTable<C> {
     fn remove(&mut self, id: u64) -> Option<Entry<C>> {
         let entry = *self.entries.remove(&id)?;
         self.expiries.remove(&(entry.reg.expires_at(), id));
+        let net = prefix(entry.reg.peer);
+        if let Some(n) = self.per_prefix.get_mut(&net) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_prefix.remove(&net);
+            }
+        }
         if self.by_endpoint.get(&entry.reg.endpoint) == Some(&id) {
             self.by_endpoint.remove(&entry.reg.endpoint);
         }
@@ -1129,6 +1210,47 @@ mod tests {
         assert_eq!(table.forget(after_forget), [Arc::from("e")]);
         assert_eq!(table.departed_len(), 0);
         assert!(try_register(&mut table, after_forget, "e", 2000).is_ok());
+    }
+
+    #[test]
+    fn registrations_are_capped_in_total_and_per_network() {
+        let t0 = Instant::now();
+        let mut table = RegistrationTable::<u32>::new(Duration::from_secs(93)).with_caps(Caps {
+            max_registrations: 3,
+            max_per_prefix: 2,
+        });
+        let at = |ip: [u8; 4], port| SocketAddr::from((ip, port));
+        let reg = |table: &mut RegistrationTable<u32>, ep: &str, peer| {
+            table.register(
+                t0,
+                peer,
+                RegisterRequest::parse([format!("ep={ep}").as_str()], b"").unwrap(),
+            )
+        };
+        assert!(reg(&mut table, "a", at([10, 0, 0, 1], 1)).is_ok());
+        assert!(reg(&mut table, "b", at([10, 0, 0, 2], 1)).is_ok());
+        assert!(matches!(
+            reg(&mut table, "c", at([10, 0, 0, 3], 1)),
+            Err(RegistrationError::PrefixFull(2))
+        ));
+        // registering again is no new registration
+        assert!(reg(&mut table, "a", at([10, 0, 0, 1], 2)).is_ok());
+        assert!(reg(&mut table, "c", at([10, 0, 1, 3], 1)).is_ok());
+        assert!(matches!(
+            reg(&mut table, "d", at([192, 168, 0, 1], 1)),
+            Err(RegistrationError::Full(3))
+        ));
+        // a v6 /64 is one network, a v4-mapped address its v4 /24
+        let v6 = |last: u16| {
+            SocketAddr::from((
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last),
+                1,
+            ))
+        };
+        assert_eq!(prefix(v6(1)), prefix(v6(2)));
+        assert_ne!(prefix(v6(1)), prefix(at([10, 0, 0, 1], 1)));
+        let mapped: SocketAddr = "[::ffff:10.0.0.9]:1".parse().unwrap();
+        assert_eq!(prefix(mapped), prefix(at([10, 0, 0, 1], 1)));
     }
 
     #[test]

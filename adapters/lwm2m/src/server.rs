@@ -14,15 +14,16 @@ use ferrogate_coap::{
 };
 use ferrogate_sdk::time::saturating_add;
 use ferrogate_sdk::{
-    Command, CommandError, DeviceEvent, DeviceMeta, DeviceState, DeviceStatus, ErrorCode, Outcome,
-    PointError, PointErrorKind, PointMeta, Reading, Telemetry, Timestamp, Uplink, Value,
+    Command, CommandError, DeviceEvent, DeviceForgotten, DeviceMeta, DeviceOwners, DeviceState,
+    DeviceStatus, ErrorCode, Outcome, PointError, PointErrorKind, PointMeta, Reading, Telemetry,
+    Timestamp, Uplink, Value,
 };
 
 use crate::content::{self, ContentFormat, PathValue};
 use crate::operations::{self, ClientView, Plan, Planned, Step};
 use crate::path::{Path, PathPattern};
 use crate::registration::{
-    DEFAULT_FORGET_AFTER, ReRegistration, RegisterRequest, Registration, RegistrationError,
+    Caps, DEFAULT_FORGET_AFTER, ReRegistration, RegisterRequest, Registration, RegistrationError,
     RegistrationTable, UpdateRequest, Version,
 };
 use crate::registry::{ObjectRegistry, PointNaming};
@@ -49,6 +50,8 @@ pub struct ServerConfig {
     pub max_instances: usize,
     /// Observations of one client at once (automatic and by command).
     pub max_observations: usize,
+    /// Registrations in total and per source network.
+    pub caps: Caps,
     /// The CoAP engine; NSTART is 1 (one unacknowledged request per
     /// client, RFC 7252 §4.7) unless set otherwise.
     pub coap: EndpointConfig,
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             composite_wait: DEFAULT_COMPOSITE_WAIT,
             max_instances: DEFAULT_MAX_INSTANCES,
             max_observations: DEFAULT_MAX_OBSERVATIONS,
+            caps: Caps::default(),
             coap: EndpointConfig {
                 nstart: 1,
                 ..EndpointConfig::default()
@@ -198,6 +202,7 @@ pub struct Lwm2mServer {
     unconfirmed: HashSet<Arc<str>>,
     /// When each Composite-Read in flight is given up for GETs.
     composite_waits: BTreeSet<(Instant, RequestId)>,
+    owners: DeviceOwners,
     /// Point lists by object instances: a fleet of one kind of client
     /// shares one list in its devices' meta.
     point_lists: HashMap<Vec<Path>, Arc<[PointMeta]>>,
@@ -213,7 +218,8 @@ impl Lwm2mServer {
         Lwm2mServer {
             coap: Endpoint::new(config.coap.clone()),
             table: RegistrationTable::new(config.awake_window)
-                .with_policy(config.re_registration, config.forget_after),
+                .with_policy(config.re_registration, config.forget_after)
+                .with_caps(config.caps),
             registry,
             config,
             sent: HashMap::new(),
@@ -223,10 +229,18 @@ impl Lwm2mServer {
             formats: HashMap::new(),
             no_composite: HashSet::new(),
             unconfirmed: HashSet::new(),
+            owners: DeviceOwners::default(),
             composite_waits: BTreeSet::new(),
             point_lists: HashMap::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The device names configured for other adapters: an endpoint may
+    /// not take one.
+    pub fn with_owners(mut self, owners: DeviceOwners) -> Self {
+        self.owners = owners;
+        self
     }
 
     pub fn registrations(&self) -> &RegistrationTable<Job> {
@@ -287,7 +301,12 @@ impl Lwm2mServer {
             }
         }
         for endpoint in self.table.forget(now) {
-            tracing::debug!(endpoint = %endpoint, "LwM2M endpoint forgotten");
+            let device = self.device_name(&endpoint);
+            tracing::debug!(device = %device, "LwM2M client forgotten");
+            self.outputs
+                .push_back(Output::Uplink(Uplink::Forgotten(DeviceForgotten {
+                    device,
+                })));
         }
         for (endpoint, job) in self.table.expire_held(now) {
             self.complete(
@@ -638,12 +657,30 @@ impl Lwm2mServer {
         if let Some(refused) = self.too_many_instances(incoming, &parsed.objects) {
             return refused;
         }
+        let device = self.device_name(&parsed.endpoint);
+        if let Some(owner) = self.owners.owner(&device) {
+            tracing::warn!(peer = %incoming.peer, device = %device, owner, "refused LwM2M registration: the device name belongs to another adapter");
+            self.outputs.push_back(Output::Refused {
+                reason: "name_owned",
+            });
+            return Response::new(Code::FORBIDDEN)
+                .with_diagnostic(format!("device `{device}` belongs to adapter `{owner}`"));
+        }
         let registered = match self.table.register(now, incoming.peer, parsed) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
-                self.outputs.push_back(Output::Refused { reason: "taken" });
-                return Response::new(Code::FORBIDDEN).with_diagnostic(e.to_string());
+                let (reason, code) = match e {
+                    RegistrationError::Full(_) => {
+                        ("too_many_registrations", Code::SERVICE_UNAVAILABLE)
+                    }
+                    RegistrationError::PrefixFull(_) => {
+                        ("too_many_from_network", Code::SERVICE_UNAVAILABLE)
+                    }
+                    _ => ("taken", Code::FORBIDDEN),
+                };
+                self.outputs.push_back(Output::Refused { reason });
+                return Response::new(code).with_diagnostic(e.to_string());
             }
         };
         if let Some(old) = &registered.replaced {

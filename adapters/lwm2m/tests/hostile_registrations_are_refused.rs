@@ -114,3 +114,26 @@ async fn endpoint_names_that_cannot_be_topics_are_refused_and_counted() {
     }
     h.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_cannot_take_a_device_another_adapter_owns() {
+    // an LwM2M client `ep=mb-good` once took over the Modbus device
+    // `mb-good`, and kept it after its registration expired
+    let owners = ferrogate_sdk::DeviceOwners::new([("mb-good".to_string(), "modbus".to_string())]);
+    let (mut h, server) = start_server_with_owners("", owners).await;
+    let server = server.to_string();
+    let port = client_port();
+    let out = coap_client(args(
+        port,
+        "post",
+        &["-t", "40", "-e", "</3/0>"],
+        format!("coap://{server}/rd?ep=mb-good&lt=60"),
+    ))
+    .await;
+    assert_eq!(code(&out), Some("4.03"), "ep=mb-good:\n{out}");
+    assert!(out.contains("modbus"), "the answer names the owner:\n{out}");
+    refused(&h, "name_owned", 1).await;
+    // a free name registers
+    register_ok(&mut h, &server, port, "lw-free").await;
+    h.shutdown.cancel();
+}

@@ -127,6 +127,7 @@ fn main() {
                 shutdown: shutdown.clone(),
                 health: Health::default(),
                 refusals: Default::default(),
+                owners: Default::default(),
             };
             let mut adapter = b.adapter;
             tokio::spawn(async move { adapter.run(ctx).await });

@@ -179,6 +179,24 @@ impl Health {
     }
 }
 
+/// The devices configured in the gateway and the adapter owning each, for
+/// adapters whose devices appear at run time (an LwM2M endpoint, a CoAP
+/// ingest name): a name another adapter owns is refused, never taken over.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceOwners(Arc<std::collections::BTreeMap<String, String>>);
+
+impl DeviceOwners {
+    /// From `(device, adapter)` pairs.
+    pub fn new(owners: impl IntoIterator<Item = (String, String)>) -> Self {
+        DeviceOwners(Arc::new(owners.into_iter().collect()))
+    }
+
+    /// The adapter that owns `device`, if one was configured with it.
+    pub fn owner(&self, device: &str) -> Option<&str> {
+        self.0.get(device).map(String::as_str)
+    }
+}
+
 /// Everything a running adapter receives from the runtime.
 #[derive(Debug, Clone)]
 pub struct AdapterContext {
@@ -190,6 +208,8 @@ pub struct AdapterContext {
     pub health: Health,
     /// Where the adapter counts network input it refused.
     pub refusals: Refusals,
+    /// Who owns the configured device names.
+    pub owners: DeviceOwners,
 }
 
 /// An adapter built from configuration, not yet running.

@@ -23,7 +23,7 @@ pub mod time;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandInbox,
-    Health, UplinkEnvelope, UplinkObserver, UplinkSender,
+    DeviceOwners, Health, UplinkEnvelope, UplinkObserver, UplinkSender,
 };
 pub use command::{Command, CommandError, CommandRequest, ErrorCode, Operation, Outcome};
 pub use model::{

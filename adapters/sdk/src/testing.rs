@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::{AdapterContext, AdapterKind, BuiltAdapter, CommandInbox, Health};
+use crate::adapter::{
+    AdapterContext, AdapterKind, BuiltAdapter, CommandInbox, DeviceOwners, Health,
+};
 use crate::adapter::{UplinkEnvelope, UplinkSender};
 use crate::command::{Command, CommandRequest, Outcome};
 use crate::config::{BuildContext, ConfigIssue, Node, Section, SourceFile};
@@ -35,6 +37,11 @@ impl TestHarness {
 
 /// A context for an adapter named `name`, and the test's handles on it.
 pub fn context(name: &str) -> (AdapterContext, TestHarness) {
+    context_with_owners(name, DeviceOwners::default())
+}
+
+/// Like [`context`], with configured devices owned by other adapters.
+pub fn context_with_owners(name: &str, owners: DeviceOwners) -> (AdapterContext, TestHarness) {
     let (up_tx, up_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
@@ -47,6 +54,7 @@ pub fn context(name: &str) -> (AdapterContext, TestHarness) {
         shutdown: shutdown.clone(),
         health: health.clone(),
         refusals: refusals.clone(),
+        owners,
     };
     let harness = TestHarness {
         uplinks: up_rx,

@@ -23,6 +23,14 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Start the adapter built from `[lwm2m.server]` settings (`bind` is
 /// filled in with a free loopback port).
 pub async fn start_server(extra: &str) -> (TestHarness, SocketAddr) {
+    start_server_with_owners(extra, ferrogate_sdk::DeviceOwners::default()).await
+}
+
+/// [`start_server`] in a gateway where other adapters own `owners`.
+pub async fn start_server_with_owners(
+    extra: &str,
+    owners: ferrogate_sdk::DeviceOwners,
+) -> (TestHarness, SocketAddr) {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
@@ -35,7 +43,7 @@ pub async fn start_server(extra: &str) -> (TestHarness, SocketAddr) {
     assert_eq!(built.len(), 1);
     let mut adapter = built.remove(0);
     assert_eq!(adapter.name, "lwm2m");
-    let (ctx, harness) = testing::context("lwm2m");
+    let (ctx, harness) = testing::context_with_owners("lwm2m", owners);
     tokio::spawn(async move {
         let _ = adapter.adapter.run(ctx).await;
     });
