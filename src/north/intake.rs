@@ -121,9 +121,14 @@ pub(crate) fn hand_over(
     router: &mpsc::Sender<InboundCommand>,
     cmd: InboundCommand,
 ) -> Option<CommandResultMsg> {
-    let cmd = match router.try_send(cmd) {
+    let (cmd, why) = match router.try_send(cmd) {
         Ok(()) => return None,
-        Err(mpsc::error::TrySendError::Full(cmd) | mpsc::error::TrySendError::Closed(cmd)) => cmd,
+        Err(mpsc::error::TrySendError::Full(cmd)) => {
+            (cmd, "the gateway has too many commands queued; retry later")
+        }
+        Err(mpsc::error::TrySendError::Closed(cmd)) => {
+            (cmd, "the gateway is stopping; retry later")
+        }
     };
     let id = match &cmd.request {
         Ok(r) => r.id.clone(),
@@ -136,10 +141,7 @@ pub(crate) fn hand_over(
     Some(CommandResultMsg {
         device: cmd.device,
         id,
-        outcome: Err(CommandError::new(
-            ErrorCode::Busy,
-            "the gateway has too many commands queued; retry later",
-        )),
+        outcome: Err(CommandError::new(ErrorCode::Busy, why)),
         reply_to: cmd.reply_to,
     })
 }
