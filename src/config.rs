@@ -286,6 +286,21 @@ fn read_file(path: &Path, issues: &mut Vec<ConfigIssue>) -> Option<SourceFile> {
     }
 }
 
+/// Files in `conf.d/` and `profiles/` that are not read because they do
+/// not end in `.toml` (`meters.yaml`, `plant.toml.bak`), for `config check`
+/// and the daemon's start to say so rather than ignore them silently.
+pub fn ignored_files(dir: &Path) -> Vec<PathBuf> {
+    let mut ignored: Vec<PathBuf> = ["conf.d", "profiles"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_none_or(|x| x != "toml"))
+        .collect();
+    ignored.sort();
+    ignored
+}
+
 /// The `*.toml` files of a directory, sorted by name; a missing directory is empty.
 fn read_dir_files(dir: &Path, issues: &mut Vec<ConfigIssue>) -> Vec<SourceFile> {
     let entries = match std::fs::read_dir(dir) {

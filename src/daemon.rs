@@ -112,11 +112,18 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// `ferrogate run --config DIR`.
-pub fn main(dir: &Path) -> ExitCode {
+/// How often a gateway waiting for its configuration checks it again.
+const CONFIG_RECHECK: Duration = Duration::from_secs(5);
+
+/// `ferrogate run --config DIR [--wait-for-config]`.
+pub fn main(dir: &Path, wait_for_config: bool) -> ExitCode {
     limit_malloc_arenas();
     let loaded = match config::load(dir, &crate::kinds::all()) {
         Ok(l) => l,
+        Err(issues) if wait_for_config => match wait_for_valid_config(dir, issues) {
+            Some(l) => l,
+            None => return ExitCode::SUCCESS,
+        },
         Err(issues) => {
             for issue in &issues {
                 eprintln!("error: {issue}");
@@ -157,6 +164,58 @@ pub fn main(dir: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A fresh install: the configuration is not valid yet (the shipped
+/// minimal `gateway.toml` leaves `gateway_id` unset on purpose), so nothing
+/// joins the broker. Say what is wrong and how to go on, tell systemd we
+/// are up and waiting (status line, watchdog pings), and check again every
+/// [`CONFIG_RECHECK`] or on SIGHUP. `None` when stopped while waiting.
+fn wait_for_valid_config(
+    dir: &Path,
+    issues: Vec<ferrogate_sdk::config::ConfigIssue>,
+) -> Option<LoadedConfig> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        // Handlers first: a SIGHUP right after the message must not kill us.
+        let mut term = signal(SignalKind::terminate()).ok()?;
+        let mut int = signal(SignalKind::interrupt()).ok()?;
+        let mut hup = signal(SignalKind::hangup()).ok()?;
+        for issue in &issues {
+            eprintln!("error: {issue}");
+        }
+        eprintln!(
+            "{}: waiting for a valid configuration ({} error{}): edit it, check it with `ferrogate config check --config {0}`; the gateway starts once it passes (checked every {} s and on SIGHUP)",
+            dir.display(),
+            issues.len(),
+            if issues.len() == 1 { "" } else { "s" },
+            CONFIG_RECHECK.as_secs()
+        );
+        let notifier = Notifier::from_env().unwrap_or_else(|_| Notifier::disabled());
+        notifier.ready();
+        notifier.status(&format!(
+            "waiting for configuration: {} error(s), see `ferrogate config check --config {}`",
+            issues.len(),
+            dir.display()
+        ));
+        loop {
+            tokio::select! {
+                _ = term.recv() => return None,
+                _ = int.recv() => return None,
+                _ = hup.recv() => {}
+                _ = tokio::time::sleep(CONFIG_RECHECK) => {}
+            }
+            notifier.watchdog();
+            if let Ok(loaded) = config::load(dir, &crate::kinds::all()) {
+                eprintln!("{}: configuration valid, starting", dir.display());
+                notifier.status("configuration valid, starting");
+                return Some(loaded);
+            }
+        }
+    })
 }
 
 /// Run until `stop` is cancelled or a SIGTERM/SIGINT arrives. `config_dir`

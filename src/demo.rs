@@ -32,8 +32,20 @@ fn write_config(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("conf.d/demo.toml"), DEVICES_TOML)
 }
 
+/// The demo's scratch directory (config, outbox, control socket), removed
+/// however the demo ends, a failed start included.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run(port: u16, count: Option<u64>, log: crate::logging::LogHandle) -> Result<(), String> {
-    let base = std::env::temp_dir().join(format!("ferrogate-demo-{}", std::process::id()));
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("ferrogate-demo-{}", std::process::id())));
+    let base = &scratch.0;
     let config_dir = base.join("config");
     write_config(&config_dir).map_err(|e| format!("cannot write the demo config: {e}"))?;
     let mut loaded = config::load(&config_dir, &crate::kinds::all()).map_err(|issues| {
@@ -48,7 +60,7 @@ fn run(port: u16, count: Option<u64>, log: crate::logging::LogHandle) -> Result<
     crate::daemon::start_embedded_broker(&mut loaded.gateway.mqtt, port)
         .map_err(|e| e.to_string())?;
     let root = format!("ferrogate/{}", loaded.gateway.gateway_id);
-    banner(port, &root);
+    banner(port, &root, &loaded.gateway.control.socket);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,11 +74,10 @@ fn run(port: u16, count: Option<u64>, log: crate::logging::LogHandle) -> Result<
         viewer.abort();
         result.map_err(|e| e.to_string())
     });
-    let _ = std::fs::remove_dir_all(&base);
     result
 }
 
-fn banner(port: u16, root: &str) {
+fn banner(port: u16, root: &str, socket: &Path) {
     println!(
         "ferrogate demo: embedded MQTT broker on 127.0.0.1:{port}, simulated devices meter-1 and boiler-1"
     );
@@ -74,7 +85,14 @@ fn banner(port: u16, root: &str) {
         "  watch from another terminal:  mosquitto_sub -h 127.0.0.1 -p {port} -t '{root}/#' -v"
     );
     println!(
-        "  write the boiler setpoint:    mosquitto_pub -h 127.0.0.1 -p {port} -t '{root}/devices/boiler-1/cmd' -m '{{\"id\":\"1\",\"op\":\"write\",\"point\":\"setpoint\",\"value\":65}}'"
+        "  write the boiler setpoint:    mosquitto_pub -h 127.0.0.1 -p {port} -t '{root}/devices/boiler-1/cmd' -m \"{{\\\"id\\\":\\\"$(date +%s%N)\\\",\\\"op\\\":\\\"write\\\",\\\"point\\\":\\\"setpoint\\\",\\\"value\\\":65}}\""
+    );
+    println!(
+        "    (a fresh id each time: a repeated id returns the first result without writing again)"
+    );
+    println!(
+        "  the CLI against this gateway: ferrogate status --socket {}",
+        socket.display()
     );
     println!("  stop with Ctrl-C\n");
 }

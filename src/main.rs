@@ -39,6 +39,10 @@ enum Command {
         /// Configuration directory (gateway.toml, conf.d/, profiles/).
         #[arg(long, short, default_value = "/etc/ferrogate")]
         config: PathBuf,
+        /// While the configuration is invalid (a fresh install), say why and
+        /// wait for it to pass `config check` instead of exiting.
+        #[arg(long)]
+        wait_for_config: bool,
     },
     /// Run the gateway with an embedded MQTT broker and simulated devices.
     Demo {
@@ -121,8 +125,13 @@ enum Command {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write it with a page per subcommand.
+    Man {
+        /// Write ferrogate.1 and the ferrogate-*.1 pages it refers to into
+        /// this directory instead of printing ferrogate(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +141,10 @@ enum ConfigCommand {
         /// Configuration directory (gateway.toml, conf.d/, profiles/).
         #[arg(long, short, default_value = "/etc/ferrogate")]
         config: PathBuf,
+        /// Also print the notes (resolved addresses, serial line load,
+        /// where each profile came from), not only the summary.
+        #[arg(long, short)]
+        verbose: bool,
     },
 }
 
@@ -238,9 +251,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config {
-            command: ConfigCommand::Check { config },
-        } => ferrogate::cli::config_check(&config, cli.json),
-        Command::Run { config } => ferrogate::daemon::main(&config),
+            command: ConfigCommand::Check { config, verbose },
+        } => ferrogate::cli::config_check(&config, verbose, cli.json),
+        Command::Run {
+            config,
+            wait_for_config,
+        } => ferrogate::daemon::main(&config, wait_for_config),
         #[cfg(feature = "embedded-broker")]
         Command::Demo { port, count } => ferrogate::demo::main(port, count),
         #[cfg(not(feature = "embedded-broker"))]
@@ -323,8 +339,12 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Command::Man { dir } => {
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

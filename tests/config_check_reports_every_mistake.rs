@@ -263,3 +263,187 @@ fn the_shipped_configs_are_valid() {
         assert_eq!(code, 0, "{example:?}: {json}");
     }
 }
+
+/// The ten mistakes of an integrator's first directory, in one run: typo'd
+/// key, wrong type, bad duration, overlapping registers, missing profile,
+/// duplicate device, bad address, wrong enum value, missing file and a
+/// TOML syntax error in one file, which hides none of the others. A
+/// connection that is defined but invalid gets no false "define it" hint
+/// on its devices; a file with another extension in conf.d is reported.
+#[test]
+fn ten_mistakes_in_one_directory_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "gateway.toml",
+        r#"gateway_id = "gw"
+state_dir = "state"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+password_file = "/nonexistent/ferrogate.pass"
+"#,
+    );
+    write(
+        d,
+        "conf.d/plant.toml",
+        r#"[[modbus.connection]]
+name = "plant"
+transport = "tcp"
+address = "127.0.0.300:502"
+
+[[modbus.device]]
+name = "meter-1"
+connection = "plant"
+unit = 1
+profile = "no-such-meter"
+
+[[modbus.device]]
+name = "boiler"
+connection = "plant"
+unit = "one"
+
+[[modbus.device]]
+name = "pump"
+connection = "plant"
+unit = 2
+poll = "5 sec"
+
+[[modbus.device]]
+name = "tank"
+connection = "plant"
+unit = 3
+polll = "1s"
+
+[[modbus.device]]
+name = "chiller"
+connection = "plant"
+unit = 4
+
+[[modbus.device.point]]
+name = "a"
+address = 0
+type = "u32"
+
+[[modbus.device.point]]
+name = "b"
+address = 1
+type = "u16"
+
+[[modbus.device]]
+name = "fan"
+connection = "plant"
+unit = 5
+
+[[modbus.device.point]]
+name = "speed"
+address = 0
+type = "float"
+"#,
+    );
+    write(
+        d,
+        "conf.d/site.toml",
+        r#"[[modbus.device]]
+name = "chiller"
+connection = "plant"
+unit = 6
+"#,
+    );
+    write(d, "conf.d/broken.toml", "[[modbus.device]\nname = \"x\"\n");
+    write(d, "conf.d/old-meters.yaml", "devices: []\n");
+
+    let (code, json) = check(d);
+    assert_eq!(code, 1, "{json}");
+    let errors = json["error"]["errors"].as_array().unwrap();
+    let expected: [Expected; 10] = [
+        ("gateway.toml", 6, 17, "/nonexistent/ferrogate.pass"),
+        ("plant.toml", 4, 11, "`127.0.0.300` is not an IPv4 address"),
+        ("plant.toml", 10, 11, "no-such-meter"),
+        ("plant.toml", 15, 8, "invalid type"),
+        ("plant.toml", 21, 8, "invalid duration `5 sec`"),
+        ("plant.toml", 27, 1, "polll"),
+        ("plant.toml", 40, 8, "overlaps point `a`"),
+        ("plant.toml", 52, 8, "float"),
+        ("site.toml", 2, 8, "device `chiller` is defined twice"),
+        ("broken.toml", 1, 17, "expected `]`"),
+    ];
+    for e in expected {
+        assert_reported(errors, e);
+    }
+    let text = json.to_string();
+    assert!(
+        !text.contains("define it with"),
+        "no false hint for a defined but invalid connection: {text}"
+    );
+    assert!(
+        json["error"]["warnings"]
+            .to_string()
+            .contains("old-meters.yaml"),
+        "non-.toml file reported: {json}"
+    );
+}
+
+#[test]
+fn modbus_addresses_are_checked_like_coap_binds() {
+    for (address, fragment) in [
+        ("127.0.0.300", "`127.0.0.300` is not an IPv4 address"),
+        (":502", "has no host"),
+        ("http://10.0.0.5:502", "is a URL"),
+        ("10.0.0.5:70000", "is not a port number"),
+        ("fd00::5", "needs brackets"),
+        ("meter_1.local", "not a host name"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "gateway.toml",
+            "gateway_id = \"gw\"\nstate_dir = \"state\"\n",
+        );
+        write(
+            d,
+            "conf.d/m.toml",
+            &format!(
+                "[[modbus.connection]]\nname = \"plant\"\ntransport = \"tcp\"\naddress = \"{address}\"\n"
+            ),
+        );
+        let (code, json) = check(d);
+        assert_eq!(code, 1, "{address}: {json}");
+        let errors = json["error"]["errors"].as_array().unwrap();
+        assert_reported(errors, ("m.toml", 4, 11, fragment));
+    }
+    // No port: 502, and config check says so (with --verbose).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "gateway.toml",
+        "gateway_id = \"gw\"\nstate_dir = \"state\"\n",
+    );
+    write(
+        d,
+        "conf.d/m.toml",
+        "[[modbus.connection]]\nname = \"plant\"\ntransport = \"tcp\"\naddress = \"10.0.0.5\"\n\n[[modbus.device]]\nname = \"m\"\nconnection = \"plant\"\nunit = 1\n\n[[modbus.device.point]]\nname = \"p\"\naddress = 0\ntype = \"u16\"\n",
+    );
+    let (code, json) = check(d);
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        json["result"]["notes"].to_string().contains("using 502"),
+        "{json}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["config", "check", "--config"])
+        .arg(d)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one summary line: {text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["config", "check", "--verbose", "--config"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("using 502"));
+}

@@ -46,3 +46,72 @@ fn demo_telemetry_reaches_mosquitto_sub() {
         assert!(json["seq"].as_u64().unwrap() >= 1);
     }
 }
+
+/// The banner gives the exact commands for the port in use, including the
+/// control socket for the CLI, and that socket answers `status`.
+#[test]
+fn demo_banner_names_the_port_and_the_control_socket() {
+    use std::io::BufRead;
+    let port = common::free_port();
+    let mut demo = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+            .args(["demo", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut banner = String::new();
+    let socket = loop {
+        let line = lines.next().expect("banner line").unwrap();
+        banner += &line;
+        banner.push('\n');
+        if let Some(cmd) = line.split("ferrogate status --socket ").nth(1) {
+            break cmd.trim().to_string();
+        }
+    };
+    assert!(
+        banner.contains(&format!("mosquitto_sub -h 127.0.0.1 -p {port} ")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("mosquitto_pub -h 127.0.0.1 -p {port} ")),
+        "{banner}"
+    );
+    assert!(banner.contains("$(date +%s%N)"), "a fresh id: {banner}");
+    common::wait_for(
+        "the demo's control socket",
+        std::time::Duration::from_secs(20),
+        || {
+            Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+                .args(["status", "--socket", &socket])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+}
+
+/// Port taken: a clear error, and no scratch directory left behind.
+#[test]
+fn demo_on_a_taken_port_says_so_and_leaves_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["demo", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is another MQTT broker running there"),
+        "{err}"
+    );
+    let scratch = std::env::temp_dir().join(format!("ferrogate-demo-{pid}"));
+    assert!(!scratch.exists(), "{scratch:?} left behind");
+}

@@ -460,3 +460,49 @@ async fn a_second_daemon_on_the_same_state_dir_refuses() {
     // The first one is unaffected: the lock is still its own.
     assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), pid);
 }
+
+/// A fresh install (`run --wait-for-config` with an invalid configuration)
+/// joins no broker: it says what is wrong and waits; once the file is
+/// fixed, SIGHUP (or the periodic check) starts the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_install_waits_for_its_configuration() {
+    use std::io::BufRead;
+    let broker = Mosquitto::start();
+    let config = ConfigDir::new("gw-wait", broker.port, "5", &simulated_device("d", "1s"));
+    let gateway = config.path().join("gateway.toml");
+    let valid = std::fs::read_to_string(&gateway).unwrap();
+    std::fs::write(&gateway, valid.replace("gateway_id = \"gw-wait\"\n", "")).unwrap();
+    let mut child = std::process::Command::new(daemon::binary())
+        .env("RUST_LOG", "warn")
+        .args(["run", "--wait-for-config", "--config"])
+        .arg(config.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let guard = Daemon { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut said = String::new();
+    while !said.contains("waiting for a valid configuration") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        said += &rx.recv_timeout(left).expect("the daemon says it waits");
+        said.push('\n');
+    }
+    assert!(said.contains("missing `gateway_id`"), "{said}");
+    let socket = config.path().join("control.sock");
+    assert!(!socket.exists(), "nothing started while waiting");
+
+    std::fs::write(&gateway, &valid).unwrap();
+    guard.signal("HUP");
+    common::wait_until("the gateway started", Duration::from_secs(20), || {
+        cli(&config, &["status"]).status.success()
+    })
+    .await;
+}

@@ -18,7 +18,13 @@ fn unit_declares_notify_watchdog_and_directories() {
         "ConfigurationDirectory=ferrogate",
         "User=ferrogate",
         "SupplementaryGroups=dialout",
-        "ExecStart=/usr/bin/ferrogate run --config /etc/ferrogate",
+        "ExecStart=/usr/bin/ferrogate run --config /etc/ferrogate --wait-for-config",
+        "DeviceAllow=char-ttyS rw",
+        "DeviceAllow=char-ttyAMA rw",
+        "DeviceAllow=char-ttymxc rw",
+        "DeviceAllow=char-ttySC rw",
+        "DeviceAllow=char-ttyUSB rw",
+        "DeviceAllow=char-ttyACM rw",
         "LimitNOFILE=4096",
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "missing {line}");

@@ -24,8 +24,24 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code when the daemon cannot be reached.
 pub const EXIT_NO_DAEMON: u8 = 3;
 
-/// `ferrogate config check`: 0 when valid, 1 with every error otherwise.
-pub fn config_check(dir: &Path, json: bool) -> ExitCode {
+/// `ferrogate config check`: 0 when valid, 1 with every error otherwise. A
+/// valid configuration prints warnings and one summary line; the notes
+/// only with `verbose` (always in JSON).
+pub fn config_check(dir: &Path, verbose: bool, json: bool) -> ExitCode {
+    let ignored: Vec<String> = config::ignored_files(dir)
+        .iter()
+        .map(|p| {
+            format!(
+                "warning: {} is not read: only *.toml files are (rename it or move it out)",
+                p.display()
+            )
+        })
+        .collect();
+    if !json {
+        for warning in &ignored {
+            println!("{warning}");
+        }
+    }
     match config::load(dir, &crate::kinds::all()) {
         Ok(loaded) => {
             let devices: usize = loaded.adapters.iter().map(|a| a.devices.len()).sum();
@@ -35,6 +51,7 @@ pub fn config_check(dir: &Path, json: bool) -> ExitCode {
                     "adapters": loaded.adapters.iter().map(|a| &a.name).collect::<Vec<_>>(),
                     "devices": devices,
                     "notes": loaded.notes,
+                    "warnings": ignored,
                 }});
                 println!("{out}");
             } else {
@@ -42,7 +59,7 @@ pub fn config_check(dir: &Path, json: bool) -> ExitCode {
                     // Warnings (`nosec_exposure`) come with their own prefix.
                     if note.starts_with("warning: ") {
                         println!("{note}");
-                    } else {
+                    } else if verbose {
                         println!("note: {note}");
                     }
                 }
@@ -70,6 +87,7 @@ pub fn config_check(dir: &Path, json: bool) -> ExitCode {
                         "code": "invalid_config",
                         "message": message,
                         "errors": errors,
+                        "warnings": ignored,
                     }})
                 );
             } else {

@@ -152,6 +152,14 @@ pub fn build(section: &Section<'_>, ctx: &BuildContext<'_>) -> Result<Built, Vec
     }
 
     for (i, (conn, spec)) in connections.iter().enumerate() {
+        if let Some(a) = conn.address.as_deref()
+            && matches!(tcp_address(a), Ok((_, true)))
+        {
+            notes[i].push(format!(
+                "connection `{}`: `{a}` has no port; using 502, the Modbus TCP port",
+                conn.name
+            ));
+        }
         if let Endpoint::Serial(serial) = &spec.endpoint {
             match line_load(conn, spec, serial) {
                 Ok(note) => notes[i].push(note),
@@ -167,6 +175,74 @@ pub fn build(section: &Section<'_>, ctx: &BuildContext<'_>) -> Result<Built, Vec
         })
     } else {
         Err(issues)
+    }
+}
+
+/// A TCP endpoint as written in `address`: `host:port`, `host` (port 502),
+/// `[v6]:port` or `[v6]`. Validated like the CoAP binds: an IPv4-looking
+/// host must be an IPv4 address (`127.0.0.300` is not), a host name uses
+/// name characters only, and a URL (`http://...`) or a missing host
+/// (`:502`) is refused. Returns `host:port` and whether the port defaulted.
+pub fn tcp_address(a: &str) -> Result<(String, bool), (String, String)> {
+    let example = "e.g. address = \"10.0.0.5:502\" or \"meter.plant.local\" (port 502)";
+    if a.contains("://") {
+        return Err((
+            format!("`{a}` is a URL; `address` is host:port"),
+            example.into(),
+        ));
+    }
+    let (host, port) = if let Some(rest) = a.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return Err((format!("`{a}`: unclosed `[`"), example.into()));
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err((format!("`{v6}` is not an IPv6 address"), example.into()));
+        }
+        match after {
+            "" => (format!("[{v6}]"), None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (format!("[{v6}]"), Some(p)),
+                None => return Err((format!("`{a}`: expected `:port` after `]`"), example.into())),
+            },
+        }
+    } else if a.matches(':').count() > 1 {
+        return Err((
+            format!("`{a}`: an IPv6 address needs brackets"),
+            "e.g. address = \"[fd00::5]:502\"".into(),
+        ));
+    } else {
+        match a.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (a.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err((format!("`{a}` has no host before the port"), example.into()));
+    }
+    if !host.starts_with('[') {
+        let numeric = host.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if numeric && host.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err((format!("`{host}` is not an IPv4 address"), example.into()));
+        }
+        let name_chars = host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !name_chars {
+            return Err((
+                format!("`{host}` is not a host name or address"),
+                example.into(),
+            ));
+        }
+    }
+    match port {
+        None => Ok((format!("{host}:502"), true)),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok((format!("{host}:{n}"), false)),
+            _ => Err((
+                format!("`{a}`: `{p}` is not a port number (1-65535)"),
+                example.into(),
+            )),
+        },
     }
 }
 
@@ -231,17 +307,13 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
                     issues.push(conn.origin.issue("address", "`address` is empty"));
                     String::new()
                 }
-                Some(a) if a.contains(':') && !a.ends_with(']') => {
-                    let port = a.rsplit(':').next().unwrap_or_default();
-                    if port.parse::<u16>().is_err() {
-                        issues.push(
-                            conn.origin
-                                .issue("address", format!("`{a}`: `{port}` is not a port number")),
-                        );
+                Some(a) => match tcp_address(a) {
+                    Ok((address, _)) => address,
+                    Err((message, hint)) => {
+                        issues.push(conn.origin.issue("address", message).with_hint(hint));
+                        String::new()
                     }
-                    a.to_string()
-                }
-                Some(a) => format!("{a}:502"),
+                },
             };
             if conn.transport == TransportKind::Tcp {
                 Endpoint::Tcp { address }
