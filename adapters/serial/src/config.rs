@@ -641,7 +641,7 @@ fn points(
     let is_nmea = matches!(parser, Some(FrameParser::Nmea { .. }));
     if t.point.is_empty() && is_nmea {
         // A GPS receiver needs no point list: every GGA/RMC field.
-        return nmea::FIELDS
+        return nmea::FIELDS[..nmea::GPS_FIELDS]
             .iter()
             .map(|(name, ty, unit)| PointSpec {
                 name: name.to_string(),
@@ -673,7 +673,14 @@ fn points(
         let source = p.source.clone().unwrap_or_else(|| p.name.clone());
         let known = match parser {
             Some(FrameParser::Regex(re)) => re.capture_names().flatten().any(|n| n == source),
-            Some(FrameParser::Nmea { .. }) => nmea::FIELDS.iter().any(|(n, _, _)| *n == source),
+            // a named field, an XDR transducer (`TEMP`) or a raw field
+            // (`MWV.3`)
+            Some(FrameParser::Nmea { .. }) => {
+                nmea::FIELDS.iter().any(|(n, _, _)| *n == source)
+                    || source == crate::parse::NMEA_SENTENCE
+                    || nmea::is_transducer_name(&source)
+                    || nmea::field_index(&source).is_some()
+            }
             _ => true,
         };
         if !known {
@@ -681,7 +688,14 @@ fn points(
                 Some(FrameParser::Regex(re)) => {
                     re.capture_names().flatten().map(str::to_string).collect()
                 }
-                _ => nmea::FIELDS.iter().map(|(n, _, _)| n.to_string()).collect(),
+                _ => nmea::FIELDS
+                    .iter()
+                    .map(|(n, _, _)| n.to_string())
+                    .chain([
+                        "an XDR transducer name such as TEMP".to_string(),
+                        "a raw field TYPE.N such as MWV.3".to_string(),
+                    ])
+                    .collect(),
             };
             let field = if p.source.is_some() {
                 at("source")

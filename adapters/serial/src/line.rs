@@ -23,7 +23,8 @@ use crate::config::{Device, Mode};
 use crate::downlink::{Reply, judge_reply, raw_payload, validate_write};
 use crate::framer::{Framer, FramerStats};
 use crate::meta::device_meta;
-use crate::parse::{Fields, ParseError};
+use crate::nmea;
+use crate::parse::{Field, Fields, NMEA_SENTENCE, ParseError};
 use crate::port::open;
 use crate::readings::readings;
 use crate::report::{Backoff, ReportLimiter};
@@ -799,6 +800,10 @@ impl Line {
                 let readings = readings(&self.device, &fields, ts, false);
                 if !readings.is_empty() {
                     self.telemetry(readings, ts).await?;
+                } else if let Some(Field::Text(kind)) = fields.get(NMEA_SENTENCE) {
+                    // well-formed, but no point reads it: counted, so a
+                    // sentence the config misses is visible
+                    self.ctx.refusals.count(nmea::unused_reason(kind));
                 }
                 Ok(())
             }

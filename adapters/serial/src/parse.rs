@@ -47,6 +47,9 @@ impl ParseError {
     }
 }
 
+/// The field holding an NMEA sentence's type (`GGA`, `XDR`).
+pub const NMEA_SENTENCE: &str = "sentence";
+
 /// How a device's frames are read.
 #[derive(Debug, Clone)]
 pub enum FrameParser {
@@ -83,11 +86,19 @@ impl FrameParser {
             FrameParser::Json => json_fields(frame),
             FrameParser::Nmea { require_checksum } => {
                 let sentence = nmea::parse(frame, *require_checksum)?;
-                Ok(sentence
+                let mut fields: Fields = sentence
                     .values
                     .into_iter()
-                    .map(|(k, v)| (k.to_string(), Field::Typed(v)))
-                    .collect())
+                    .map(|(k, v)| (k, Field::Typed(v)))
+                    .collect();
+                // `TYPE.N`: the raw fields, for a generic mapping by index
+                for (i, text) in sentence.fields.into_iter().enumerate() {
+                    if !text.is_empty() {
+                        fields.insert(format!("{}.{}", sentence.kind, i + 1), Field::Text(text));
+                    }
+                }
+                fields.insert(NMEA_SENTENCE.into(), Field::Text(sentence.kind));
+                Ok(fields)
             }
         }
     }
