@@ -67,14 +67,13 @@ fn run(port: u16, count: Option<u64>, log: crate::logging::LogHandle) -> Result<
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let result = runtime.block_on(async {
+    runtime.block_on(async {
         let stop = CancellationToken::new();
         let viewer = tokio::spawn(print_flow(port, root, count, stop.clone()));
         let result = crate::daemon::run(loaded, config_dir.clone(), log, stop.clone()).await;
         viewer.abort();
         result.map_err(|e| e.to_string())
-    });
-    result
+    })
 }
 
 fn banner(port: u16, root: &str, socket: &Path) {
