@@ -67,6 +67,7 @@ fn run(port: u16, count: Option<u64>, log: crate::logging::LogHandle) -> Result<
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // `scratch` goes after the runtime, when this returns.
     runtime.block_on(async {
         let stop = CancellationToken::new();
         let viewer = tokio::spawn(print_flow(port, root, count, stop.clone()));
