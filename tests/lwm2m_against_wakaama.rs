@@ -384,3 +384,52 @@ async fn a_killed_wakaama_client_goes_offline_when_its_lifetime_runs_out_and_is_
     assert!(out.status.success(), "{text}");
     assert!(!text.contains(ep), "forgotten, not listed: {text}");
 }
+
+/// libcoap's coap-client as the attacker: its answer code (`c:4.00`).
+fn coap_post(uri: &str) -> String {
+    let out = Command::new(common::require("coap-client-notls", "libcoap3-bin"))
+        .args([
+            "-m", "post", "-B", "5", "-v", "7", "-t", "40", "-e", "</3/0>",
+        ])
+        .arg(uri)
+        .output()
+        .expect("coap-client-notls");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| l.contains("t:ACK") || l.contains("t:CON") || l.contains("t:NON"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("c:")))
+        .rfind(|c| c.starts_with('2') || c.starts_with('4') || c.starts_with('5'))
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_registers_leave_the_gateway_serving() {
+    let Some(bin) = lwm2mclient() else {
+        return;
+    };
+    let gw = gateway("gw-wk-hostile", "").await;
+    let port = gw.lwm2m_port;
+    // a lifetime that once overflowed Instant + Duration and aborted the
+    // daemon; a control character that once made mosquitto drop the
+    // gateway for good
+    for query in ["ep=x&lt=18446744073709551615", "ep=x%01y&lt=60"] {
+        let uri = format!("coap://127.0.0.1:{port}/rd?{query}");
+        let code = tokio::task::spawn_blocking(move || coap_post(&uri))
+            .await
+            .expect("coap-client");
+        assert_eq!(code, "4.00", "{query}");
+    }
+    // the gateway is alive and its MQTT line flows: a real client registers
+    let ep = "wakaama-after";
+    let _client = Wakaama::start(&bin, gw.config.path(), ep, port, 300);
+    gw.status(ep, "online", WAIT).await;
+    assert!(
+        gw.sub.all().iter().all(|m| !m.topic.contains("x\u{1}y")),
+        "the refused name never became a topic"
+    );
+}

@@ -52,8 +52,11 @@ fn total(ps: &[Progress], i: usize) -> u64 {
 pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<(), BenchError> {
     let broker = Broker::start(work)?;
     let port = free_port()?;
-    let conf =
-        format!("[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\nauto_observe = [\"/3303/*/5700\"]\n");
+    // every client comes from the loopback: lift the per-network cap (a
+    // site's clients come from many networks; here they share one)
+    let conf = format!(
+        "[lwm2m.server]\nbind = \"127.0.0.1:{port}\"\nauto_observe = [\"/3303/*/5700\"]\nmax_registrations = 1000000\nmax_registrations_per_network = 1000000\n"
+    );
     let gw = Gateway::start(bin, &work.join("gw"), broker.port, "", &conf, &[])?;
     let sink = Sink::start(broker.port, &["ferrogate/bench/devices/+/telemetry"], None).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

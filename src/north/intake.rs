@@ -248,4 +248,66 @@ mod tests {
             assert_eq!(a.reply_to.as_ref().unwrap().0, "r/responses/x");
         }
     }
+
+    /// Answers = requests, by id, for a thousand seeded schedules: a
+    /// router queue of random capacity drained at random moments, and
+    /// restarts that lose the queue (its commands were never acknowledged,
+    /// so the broker delivers them again). Every id ends up taken by the
+    /// router or answered `busy`, exactly once.
+    #[test]
+    fn every_command_is_taken_or_answered_exactly_once() {
+        for seed in 1..=1000u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let commands = 1 + next(60);
+            let capacity = 1 + next(8) as usize;
+            let (mut tx, mut rx) = mpsc::channel::<InboundCommand>(capacity);
+            let mut intake = Intake::new("r/responses/".into());
+            let mut to_deliver: VecDeque<u64> = (0..commands).collect();
+            let mut outcomes: std::collections::BTreeMap<u64, u32> = Default::default();
+            while let Some(n) = to_deliver.pop_front() {
+                let body = format!(r#"{{"id":"c{n}","op":"read"}}"#);
+                let cmd = intake
+                    .take(msg(body.as_bytes(), false, None), Instant::now())
+                    .unwrap();
+                if let Some(busy) = hand_over(&tx, cmd) {
+                    assert_eq!(busy.id, format!("c{n}"));
+                    *outcomes.entry(n).or_default() += 1;
+                }
+                match next(4) {
+                    // The router takes what is queued.
+                    0 => {
+                        while let Ok(c) = rx.try_recv() {
+                            let id = c.request.unwrap().id;
+                            *outcomes.entry(id[1..].parse().unwrap()).or_default() += 1;
+                        }
+                    }
+                    // A restart: the queue is gone, its commands come again.
+                    1 if next(8) == 0 => {
+                        rx.close();
+                        while let Ok(c) = rx.try_recv() {
+                            let id = c.request.unwrap().id;
+                            to_deliver.push_back(id[1..].parse().unwrap());
+                        }
+                        (tx, rx) = mpsc::channel(capacity);
+                    }
+                    _ => {}
+                }
+            }
+            while let Ok(c) = rx.try_recv() {
+                let id = c.request.unwrap().id;
+                *outcomes.entry(id[1..].parse().unwrap()).or_default() += 1;
+            }
+            assert_eq!(outcomes.len() as u64, commands, "seed {seed}: {outcomes:?}");
+            assert!(
+                outcomes.values().all(|n| *n == 1),
+                "seed {seed}: {outcomes:?}"
+            );
+        }
+    }
 }

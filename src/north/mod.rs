@@ -1,11 +1,13 @@
-//! The northbound path: JSON codec and topics, the durable outbox, and the
-//! MQTT session.
+//! The northbound path: JSON codec and topics, the durable outbox, the
+//! command intake and journal, and the MQTT session.
 //!
 //! ```text
 //! adapters --uplink_tx--> writer --(seq, encode, group commit)--> outbox (disk)
 //! router  --result_tx-->    |                                        |
 //!                           +--wake--> session --publish--> broker --PUBACK--> outbox.ack
-//! broker --{root}/devices/+/cmd--> session --take_commands()--> router
+//! broker --{root}/devices/+/cmd--> session --intake (decode, retained, response
+//!   topic; busy when the queue is full)--> take_commands() --> daemon:
+//!   journal.pending (fsync) --> PUBACK --> router --> journal.done --> result_tx
 //! ```
 //!
 //! How the runtime uses it:
@@ -26,7 +28,10 @@
 //! Telemetry `seq` is per device, starts at 1, is persisted, and has a gap
 //! only where the full outbox dropped messages (counted as `dropped`) or a
 //! message no broker could take was refused (topic with a wildcard, larger
-//! than `max_packet_size`; counted as `refused`).
+//! than `max_packet_size`; counted as `refused`) or quarantined (the broker
+//! dropped the connection each time it was sent; counted as `quarantined`).
+//! Commands: PUBACKed only once journalled ([`journal`]); each gets exactly
+//! one answer (`busy` rather than dropped).
 //! `mqtt.url = "embedded"` is resolved by the runtime before calling
 //! [`North::start`].
 
