@@ -277,3 +277,45 @@ async fn hostile_requests_are_answered_and_not_executed() {
         "an answer went to a telemetry topic"
     );
 }
+
+/// MQTT 3.1.1 cannot tell the broker our packet limit: a command above
+/// `max_packet_size` (here a retained one, which the broker hands over on
+/// every connect) is refused with `bad_request` and the session stays up,
+/// instead of a reconnect loop (#17 item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_command_is_refused_without_dropping_the_session() {
+    let (_broker, _config, _gw, sub) = start("3.1.1").await;
+    let cmd = format!("{ROOT}/devices/boiler/cmd");
+    let results = format!("{ROOT}/devices/boiler/cmd/result");
+    let wait = Duration::from_secs(20);
+    let big = format!(
+        r#"{{"id":"big","op":"read","args":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    sub.publish_retained(&cmd, big.as_bytes()).await;
+    let refused = sub
+        .wait_for(&results, wait, |m| m.json()["id"].is_null())
+        .await
+        .json();
+    assert_eq!(refused["error"]["code"], "bad_request", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_packet_size"),
+        "{refused}"
+    );
+    sub.publish(&cmd, br#"{"id":"after","op":"read","point":"count"}"#, None)
+        .await;
+    let after = sub
+        .wait_for(&results, wait, |m| m.json()["id"] == "after")
+        .await
+        .json();
+    assert_eq!(after["ok"], true, "{after}");
+    let births = sub
+        .on(&format!("{ROOT}/status"))
+        .iter()
+        .filter(|m| m.json()["state"] == "online")
+        .count();
+    assert_eq!(births, 1, "the gateway reconnected");
+}

@@ -33,15 +33,19 @@ pub(crate) struct Incoming<'a> {
 
 pub(crate) struct Intake {
     response_prefix: String,
+    /// Larger request bodies are refused unread (`mqtt.max_packet_size`).
+    max_payload: usize,
     retained_answered: HashSet<u64>,
     retained_order: VecDeque<u64>,
 }
 
 impl Intake {
-    /// `response_prefix`: the only topics MQTT 5 responses are published on.
-    pub fn new(response_prefix: String) -> Self {
+    /// `response_prefix`: the only topics MQTT 5 responses are published
+    /// on; `max_payload`: the largest request body read.
+    pub fn new(response_prefix: String, max_payload: usize) -> Self {
         Intake {
             response_prefix,
+            max_payload,
             retained_answered: HashSet::new(),
             retained_order: VecDeque::new(),
         }
@@ -50,7 +54,21 @@ impl Intake {
     /// The command for the router, or `None` for a retained command that
     /// was already answered (its acknowledgement is sent here).
     pub fn take(&mut self, m: Incoming<'_>, now: Instant) -> Option<InboundCommand> {
-        let mut request = codec::decode_request(m.payload);
+        let mut request = if m.payload.len() > self.max_payload {
+            Err(Refused {
+                id: None,
+                error: CommandError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "request is {} bytes, above mqtt.max_packet_size {}",
+                        m.payload.len(),
+                        self.max_payload
+                    ),
+                ),
+            })
+        } else {
+            codec::decode_request(m.payload)
+        };
         if m.retain {
             let mut h = std::hash::DefaultHasher::new();
             (m.device, m.payload).hash(&mut h);
@@ -104,7 +122,12 @@ impl Intake {
         }
         Some(InboundCommand {
             device: m.device.to_string(),
-            payload: m.payload.to_vec(),
+            // The journal keeps decoded requests only.
+            payload: if request.is_ok() {
+                m.payload.to_vec()
+            } else {
+                Vec::new()
+            },
             request,
             ack: m.ack,
             reply_to,
@@ -165,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_plain_command_goes_to_the_router() {
-        let mut intake = Intake::new("r/responses/".into());
+        let mut intake = Intake::new("r/responses/".into(), 4096);
         let c = intake
             .take(msg(WRITE, false, Some("r/responses/app")), Instant::now())
             .unwrap();
@@ -175,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_retained_command_is_answered_once_and_never_executed() {
-        let mut intake = Intake::new("r/responses/".into());
+        let mut intake = Intake::new("r/responses/".into(), 4096);
         let c = intake.take(msg(WRITE, true, None), Instant::now()).unwrap();
         let refused = c.request.unwrap_err();
         assert_eq!(refused.id.as_deref(), Some("w"));
@@ -198,8 +221,27 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_request_is_refused_unread() {
+        let mut intake = Intake::new("r/responses/".into(), 4096);
+        let big = format!(
+            r#"{{"id":"big","op":"read","args":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        let c = intake
+            .take(msg(big.as_bytes(), false, None), Instant::now())
+            .unwrap();
+        let refused = c.request.unwrap_err();
+        assert_eq!(refused.id, None);
+        assert!(
+            refused.error.message.contains("max_packet_size"),
+            "{refused:?}"
+        );
+        assert!(c.payload.is_empty(), "not kept for the journal");
+    }
+
+    #[test]
     fn response_topics_outside_the_prefix_are_refused() {
-        let mut intake = Intake::new("r/responses/".into());
+        let mut intake = Intake::new("r/responses/".into(), 4096);
         for topic in [
             "r/devices/other/telemetry",
             "x/devices/d/cmd",
@@ -218,7 +260,7 @@ mod tests {
     #[test]
     fn a_full_router_queue_answers_busy_with_the_id() {
         let (tx, mut rx) = mpsc::channel(2);
-        let mut intake = Intake::new("r/responses/".into());
+        let mut intake = Intake::new("r/responses/".into(), 4096);
         let mut busy = Vec::new();
         for n in 0..5 {
             let body = format!(r#"{{"id":"c{n}","op":"read"}}"#);
@@ -267,7 +309,7 @@ mod tests {
             let commands = 1 + next(60);
             let capacity = 1 + next(8) as usize;
             let (mut tx, mut rx) = mpsc::channel::<InboundCommand>(capacity);
-            let mut intake = Intake::new("r/responses/".into());
+            let mut intake = Intake::new("r/responses/".into(), 4096);
             let mut to_deliver: VecDeque<u64> = (0..commands).collect();
             let mut outcomes: std::collections::BTreeMap<u64, u32> = Default::default();
             while let Some(n) = to_deliver.pop_front() {

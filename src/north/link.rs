@@ -19,6 +19,10 @@ use tokio_util::bytes::Bytes;
 use super::config::{BrokerAddr, MqttVersion};
 use super::record::Record;
 
+/// Largest packet taken from an MQTT 3.1.1 broker (MQTT 5 brokers are told
+/// `max_packet_size` and send nothing larger).
+const MAX_INCOMING_V311: usize = 64 << 20;
+
 /// Everything needed to open a connection.
 #[derive(Clone)]
 pub struct LinkOptions {
@@ -170,7 +174,16 @@ impl Link {
                 opts.set_keep_alive(o.keep_alive)
                     .set_clean_session(o.session_expiry.is_zero())
                     .set_manual_acks(true)
-                    .set_max_packet_size(o.max_packet_size as usize, o.max_packet_size as usize)
+                    // MQTT 3.1.1 cannot tell the broker our limit, and a
+                    // packet above rumqttc's drops the connection, after
+                    // which a persistent session (or a retained message)
+                    // brings it back at once: a reconnect loop. Take up to
+                    // MAX_INCOMING_V311 and let the intake refuse what is
+                    // above `max_packet_size`.
+                    .set_max_packet_size(
+                        (o.max_packet_size as usize).max(MAX_INCOMING_V311),
+                        o.max_packet_size as usize,
+                    )
                     .set_inflight(o.inflight)
                     .set_transport(transport)
                     .set_last_will(rumqttc::LastWill::new(

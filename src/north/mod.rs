@@ -301,7 +301,10 @@ impl North {
             wake,
             live: live.clone(),
             commands: command_tx,
-            intake: Mutex::new(intake::Intake::new(response_prefix)),
+            intake: Mutex::new(intake::Intake::new(
+                response_prefix,
+                mqtt.max_packet_size as usize,
+            )),
             results: result_tx.clone(),
             unsent_answers: Mutex::new(Default::default()),
         };
