@@ -168,7 +168,7 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
         .map(|d| (d.name.clone(), Arc::new(d.clone())))
         .collect();
     let mut beat = tokio::time::interval(Duration::from_secs(1));
-    let mut report = tokio::time::interval(Duration::from_secs(60));
+    let mut report = tokio::time::interval(Duration::from_secs(5));
     let mut reported = crate::Stats::default();
     let mut commands_open = true;
     let result = loop {
@@ -177,7 +177,7 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
             _ = beat.tick() => ctx.health.beat(),
             _ = report.tick() => {
                 if let Ok(stats) = coap.stats().await {
-                    log_refusals(&ctx.name, &reported, &stats);
+                    count_refusals(&ctx, &reported, &stats);
                     reported = stats;
                 }
             }
@@ -235,25 +235,43 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
     result
 }
 
-/// Bad input is counted by the engine; say so in the log when the counts
-/// move, so a misbehaving device or a flood is visible.
-fn log_refusals(adapter: &str, before: &crate::Stats, now: &crate::Stats) {
-    let moved = now.malformed != before.malformed
-        || now.rate_limited != before.rate_limited
-        || now.rejected_requests != before.rejected_requests
-        || now.unknown_tokens != before.unknown_tokens;
-    if moved {
-        tracing::info!(
-            adapter,
-            malformed = now.malformed,
-            rate_limited = now.rate_limited,
-            rejected = now.rejected_requests,
-            unknown_tokens = now.unknown_tokens,
-            duplicates = now.duplicates,
-            retransmissions = now.retransmissions,
-            "CoAP datagrams refused so far"
-        );
+/// Bad input is counted by the engine; add what is new to the adapter's
+/// refusal counters (`malformed`, `rate_limited`, `rejected`,
+/// `unknown_token`) and say so in the log, so a misbehaving device or a
+/// flood is visible.
+fn count_refusals(ctx: &AdapterContext, before: &crate::Stats, now: &crate::Stats) {
+    let moved = [
+        ("malformed", now.malformed.saturating_sub(before.malformed)),
+        (
+            "rate_limited",
+            now.rate_limited.saturating_sub(before.rate_limited),
+        ),
+        (
+            "rejected",
+            now.rejected_requests
+                .saturating_sub(before.rejected_requests),
+        ),
+        (
+            "unknown_token",
+            now.unknown_tokens.saturating_sub(before.unknown_tokens),
+        ),
+    ];
+    if moved.iter().all(|(_, n)| *n == 0) {
+        return;
     }
+    for (reason, n) in moved {
+        ctx.refusals.add(reason, n);
+    }
+    tracing::info!(
+        adapter = %ctx.name,
+        malformed = now.malformed,
+        rate_limited = now.rate_limited,
+        rejected = now.rejected_requests,
+        unknown_tokens = now.unknown_tokens,
+        duplicates = now.duplicates,
+        retransmissions = now.retransmissions,
+        "CoAP datagrams refused so far"
+    );
 }
 
 fn attributes(device: &DevicePlan) -> BTreeMap<String, serde_json::Value> {

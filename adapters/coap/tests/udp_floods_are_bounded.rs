@@ -85,7 +85,15 @@ impl Meter {
     async fn reading_works(&mut self, after: &str) {
         self.mid = self.mid.wrapping_add(1);
         let request = post(self.mid, &[b"meter-1"], None, b"{\"t\":1}");
-        let codes = exchange(&self.socket, self.gw, &[request]).await;
+        // A CON is sent again when unanswered, as a device would: a flood
+        // may fill the server's receive buffer and the first copy be lost.
+        let mut codes = Vec::new();
+        for _ in 0..5 {
+            codes = exchange(&self.socket, self.gw, std::slice::from_ref(&request)).await;
+            if !codes.is_empty() {
+                break;
+            }
+        }
         assert_eq!(codes, [Code::CHANGED], "meter-1 after {after}");
         let t = self.next_telemetry().await;
         assert_eq!(t.readings.len(), 1, "after {after}");
@@ -273,6 +281,16 @@ name = "meter-1"
         }
     }
     meter.reading_works("the garbage flood").await;
+    // The engine's refusals reach the adapter's counters (status, metrics).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while refusals.get("malformed") == 0 || refusals.get("rejected") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "engine refusals not counted: {:?}",
+            refusals.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let grown = rss_bytes().saturating_sub(before);
     assert!(

@@ -19,6 +19,15 @@ impl Refusals {
         *counts.entry(reason).or_insert(0) += 1;
     }
 
+    /// Count `n` refusals for `reason` at once (from an engine's counters).
+    pub fn add(&self, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(reason).or_insert(0) += n;
+    }
+
     /// The counts so far, by reason.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -41,12 +50,14 @@ mod tests {
         a.count("bad_name");
         b.count("bad_name");
         b.count("too_many");
+        b.add("too_many", 0);
+        b.add("malformed", 3);
         assert_eq!(a.get("bad_name"), 2);
         assert_eq!(a.get("too_many"), 1);
         assert_eq!(a.get("other"), 0);
         assert_eq!(
             b.snapshot().into_iter().collect::<Vec<_>>(),
-            vec![("bad_name", 2), ("too_many", 1)]
+            vec![("bad_name", 2), ("malformed", 3), ("too_many", 1)]
         );
     }
 }
