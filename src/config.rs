@@ -181,7 +181,10 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
     let mut issues = Vec::new();
     let gateway_file = read_file(&dir.join("gateway.toml"), &mut issues);
     let conf_files = read_dir_files(&dir.join("conf.d"), &mut issues);
-    let profile_files = read_dir_files(&dir.join("profiles"), &mut issues);
+    let profile_files: Vec<SourceFile> = profile_dirs(dir)
+        .iter()
+        .flat_map(|d| read_dir_files(d, &mut issues))
+        .collect();
 
     let gateway_doc = gateway_file
         .as_ref()
@@ -203,8 +206,10 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
     let mut ctx = BuildContext::default();
     for (file, doc) in profile_files.iter().zip(&profile_docs) {
         if let (Some(doc), Some(stem)) = (doc, file.path().file_stem()) {
+            // The first directory on the search path that has it wins.
             ctx.profiles
-                .insert(stem.to_string_lossy().into_owned(), Node::new(file, doc));
+                .entry(stem.to_string_lossy().into_owned())
+                .or_insert_with(|| Node::new(file, doc));
         }
     }
     if let Some(g) = &gateway {
@@ -251,9 +256,18 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         .chain(&profile_files)
         .map(|f| f.path().to_path_buf())
         .collect();
+    let profile_notes: Vec<String> = ctx
+        .used_profiles()
+        .into_iter()
+        .map(|(name, pos)| format!("profile `{name}` from {}", pos.file.display()))
+        .collect();
     match gateway {
         Some(gateway) if issues.is_empty() => {
-            let notes = adapters.iter().flat_map(|a| a.notes.clone()).collect();
+            let notes = adapters
+                .iter()
+                .flat_map(|a| a.notes.clone())
+                .chain(profile_notes)
+                .collect();
             Ok(LoadedConfig {
                 gateway,
                 adapters,
@@ -267,6 +281,24 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         }
     }
 }
+
+/// Where profiles are found, in order (the first file with a name wins):
+/// the config directory's `profiles/`, then the directories of
+/// `FERROGATE_PROFILE_PATH` (colon-separated) when it is set, otherwise
+/// the ones the package ships in [`SHIPPED_PROFILES`].
+pub fn profile_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![dir.join("profiles")];
+    match std::env::var_os("FERROGATE_PROFILE_PATH") {
+        Some(path) => {
+            dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()))
+        }
+        None => dirs.push(PathBuf::from(SHIPPED_PROFILES)),
+    }
+    dirs
+}
+
+/// The profiles the .deb installs.
+pub const SHIPPED_PROFILES: &str = "/usr/share/ferrogate/profiles";
 
 fn keep_ok<T>(r: Result<T, Vec<ConfigIssue>>, issues: &mut Vec<ConfigIssue>) -> Option<T> {
     r.map_err(|e| issues.extend(e)).ok()

@@ -447,3 +447,80 @@ fn modbus_addresses_are_checked_like_coap_binds() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("using 502"));
 }
+
+#[test]
+fn a_duplicate_key_is_named_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "gateway.toml",
+        "gateway_id = \"gw\"\nstate_dir = \"state\"\n",
+    );
+    write(
+        d,
+        "conf.d/m.toml",
+        "[[modbus.connection]]\nname = \"plant\"\ntransport = \"tcp\"\naddress = \"10.0.0.5:502\"\naddress = \"10.0.0.6\"\n",
+    );
+    let (code, json) = check(d);
+    assert_eq!(code, 1);
+    let errors = json["error"]["errors"].as_array().unwrap();
+    assert_reported(errors, ("m.toml", 5, 1, "duplicate key `address`"));
+}
+
+/// Profiles are found in the config directory's `profiles/`, then in the
+/// shipped directory (here `FERROGATE_PROFILE_PATH`, standing in for
+/// /usr/share/ferrogate/profiles); `config check --verbose` says which
+/// file each came from, and the config directory's copy wins.
+#[test]
+fn profiles_come_from_the_search_path_and_say_from_where() {
+    let shipped = tempfile::tempdir().unwrap();
+    let repo_profile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles/energy-meter.toml");
+    std::fs::copy(&repo_profile, shipped.path().join("energy-meter.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "gateway.toml",
+        "gateway_id = \"gw\"\nstate_dir = \"state\"\n",
+    );
+    write(
+        d,
+        "conf.d/m.toml",
+        "[[modbus.connection]]\nname = \"plant\"\ntransport = \"tcp\"\naddress = \"10.0.0.5:502\"\n\n[[modbus.device]]\nname = \"m\"\nconnection = \"plant\"\nunit = 1\nprofile = \"energy-meter\"\n",
+    );
+    let check_verbose = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+            .args(["config", "check", "--verbose", "--config"])
+            .arg(d)
+            .env("FERROGATE_PROFILE_PATH", shipped.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = check_verbose();
+    assert_eq!(code, Some(0), "{text}");
+    let from_shipped = format!(
+        "profile `energy-meter` from {}",
+        shipped.path().join("energy-meter.toml").display()
+    );
+    assert!(text.contains(&from_shipped), "{text}");
+
+    std::fs::create_dir_all(d.join("profiles")).unwrap();
+    std::fs::copy(&repo_profile, d.join("profiles/energy-meter.toml")).unwrap();
+    let (code, text) = check_verbose();
+    assert_eq!(code, Some(0), "{text}");
+    let from_config = format!(
+        "profile `energy-meter` from {}",
+        d.join("profiles/energy-meter.toml").display()
+    );
+    assert!(
+        text.contains(&from_config),
+        "the config directory's copy wins: {text}"
+    );
+}

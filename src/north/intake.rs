@@ -136,13 +136,16 @@ impl Intake {
     }
 }
 
-/// Gives a command to the router's queue; when the queue is full (or
-/// closed, at shutdown) the command's `busy` answer is returned instead:
-/// the broker has acknowledged it, so dropping it would leave it
-/// unanswered.
+/// Gives a command to the router's queue; when the queue is full the
+/// command's `busy` answer is returned instead (and the command
+/// acknowledged): dropping it would leave it unanswered. When the queue is
+/// closed (the gateway is stopping) and the broker keeps our session
+/// (`persistent`), the command is left unacknowledged: the broker delivers
+/// it again after the restart and it runs then.
 pub(crate) fn hand_over(
     router: &mpsc::Sender<InboundCommand>,
     cmd: InboundCommand,
+    persistent: bool,
 ) -> Option<CommandResultMsg> {
     let (cmd, why) = match router.try_send(cmd) {
         Ok(()) => return None,
@@ -150,6 +153,10 @@ pub(crate) fn hand_over(
             (cmd, "the gateway has too many commands queued; retry later")
         }
         Err(mpsc::error::TrySendError::Closed(cmd)) => {
+            if persistent && cmd.ack.is_some() {
+                tracing::info!(device = %cmd.device, "command left to the broker: the gateway is stopping");
+                return None;
+            }
             (cmd, "the gateway is stopping; retry later")
         }
     };
@@ -270,7 +277,7 @@ mod tests {
                     Instant::now(),
                 )
                 .unwrap();
-            if let Some(answer) = hand_over(&tx, cmd) {
+            if let Some(answer) = hand_over(&tx, cmd, true) {
                 busy.push(answer);
             }
         }
@@ -317,7 +324,7 @@ mod tests {
                 let cmd = intake
                     .take(msg(body.as_bytes(), false, None), Instant::now())
                     .unwrap();
-                if let Some(busy) = hand_over(&tx, cmd) {
+                if let Some(busy) = hand_over(&tx, cmd, true) {
                     assert_eq!(busy.id, format!("c{n}"));
                     *outcomes.entry(n).or_default() += 1;
                 }

@@ -410,7 +410,8 @@ impl Session {
                 live.commands_retained += 1;
             }
         }
-        let Some(busy) = hand_over(&self.commands, cmd) else {
+        let persistent = !self.link.session_expiry.is_zero();
+        let Some(busy) = hand_over(&self.commands, cmd, persistent) else {
             return;
         };
         lock(&self.live).commands_busy += 1;

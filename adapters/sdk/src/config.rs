@@ -82,11 +82,20 @@ impl SourceFile {
 
     fn issue_from_toml(&self, error: &toml::de::Error, base: usize) -> ConfigIssue {
         let pos = error.span().map(|s| self.pos(s.start.max(base)));
-        ConfigIssue {
-            pos,
-            message: error.message().trim().to_string(),
-            hint: None,
+        let mut message = error.message().trim().to_string();
+        let mut hint = None;
+        // toml says only "duplicate key"; its span is the key: name it.
+        if message.starts_with("duplicate key")
+            && let Some(key) = error
+                .span()
+                .and_then(|s| self.text.get(s))
+                .map(|k| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty() && !message.contains('`'))
+        {
+            message = format!("duplicate key `{key}`");
+            hint = Some(format!("`{key}` is set twice in this table; keep one"));
         }
+        ConfigIssue { pos, message, hint }
     }
 }
 
@@ -425,15 +434,31 @@ impl<'a> Section<'a> {
 /// What an adapter may look up while it builds, besides its own section.
 #[derive(Debug, Clone, Default)]
 pub struct BuildContext<'a> {
-    /// Device profiles from `profiles/*.toml`, by file stem.
+    /// Device profiles by file stem, first found on the profile search
+    /// path (the config directory's `profiles/`, then the shipped ones).
     pub profiles: BTreeMap<String, Node<'a>>,
     /// The gateway's state directory, for adapters that persist state.
     pub state_dir: Option<&'a Path>,
+    /// The profiles looked up, for `config check` to say where each came from.
+    used: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl<'a> BuildContext<'a> {
     pub fn profile(&self, name: &str) -> Option<Node<'a>> {
-        self.profiles.get(name).copied()
+        let found = self.profiles.get(name).copied();
+        if found.is_some() {
+            self.used.borrow_mut().insert(name.to_string());
+        }
+        found
+    }
+
+    /// The profiles adapters used, each with the file it came from.
+    pub fn used_profiles(&self) -> Vec<(String, Pos)> {
+        self.used
+            .borrow()
+            .iter()
+            .filter_map(|name| Some((name.clone(), self.profiles.get(name)?.pos())))
+            .collect()
     }
 }
 
