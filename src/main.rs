@@ -145,6 +145,13 @@ enum ConfigCommand {
         /// where each profile came from), not only the summary.
         #[arg(long, short)]
         verbose: bool,
+        /// Then try it: connect to the broker once and poll every device
+        /// once, reporting each; starts nothing else.
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: how long to wait for the broker and the devices.
+        #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "connect")]
+        connect_timeout: std::time::Duration,
     },
 }
 
@@ -251,8 +258,21 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Config {
-            command: ConfigCommand::Check { config, verbose },
-        } => ferrogate::cli::config_check(&config, verbose, cli.json),
+            command:
+                ConfigCommand::Check {
+                    config,
+                    verbose,
+                    connect,
+                    connect_timeout,
+                },
+        } => ferrogate::cli::config_check(
+            &config,
+            ferrogate::cli::CheckOptions {
+                verbose,
+                connect: connect.then_some(connect_timeout),
+            },
+            cli.json,
+        ),
         Command::Run {
             config,
             wait_for_config,

@@ -303,6 +303,12 @@ async fn every_operation_against_a_live_wakaama_client() {
         .await;
     client.say("change /3/0/9 50");
     gw.telemetry(ep, "device.battery_level", json!(50)).await;
+    // pmax = 5 s: the client notifies again with nothing changed
+    let seen = gw.sub.on(&gw.topic(ep, "telemetry")).len();
+    common::wait_until("a notification at pmax", WAIT, || {
+        gw.sub.on(&gw.topic(ep, "telemetry")).len() > seen
+    })
+    .await;
 
     // the client's Send
     client.say("change /3/0/9 42");

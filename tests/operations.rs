@@ -506,3 +506,67 @@ async fn a_fresh_install_waits_for_its_configuration() {
     })
     .await;
 }
+
+/// `config check --connect` tries the configuration once: the broker, and
+/// one poll of every device (the good values, the failed points), without
+/// starting a gateway: nothing is published and no socket is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_connect_tries_the_broker_and_each_device_once() {
+    let slave = daemon::pymodbus_slave(
+        serde_json::json!({"tcp": 0, "units": {"1": {"hr": [10], "ir": [77]}}}),
+    );
+    let broker = Mosquitto::start();
+    let config = ConfigDir::new("gw-try", broker.port, "5", &modbus_device(slave.port));
+    let sub = Subscriber::start(broker.port, "ferrogate/gw-try/#").await;
+    let try_it = |config: &ConfigDir| {
+        let out = std::process::Command::new(daemon::binary())
+            .args(["--json", "config", "check", "--connect", "--config"])
+            .arg(config.path())
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        (out.status.code(), json)
+    };
+    let (code, json) = try_it(&config);
+    // `gauge` has a point the slave lacks: reported, exit 1.
+    assert_eq!(code, Some(1), "{json}");
+    let result = &json["error"]["result"];
+    assert_eq!(result["broker"]["ok"], true, "{json}");
+    let device = |name: &str| {
+        result["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(device("meter")["ok"], true, "{json}");
+    assert_eq!(device("meter")["values"]["flow"], 77, "{json}");
+    assert_eq!(device("gauge")["values"]["level"], 77, "{json}");
+    assert!(
+        device("gauge")["errors"]["missing"]
+            .as_str()
+            .unwrap()
+            .contains("exception 2"),
+        "{json}"
+    );
+    assert!(!config.path().join("control.sock").exists());
+    assert!(
+        sub.on("ferrogate/gw-try/status").is_empty(),
+        "nothing published"
+    );
+
+    // No broker there: said so.
+    let down = ConfigDir::new(
+        "gw-try",
+        common::free_port(),
+        "5",
+        &modbus_device(slave.port),
+    );
+    let (code, json) = try_it(&down);
+    assert_eq!(code, Some(1));
+    assert_eq!(json["error"]["result"]["broker"]["ok"], false, "{json}");
+}

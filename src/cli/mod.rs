@@ -6,6 +6,7 @@
 //! not be reached (not running, or no permission on its socket).
 
 pub mod coap;
+pub mod connect;
 pub mod modbus;
 pub mod output;
 pub mod remote;
@@ -24,10 +25,21 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code when the daemon cannot be reached.
 pub const EXIT_NO_DAEMON: u8 = 3;
 
+/// What `config check` does besides validating.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// Print the notes too.
+    pub verbose: bool,
+    /// Then try the broker and every device, waiting at most this long.
+    pub connect: Option<std::time::Duration>,
+}
+
 /// `ferrogate config check`: 0 when valid, 1 with every error otherwise. A
 /// valid configuration prints warnings and one summary line; the notes
-/// only with `verbose` (always in JSON).
-pub fn config_check(dir: &Path, verbose: bool, json: bool) -> ExitCode {
+/// only with `verbose` (always in JSON). With `connect`, a valid
+/// configuration is then tried ([`connect::check`]).
+pub fn config_check(dir: &Path, options: CheckOptions, json: bool) -> ExitCode {
+    let verbose = options.verbose;
     let ignored: Vec<String> = config::ignored_files(dir)
         .iter()
         .map(|p| {
@@ -45,6 +57,9 @@ pub fn config_check(dir: &Path, verbose: bool, json: bool) -> ExitCode {
     match config::load(dir, &crate::kinds::all()) {
         Ok(loaded) => {
             let devices: usize = loaded.adapters.iter().map(|a| a.devices.len()).sum();
+            if let (Some(timeout), true) = (options.connect, json) {
+                return connect::check(loaded, timeout, json);
+            }
             if json {
                 let out = serde_json::json!({"ok": true, "result": {
                     "files": loaded.files,
@@ -70,6 +85,9 @@ pub fn config_check(dir: &Path, verbose: bool, json: bool) -> ExitCode {
                     loaded.adapters.len(),
                     devices
                 );
+                if let Some(timeout) = options.connect {
+                    return connect::check(loaded, timeout, json);
+                }
             }
             ExitCode::SUCCESS
         }

@@ -172,7 +172,8 @@ pub struct North {
 /// Largest password file read: a password, not a file read by mistake.
 pub(crate) const MAX_PASSWORD_FILE: u64 = 64 * 1024;
 
-fn password(mqtt: &MqttConfig) -> Result<Option<Secret>, NorthError> {
+/// The broker password from `password_file` or `password_env`, if any.
+pub fn password(mqtt: &MqttConfig) -> Result<Option<Secret>, NorthError> {
     if let Some(path) = &mqtt.password_file {
         let bytes = ferrogate_sdk::config::read_named_file(path, MAX_PASSWORD_FILE)
             .map_err(|e| NorthError::Password(format!("{}: {e}", path.display())))?;
