@@ -367,7 +367,9 @@ pub async fn run(
         tracing::warn!("adapters did not stop in time");
     }
     announce_offline(&north, &directory).await;
-    north_stop.cancel();
+    // Not `north_stop.cancel()`: that stops the writer and the session at
+    // once, and the session could disconnect before the writer stored the
+    // offline statuses. `shutdown` stops them in order.
     if tokio::time::timeout(NORTH_STOP_GRACE, north.shutdown())
         .await
         .is_err()

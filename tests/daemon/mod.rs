@@ -65,7 +65,10 @@ impl Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrogate"));
         cmd.args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("FERROGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {

@@ -100,7 +100,7 @@ async fn every_type_and_order_decodes_the_slaves_values() {
             order,
             stored(&f.to_be_bytes(), sw, sb),
             "",
-            Value::Float(f.into()),
+            Value::from_f32(f),
         );
     }
     for ((_, sw, sb), order) in ORDERS.iter().zip(ORDERS64) {
