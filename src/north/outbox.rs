@@ -354,6 +354,11 @@ impl Outbox {
         }
         ob.load_dropped();
         ob.recover().map_err(err)?;
+        // Ids below the oldest segment are gone (dropped while the saved
+        // position lagged, e.g. a kill -9 during an outage): not backlog.
+        if let Some(first) = ob.segments.front() {
+            ob.floor = ob.floor.max(first.first_id);
+        }
         ob.next_id = ob.next_id.max(ob.floor);
         ob.uncommitted_from = ob.next_id;
         ob.delete_acked_segments();
@@ -833,6 +838,13 @@ impl Outbox {
                 tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete dropped segment");
             }
         }
+        if self.floor != self.floor_saved {
+            // The position jumped over what was dropped: save it with the
+            // counts, so that a crash now does not report them as backlog.
+            if let Err(e) = self.save_floor() {
+                self.write_failed("saving the acknowledged position", &e);
+            }
+        }
         if carried.is_empty() {
             if self.status.dropped + self.status.dropped_other > 0 {
                 self.save_dropped();
@@ -1182,6 +1194,31 @@ mod tests {
             seq,
             correlation: None,
         }
+    }
+
+    #[test]
+    fn depth_after_a_crash_with_a_full_outbox_is_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let depth = {
+            let mut ob = Outbox::open(dir.path(), &cfg()).unwrap();
+            for _ in 0..20 {
+                put(&mut ob, 300);
+            }
+            let st = ob.status();
+            assert!(st.dropped > 0, "{st:?}");
+            assert_eq!(st.depth + st.dropped, 6000, "{st:?}");
+            // A stale saved position, as a kill -9 during an outage left
+            // it before the position was saved on every drop.
+            let mut b = 1u64.to_le_bytes().to_vec();
+            b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
+            fs::write(dir.path().join("acked"), b).unwrap();
+            st.depth
+            // dropped without close(): a crash
+        };
+        let mut ob = Outbox::open(dir.path(), &cfg()).unwrap();
+        let st = ob.status();
+        assert_eq!(st.depth, depth, "{st:?}");
+        assert_eq!(st.depth + st.dropped, 6000, "dropped counts kept: {st:?}");
     }
 
     fn put(ob: &mut Outbox, count: usize) {
