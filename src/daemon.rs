@@ -133,6 +133,9 @@ pub fn main(dir: &Path, wait_for_config: bool) -> ExitCode {
         }
     };
     let log = crate::logging::init(&loaded.gateway.log.level);
+    for ignored in config::ignored_files(dir) {
+        tracing::warn!(file = %ignored.display(), "not read: only *.toml files are");
+    }
     release_free_memory();
     // One thread runs every task; fsyncs and malloc_trim go to the blocking
     // pool. Measured with ferrogate-bench, one session (BENCHMARKS.md):
