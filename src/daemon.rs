@@ -471,11 +471,14 @@ async fn reload(
     }
     let summary = core.reload(loaded.adapters).await;
     release_free_memory();
-    tracing::info!(added = ?summary.added, removed = ?summary.removed, forgotten = ?summary.forgotten, "configuration reloaded");
+    let c = &summary.changes;
+    tracing::info!(added = ?c.added, removed = ?c.removed, changed = ?c.changed, unchanged = c.unchanged.len(), forgotten = ?summary.forgotten, "configuration reloaded");
     Ok(serde_json::json!({
         "adapters": summary.adapters,
-        "added": summary.added,
-        "removed": summary.removed,
+        "added": c.added,
+        "removed": c.removed,
+        "changed": c.changed,
+        "unchanged": c.unchanged,
         "devices_removed": summary.forgotten,
         "devices": core.directory.snapshot().len(),
         "restart_needed_for": restart_needed,

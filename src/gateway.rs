@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::directory::{self, Directory, LiveFeed};
 use crate::metrics::Counters;
 use crate::router::{CommandsConfig, Router};
-use crate::supervisor::{Backoff, StateHandle, Supervisor};
+use crate::supervisor::{Backoff, Changes, StateHandle, Supervisor};
 
 /// Live messages buffered per `tail` watcher before it starts missing some.
 const LIVE_BUFFER: usize = 1024;
@@ -30,9 +30,6 @@ pub struct Core {
     pub counters: Arc<Counters>,
     states: StateHandle,
     supervisor: Supervisor,
-    generation: CancellationToken,
-    shutdown: CancellationToken,
-    backoff: Backoff,
     /// Where adapters' messages go (north), observed by the directory.
     uplink: UplinkSender,
 }
@@ -41,8 +38,7 @@ pub struct Core {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
     pub adapters: Vec<String>,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
+    pub changes: Changes,
     /// Devices no adapter has any more; their retained status and meta
     /// are cleared on the broker.
     pub forgotten: Vec<String>,
@@ -65,15 +61,8 @@ impl Core {
         let counters = Arc::new(Counters::default());
         let uplink = UplinkSender::new("router", north)
             .observed_by(directory::observer(directory.clone(), live.clone()));
-        let generation = shutdown.child_token();
         let states = StateHandle::default();
-        let supervisor = Supervisor::start(
-            adapters,
-            &uplink,
-            backoff,
-            generation.clone(),
-            states.clone(),
-        );
+        let supervisor = Supervisor::start(adapters, &uplink, backoff, shutdown, states.clone());
         let router = Router::new(
             commands,
             directory.clone(),
@@ -88,9 +77,6 @@ impl Core {
             counters,
             states,
             supervisor,
-            generation,
-            shutdown,
-            backoff,
             uplink,
         }
     }
@@ -100,12 +86,12 @@ impl Core {
         self.states.clone()
     }
 
-    /// Stop the running adapters and start `adapters` in their place. The
-    /// directory, the router and the north side are untouched, so `seq`
-    /// continues and no accepted message is lost.
+    /// Take `adapters` as the running set: instances whose configuration
+    /// is unchanged keep running, removed and changed ones stop, added and
+    /// changed ones start. The directory, the router and the north side are
+    /// untouched, so `seq` continues and no accepted message is lost.
     pub async fn reload(&mut self, adapters: Vec<BuiltAdapter>) -> ReloadSummary {
-        let old: BTreeSet<String> = self.states.snapshot().into_keys().collect();
-        let new: BTreeSet<String> = adapters.iter().map(|a| a.name.clone()).collect();
+        let names: BTreeSet<String> = adapters.iter().map(|a| a.name.clone()).collect();
         let declared: Vec<(String, Vec<String>)> = adapters
             .iter()
             .map(|a| {
@@ -115,26 +101,7 @@ impl Core {
                 )
             })
             .collect();
-
-        // Old adapters stop before the new ones start: two generations must
-        // never poll the same serial line or bind the same port at once.
-        self.generation.cancel();
-        let old_supervisor = std::mem::replace(&mut self.supervisor, Supervisor::idle());
-        if tokio::time::timeout(RELOAD_STOP_GRACE, old_supervisor.join())
-            .await
-            .is_err()
-        {
-            tracing::warn!("old adapters did not stop within the reload grace period");
-        }
-        self.states.clear();
-        self.generation = self.shutdown.child_token();
-        self.supervisor = Supervisor::start(
-            adapters,
-            &self.uplink,
-            self.backoff,
-            self.generation.clone(),
-            self.states.clone(),
-        );
+        let changes = self.supervisor.reload(adapters, RELOAD_STOP_GRACE).await;
         self.router.set_adapters(self.supervisor.command_senders());
         let forgotten = self.directory.reconcile(&declared);
         for device in &forgotten {
@@ -143,9 +110,8 @@ impl Core {
             }
         }
         ReloadSummary {
-            adapters: new.iter().cloned().collect(),
-            added: new.difference(&old).cloned().collect(),
-            removed: old.difference(&new).cloned().collect(),
+            adapters: names.into_iter().collect(),
+            changes,
             forgotten,
         }
     }

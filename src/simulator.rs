@@ -135,6 +135,7 @@ impl AdapterKind for SimulatorKind {
             name: "simulator".into(),
             devices: listed,
             notes: Vec::new(),
+            fingerprint: ferrogate_sdk::fingerprint(&devices),
             adapter: Box::new(Simulator::new(
                 devices.into_iter().map(|d| d.value).collect(),
             )),

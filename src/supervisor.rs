@@ -3,7 +3,7 @@
 //! state (running, backing off, stopped; restarts; last error) for status,
 //! and its health heartbeat for the watchdog.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use ferrogate_sdk::{
     Timestamp, UplinkSender,
 };
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How many commands may wait for one adapter before the router answers `busy`.
@@ -79,11 +79,6 @@ impl StateHandle {
         lock(&self.0).clone()
     }
 
-    /// Forget every adapter (before a reload starts new ones).
-    pub fn clear(&self) {
-        lock(&self.0).clear();
-    }
-
     /// Names of adapters whose loop made no progress for `limit`.
     pub fn stalled(&self, limit: Duration) -> Vec<String> {
         lock(&self.0)
@@ -94,25 +89,39 @@ impl StateHandle {
     }
 }
 
-/// The running adapters.
+/// The running adapters, each under its own stop token so that a reload
+/// restarts only the instances whose configuration changed.
 pub struct Supervisor {
     states: Arc<Mutex<BTreeMap<String, AdapterState>>>,
-    command_tx: BTreeMap<String, mpsc::Sender<CommandRequest>>,
-    tasks: JoinSet<()>,
+    uplink: UplinkSender,
+    backoff: Backoff,
+    shutdown: CancellationToken,
+    owners: DeviceOwners,
+    running: BTreeMap<String, Running>,
+}
+
+/// One running adapter instance.
+struct Running {
+    fingerprint: u64,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    commands: mpsc::Sender<CommandRequest>,
+}
+
+/// What a reload did to the adapter instances, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Restarted: their configuration changed.
+    pub changed: Vec<String>,
+    /// Kept running untouched.
+    pub unchanged: Vec<String>,
 }
 
 impl Supervisor {
-    /// A supervisor with no adapters.
-    pub fn idle() -> Self {
-        Supervisor {
-            states: StateHandle::default().0,
-            command_tx: BTreeMap::new(),
-            tasks: JoinSet::new(),
-        }
-    }
-
     /// Start every adapter, each sending its uplinks into `uplink` and its
-    /// state into `states`.
+    /// state into `states`; all stop when `shutdown` is cancelled.
     pub fn start(
         adapters: Vec<BuiltAdapter>,
         uplink: &UplinkSender,
@@ -120,45 +129,108 @@ impl Supervisor {
         shutdown: CancellationToken,
         states: StateHandle,
     ) -> Self {
-        let states = states.0;
-        let mut command_tx = BTreeMap::new();
-        let mut tasks = JoinSet::new();
-        let owners = DeviceOwners::new(adapters.iter().flat_map(|a| {
-            a.devices
-                .iter()
-                .map(|(device, _)| (device.clone(), a.name.clone()))
-        }));
+        let mut sup = Supervisor {
+            states: states.0,
+            uplink: uplink.clone(),
+            backoff,
+            shutdown,
+            owners: DeviceOwners::new(owners_of(&adapters)),
+            running: BTreeMap::new(),
+        };
         for built in adapters {
-            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-            command_tx.insert(built.name.clone(), tx);
-            let health = Health::default();
-            let refusals = Refusals::default();
-            let ctx = AdapterContext {
-                name: built.name.clone(),
-                uplink: uplink.for_adapter(built.name.as_str()),
-                commands: CommandInbox::new(rx),
-                shutdown: shutdown.clone(),
-                health: health.clone(),
-                refusals: refusals.clone(),
-                owners: owners.clone(),
-            };
-            lock(&states).insert(
-                built.name.clone(),
-                AdapterState {
-                    state: RunState::Running,
-                    restarts: 0,
-                    last_error: None,
-                    health,
-                    refusals,
-                },
-            );
-            tasks.spawn(supervise(built, ctx, backoff, states.clone()));
+            sup.spawn(built);
         }
-        Supervisor {
-            states,
-            command_tx,
-            tasks,
+        sup
+    }
+
+    /// Take `adapters` as the new set: an instance with the same name and
+    /// fingerprint keeps running; removed and changed ones stop (each within
+    /// `grace`, else aborted) before added and changed ones start, so two
+    /// generations never hold the same serial line or port at once.
+    pub async fn reload(&mut self, adapters: Vec<BuiltAdapter>, grace: Duration) -> Changes {
+        let mut changes = Changes::default();
+        let mut start = Vec::new();
+        let wanted: BTreeSet<String> = adapters.iter().map(|a| a.name.clone()).collect();
+        self.owners.replace(owners_of(&adapters));
+        for built in adapters {
+            match self.running.get(&built.name) {
+                Some(r) if r.fingerprint == built.fingerprint => {
+                    changes.unchanged.push(built.name);
+                }
+                Some(_) => {
+                    changes.changed.push(built.name.clone());
+                    start.push(built);
+                }
+                None => {
+                    changes.added.push(built.name.clone());
+                    start.push(built);
+                }
+            }
         }
+        changes.removed = self
+            .running
+            .keys()
+            .filter(|name| !wanted.contains(*name))
+            .cloned()
+            .collect();
+        let stopping: Vec<(String, Running)> = changes
+            .removed
+            .iter()
+            .chain(&changes.changed)
+            .filter_map(|name| self.running.remove_entry(name))
+            .collect();
+        for (_, r) in &stopping {
+            r.stop.cancel();
+        }
+        for (name, mut r) in stopping {
+            if tokio::time::timeout(grace, &mut r.task).await.is_err() {
+                tracing::warn!(adapter = %name, "adapter did not stop within the reload grace period: aborted");
+                r.task.abort();
+            }
+            lock(&self.states).remove(&name);
+        }
+        for built in start {
+            self.spawn(built);
+        }
+        changes
+    }
+
+    fn spawn(&mut self, built: BuiltAdapter) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let stop = self.shutdown.child_token();
+        let health = Health::default();
+        let refusals = Refusals::default();
+        let ctx = AdapterContext {
+            name: built.name.clone(),
+            uplink: self.uplink.for_adapter(built.name.as_str()),
+            commands: CommandInbox::new(rx),
+            shutdown: stop.clone(),
+            health: health.clone(),
+            refusals: refusals.clone(),
+            owners: self.owners.clone(),
+        };
+        lock(&self.states).insert(
+            built.name.clone(),
+            AdapterState {
+                state: RunState::Running,
+                restarts: 0,
+                last_error: None,
+                health,
+                refusals,
+            },
+        );
+        let name = built.name.clone();
+        let fingerprint = built.fingerprint;
+        let task = tokio::spawn(supervise(built, ctx, self.backoff, self.states.clone()));
+        self.running.insert(
+            name,
+            Running {
+                fingerprint,
+                stop,
+                task,
+                commands: tx,
+            },
+        );
     }
 
     /// A snapshot of every adapter's state.
@@ -173,13 +245,30 @@ impl Supervisor {
 
     /// The command channel of each adapter, by adapter name.
     pub fn command_senders(&self) -> BTreeMap<String, mpsc::Sender<CommandRequest>> {
-        self.command_tx.clone()
+        self.running
+            .iter()
+            .map(|(name, r)| (name.clone(), r.commands.clone()))
+            .collect()
     }
 
     /// Wait for every adapter to return after shutdown was cancelled.
-    pub async fn join(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn join(self) {
+        for (_, r) in self.running {
+            let _ = r.task.await;
+        }
     }
+}
+
+/// Which adapter owns each configured device.
+fn owners_of(adapters: &[BuiltAdapter]) -> Vec<(String, String)> {
+    adapters
+        .iter()
+        .flat_map(|a| {
+            a.devices
+                .iter()
+                .map(|(device, _)| (device.clone(), a.name.clone()))
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -276,8 +365,97 @@ mod tests {
             name: name.into(),
             devices: Vec::new(),
             notes: Vec::new(),
+            fingerprint: 0,
             adapter,
         }
+    }
+
+    /// Counts its starts and stops.
+    struct Counted {
+        starts: Arc<AtomicU32>,
+        stops: Arc<AtomicU32>,
+    }
+
+    impl Adapter for Counted {
+        fn run(&mut self, ctx: AdapterContext) -> BoxFuture<'_, Result<(), AdapterError>> {
+            Box::pin(async move {
+                self.starts.fetch_add(1, Ordering::SeqCst);
+                ctx.shutdown.cancelled().await;
+                self.stops.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_restarts_only_what_changed() {
+        let counters: BTreeMap<&str, (Arc<AtomicU32>, Arc<AtomicU32>)> =
+            ["same", "changed", "gone", "new"]
+                .into_iter()
+                .map(|n| (n, Default::default()))
+                .collect();
+        let make = |name: &str, fingerprint: u64| {
+            let (starts, stops) = counters[name].clone();
+            BuiltAdapter {
+                fingerprint,
+                ..built(name, Box::new(Counted { starts, stops }))
+            }
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let mut sup = Supervisor::start(
+            vec![make("same", 1), make("changed", 1), make("gone", 1)],
+            &UplinkSender::new("test", tx),
+            Backoff::default(),
+            shutdown.clone(),
+            StateHandle::default(),
+        );
+        let runs = |name: &str| {
+            let (starts, stops) = &counters[name];
+            (starts.load(Ordering::SeqCst), stops.load(Ordering::SeqCst))
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while ["same", "changed", "gone"].iter().any(|n| runs(n).0 == 0) {
+            assert!(tokio::time::Instant::now() < deadline, "adapters never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let changes = sup
+            .reload(
+                vec![make("same", 1), make("changed", 2), make("new", 1)],
+                Duration::from_secs(5),
+            )
+            .await;
+        assert_eq!(
+            changes,
+            Changes {
+                added: vec!["new".into()],
+                removed: vec!["gone".into()],
+                changed: vec!["changed".into()],
+                unchanged: vec!["same".into()],
+            }
+        );
+        while runs("new").0 == 0 || runs("changed").0 < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "new adapters never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runs("same"), (1, 0), "an unchanged adapter was restarted");
+        assert_eq!(runs("changed"), (2, 1));
+        assert_eq!(runs("gone"), (1, 1));
+        assert_eq!(
+            sup.states().into_keys().collect::<Vec<_>>(),
+            ["changed", "new", "same"]
+        );
+        assert_eq!(
+            sup.command_senders().into_keys().collect::<Vec<_>>(),
+            ["changed", "new", "same"]
+        );
+        shutdown.cancel();
+        sup.join().await;
+        assert_eq!(runs("same"), (1, 1));
     }
 
     #[test]

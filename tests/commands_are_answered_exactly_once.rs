@@ -132,6 +132,7 @@ impl Harness {
                 name: "test".into(),
                 devices: Vec::new(),
                 notes: Vec::new(),
+                fingerprint: 0,
                 adapter: Box::new(adapter),
             }],
             config,

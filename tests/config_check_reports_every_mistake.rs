@@ -261,6 +261,19 @@ fn the_shipped_configs_are_valid() {
         }
         let (code, json) = check(dir.path());
         assert_eq!(code, 0, "{example:?}: {json}");
+
+        // The same files give the same fingerprints, so a reload that
+        // changes nothing restarts nothing.
+        let fingerprints = || {
+            let loaded = ferrogate::config::load(dir.path(), &ferrogate::kinds::all())
+                .unwrap_or_else(|e| panic!("{example:?}: {e:?}"));
+            loaded
+                .adapters
+                .iter()
+                .map(|a| (a.name.clone(), a.fingerprint))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fingerprints(), fingerprints(), "{example:?}");
     }
 }
 

@@ -182,6 +182,17 @@ async fn reload_adds_removes_and_rejects_without_a_seq_gap() {
         "a removed device's status is still retained"
     );
 
+    // A reload with nothing changed restarts nothing and says so.
+    let out = cli(&config, &["--json", "reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        reply["result"]["unchanged"],
+        serde_json::json!(["simulator"]),
+        "{reply}"
+    );
+    assert_eq!(reply["result"]["changed"], serde_json::json!([]), "{reply}");
+
     // A broken file is rejected with its position; the old config keeps running.
     std::fs::write(
         config.path().join("conf.d/broken.toml"),

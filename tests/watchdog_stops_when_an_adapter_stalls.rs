@@ -71,6 +71,7 @@ fn stalled_adapter_stops_watchdog_pings() {
         name: "staller".into(),
         devices: Vec::new(),
         notes: Vec::new(),
+        fingerprint: 0,
         adapter: Box::new(Staller {
             stall: stall.clone(),
         }),

@@ -72,6 +72,7 @@ impl AdapterKind for CoapKind {
                 .map(|d| (d.name.clone(), d.pos.clone()))
                 .collect(),
             notes,
+            fingerprint: ferrogate_sdk::fingerprint(&plan),
             adapter: Box::new(CoapAdapter::new(plan)),
         }])
     }

@@ -66,6 +66,7 @@ impl AdapterKind for Lwm2mKind {
             name: "lwm2m".to_string(),
             devices: Vec::new(),
             notes,
+            fingerprint: ferrogate_sdk::fingerprint(&settings),
             adapter: Box::new(Lwm2mAdapter {
                 settings: Arc::new(settings),
             }),

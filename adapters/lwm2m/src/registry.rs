@@ -4,7 +4,7 @@
 //! values, to name points, and to refuse writes the model forbids before
 //! they reach a device.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 
 use crate::path::Path;
@@ -103,7 +103,7 @@ const PRIMARY_RESOURCES: [u16; 1] = [5700];
 #[derive(Debug, Clone, Default)]
 pub struct ObjectRegistry {
     objects: BTreeMap<u16, ObjectDef>,
-    by_point_name: HashMap<String, u16>,
+    by_point_name: BTreeMap<String, u16>,
 }
 
 impl ObjectRegistry {

@@ -659,7 +659,7 @@ impl Lwm2mServer {
         }
         let device = self.device_name(&parsed.endpoint);
         if let Some(owner) = self.owners.owner(&device) {
-            tracing::warn!(peer = %incoming.peer, device = %device, owner, "refused LwM2M registration: the device name belongs to another adapter");
+            tracing::warn!(peer = %incoming.peer, device = %device, owner = %owner, "refused LwM2M registration: the device name belongs to another adapter");
             self.outputs.push_back(Output::Refused {
                 reason: "name_owned",
             });

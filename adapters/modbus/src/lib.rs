@@ -59,6 +59,7 @@ impl AdapterKind for ModbusKind {
                     .map(|d| (d.name.clone(), d.pos.clone()))
                     .collect(),
                 notes,
+                fingerprint: ferrogate_sdk::fingerprint(&line),
                 adapter: Box::new(line::ModbusLine::new(line)),
             })
             .collect())

@@ -182,18 +182,29 @@ impl Health {
 /// The devices configured in the gateway and the adapter owning each, for
 /// adapters whose devices appear at run time (an LwM2M endpoint, a CoAP
 /// ingest name): a name another adapter owns is refused, never taken over.
+/// Shared by every running adapter and replaced in place on reload, so an
+/// adapter that a reload keeps running sees the new owners too.
 #[derive(Debug, Clone, Default)]
-pub struct DeviceOwners(Arc<std::collections::BTreeMap<String, String>>);
+pub struct DeviceOwners(Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>);
 
 impl DeviceOwners {
     /// From `(device, adapter)` pairs.
     pub fn new(owners: impl IntoIterator<Item = (String, String)>) -> Self {
-        DeviceOwners(Arc::new(owners.into_iter().collect()))
+        DeviceOwners(Arc::new(std::sync::RwLock::new(
+            owners.into_iter().collect(),
+        )))
     }
 
     /// The adapter that owns `device`, if one was configured with it.
-    pub fn owner(&self, device: &str) -> Option<&str> {
-        self.0.get(device).map(String::as_str)
+    pub fn owner(&self, device: &str) -> Option<String> {
+        let owners = self.0.read().unwrap_or_else(|e| e.into_inner());
+        owners.get(device).cloned()
+    }
+
+    /// Replace every owner (a reload), seen at once by every holder.
+    pub fn replace(&self, owners: impl IntoIterator<Item = (String, String)>) {
+        let new = owners.into_iter().collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 }
 
@@ -223,7 +234,20 @@ pub struct BuiltAdapter {
     /// Facts `ferrogate config check` prints for the integrator: resolved
     /// Modicon addresses, a serial line's computed load.
     pub notes: Vec<String>,
+    /// A digest of the instance's resolved configuration ([`fingerprint`]):
+    /// a reload restarts the instance only when it changed.
+    pub fingerprint: u64,
     pub adapter: Box<dyn Adapter>,
+}
+
+/// The digest a kind puts in [`BuiltAdapter::fingerprint`]: of the
+/// instance's resolved configuration (profiles and defaults applied), as
+/// its `Debug` text. Compared within one process only.
+pub fn fingerprint(config: &impl std::fmt::Debug) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{config:?}").hash(&mut h);
+    h.finish()
 }
 
 /// A protocol: the TOML table name it owns (`modbus`, `coap`, ...) and how

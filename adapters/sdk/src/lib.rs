@@ -23,7 +23,7 @@ pub mod time;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandInbox,
-    DeviceOwners, Health, UplinkEnvelope, UplinkObserver, UplinkSender,
+    DeviceOwners, Health, UplinkEnvelope, UplinkObserver, UplinkSender, fingerprint,
 };
 pub use command::{Command, CommandError, CommandRequest, ErrorCode, Operation, Outcome};
 pub use model::{

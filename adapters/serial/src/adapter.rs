@@ -78,6 +78,7 @@ impl AdapterKind for SerialKind {
                 name: format!("serial/{}", device.name),
                 devices: vec![(device.name.clone(), name_pos)],
                 notes,
+                fingerprint: ferrogate_sdk::fingerprint(&device),
                 adapter: Box::new(SerialAdapter::new(device)),
             });
         }
