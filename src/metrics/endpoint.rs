@@ -243,6 +243,17 @@ mod tests {
         assert_eq!(parse_head(&[b'a'; MAX_HEAD]), Head::TooLarge);
     }
 
+    proptest::proptest! {
+        /// Total over any bytes; incomplete only while no line ended and
+        /// the head is under the cap.
+        #[test]
+        fn any_request_bytes_are_decided(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..MAX_HEAD + 64)) {
+            let head = parse_head(&bytes);
+            let waiting = !bytes.contains(&b'\n') && bytes.len() < MAX_HEAD;
+            proptest::prop_assert_eq!(head == Head::Incomplete, waiting);
+        }
+    }
+
     #[test]
     fn accept_failures_back_off_to_a_second() {
         let mut b = AcceptBackoff::default();
