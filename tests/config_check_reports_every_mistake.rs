@@ -537,3 +537,20 @@ fn profiles_come_from_the_search_path_and_say_from_where() {
         "the config directory's copy wins: {text}"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// The loader is total: TOML-shaped text in a conf.d file, through
+    /// every adapter kind's validation, gives adapters or errors, never a
+    /// panic (the `config` fuzz target's stable companion).
+    #[test]
+    fn any_conf_d_file_loads_or_is_refused(
+        text in r#"(\[\[?(modbus|coap|lwm2m|serial|simulator)(\.(connection|device|server|point|client))*\]\]?\n|[a-z_]{1,10} = ("[ -~]{0,12}"|-?[0-9]{1,20}|[0-9.]{1,6}|true|\[[0-9, ]{0,10}\])\n){0,12}"#,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "gateway.toml", "gateway_id = \"gw\"\nstate_dir = \"state\"\n");
+        write(dir.path(), "conf.d/any.toml", &text);
+        let _ = ferrogate::config::load(dir.path(), &ferrogate::kinds::all());
+    }
+}

@@ -626,6 +626,23 @@ mod tests {
         decode_request(payload.as_bytes()).unwrap_err()
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// The command decoder is total: a request or a refusal, never a
+        /// panic, over arbitrary bytes and over JSON-shaped text.
+        #[test]
+        fn any_payload_is_a_request_or_a_refusal(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            text in r#"\{("(id|op|point|path|value|values|timeout|args|mode)":("[a-z0-9/]{0,8}"|[0-9.e-]{1,8}|true|null|\[\]|\{\}),?){0,6}\}"#,
+        ) {
+            let _ = decode_request(&bytes);
+            if let Err(refused) = decode_request(text.as_bytes()) {
+                proptest::prop_assert!(!refused.error.message.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn decodes_each_request_form() {
         let r = decode_request(br#"{"id":"1","op":"read","point":"t"}"#).unwrap();

@@ -267,3 +267,122 @@ proptest! {
         prop_assert!(content::decode(ContentFormat::Tlv, base, &bytes, &ObjectRegistry::builtin()).is_ok());
     }
 }
+
+/// A CON POST to `path` with `queries` and a link-format payload.
+fn post(mid: u16, path: &[&[u8]], queries: &[String], payload: &[u8]) -> Vec<u8> {
+    use ferrogate_coap::message::option;
+    let mut options: Vec<(u16, Vec<u8>)> = path
+        .iter()
+        .map(|p| (option::URI_PATH, p.to_vec()))
+        .collect();
+    if !payload.is_empty() {
+        options.push((option::CONTENT_FORMAT, vec![40]));
+    }
+    options.extend(
+        queries
+            .iter()
+            .map(|q| (option::URI_QUERY, q.as_bytes().to_vec())),
+    );
+    ferrogate_coap::Frame {
+        kind: ferrogate_coap::Kind::Con,
+        code: ferrogate_coap::Method::Post.code(),
+        mid,
+        token: mid.to_be_bytes().to_vec(),
+        options,
+        payload: payload.to_vec(),
+    }
+    .emit()
+}
+
+/// Registration queries as a client (or an attacker) writes them: any
+/// lifetime up to `u64::MAX`, names with any byte, odd binding and version.
+fn register_queries() -> impl Strategy<Value = Vec<String>> {
+    let lifetime = prop_oneof![
+        any::<u64>().prop_map(|n| n.to_string()),
+        Just(u64::MAX.to_string()),
+        Just(u32::MAX.to_string()),
+        "[0-9a-z.-]{0,24}",
+    ];
+    (
+        "[ -~\u{1}\u{80}-\u{ff}]{0,20}",
+        lifetime,
+        prop_oneof![Just("1.1"), Just("1.0"), Just("9")],
+        prop_oneof![Just("U"), Just("UQ"), Just("Q"), Just("")],
+    )
+        .prop_map(|(ep, lt, lwm2m, b)| {
+            vec![
+                format!("ep={ep}"),
+                format!("lt={lt}"),
+                format!("lwm2m={lwm2m}"),
+                format!("b={b}"),
+            ]
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Register, Update and the clock run past every lifetime through the
+    /// registration table (where a lifetime near `u64::MAX` once
+    /// overflowed an `Instant` and aborted the gateway): never a panic.
+    #[test]
+    fn register_and_update_into_the_table_never_panic(
+        register in register_queries(),
+        update in register_queries(),
+        objects in "(</[0-9]{1,5}(/[0-9]{1,5})?>,?){0,8}",
+    ) {
+        use ferrogate_lwm2m::server::{Lwm2mServer, ServerConfig};
+        use std::time::{Duration, Instant};
+        let mut server = Lwm2mServer::new(ServerConfig::default(), std::sync::Arc::new(ObjectRegistry::builtin()));
+        let peer: std::net::SocketAddr = "192.0.2.7:56830".parse().unwrap();
+        let now = Instant::now();
+        server.handle(now, peer, &post(1, &[b"rd"], &register, objects.as_bytes()));
+        let mut location = Vec::new();
+        while let Some(t) = server.poll_transmit() {
+            if let Ok(frame) = ferrogate_coap::Frame::parse(&t.datagram) {
+                let found: Vec<Vec<u8>> = frame.options.iter()
+                    .filter(|(n, _)| *n == ferrogate_coap::message::option::LOCATION_PATH)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                if !found.is_empty() {
+                    location = found;
+                }
+            }
+        }
+        while server.poll_output().is_some() {}
+        if !location.is_empty() {
+            let path: Vec<&[u8]> = location.iter().map(Vec::as_slice).collect();
+            server.handle(now, peer, &post(2, &path, &update[1..], objects.as_bytes()));
+        }
+        for step in [1u64, 3600, u64::from(u32::MAX), u64::MAX / 4] {
+            if let Some(later) = now.checked_add(Duration::from_secs(step)) {
+                server.handle_timeout(later);
+                while server.poll_transmit().is_some() {}
+                while server.poll_output().is_some() {}
+            }
+        }
+    }
+
+    /// The server core fed arbitrary datagrams from a few peers, with clock
+    /// steps between them: never a panic.
+    #[test]
+    fn the_server_core_takes_arbitrary_datagrams(
+        steps in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..120)), 0..20),
+    ) {
+        use ferrogate_lwm2m::server::{Lwm2mServer, ServerConfig};
+        use std::time::{Duration, Instant};
+        let mut server = Lwm2mServer::new(ServerConfig::default(), std::sync::Arc::new(ObjectRegistry::builtin()));
+        let mut now = Instant::now();
+        for (who, datagram) in steps {
+            if who % 8 == 0 {
+                now += Duration::from_secs(u64::from(who) * 10);
+                server.handle_timeout(now);
+            } else {
+                let peer = std::net::SocketAddr::from(([192, 0, 2, who % 4], 56830));
+                server.handle(now, peer, &datagram);
+            }
+            while server.poll_transmit().is_some() {}
+            while server.poll_output().is_some() {}
+        }
+    }
+}
