@@ -727,6 +727,7 @@ mod tests {
                 min: None,
                 max: None,
                 description: None,
+                address: None,
             }]
             .into(),
             ..DeviceMeta::default()

@@ -245,6 +245,7 @@ impl SimPoint {
             min: self.writable().then_some(c.min),
             max: self.writable().then_some(c.max),
             description: c.description.clone(),
+            address: None,
         }
     }
 }

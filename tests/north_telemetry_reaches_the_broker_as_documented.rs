@@ -94,6 +94,7 @@ async fn contract(version: MqttVersion) {
                 min: Some(0.0),
                 max: Some(90.0),
                 description: Some("target".into()),
+                address: Some("holding 0".into()),
             }]
             .into(),
             ..Default::default()
@@ -114,7 +115,7 @@ async fn contract(version: MqttVersion) {
     assert_eq!(
         meta["points"],
         json!([{"name":"setpoint","type":"f32","unit":"C","writable":true,
-                "description":"target","min":0.0,"max":90.0}])
+                "description":"target","min":0.0,"max":90.0,"address":"holding 0"}])
     );
     assert!(late.on(topic).is_empty(), "telemetry must not be retained");
 

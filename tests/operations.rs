@@ -335,13 +335,15 @@ async fn modbus_device_through_the_daemon_cli_and_metrics() {
             &setpoint["name"],
             &setpoint["type"],
             &setpoint["writable"],
-            &setpoint["max"]
+            &setpoint["max"],
+            &setpoint["address"]
         ),
         (
             &"setpoint".into(),
             &"u16".into(),
             &true.into(),
-            &500.0.into()
+            &500.0.into(),
+            &"holding register 0".into()
         ),
         "{points}"
     );

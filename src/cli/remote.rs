@@ -206,7 +206,15 @@ impl Remote<'_> {
     /// A device's point map, from the meta its adapter announced.
     pub fn points(&self, device: &str) -> ExitCode {
         self.call("points", json!({"device": device}), |r, _| {
-            let mut t = Table::new(&["POINT", "TYPE", "UNIT", "WRITABLE", "RANGE", "DESCRIPTION"]);
+            let mut t = Table::new(&[
+                "POINT",
+                "ADDRESS",
+                "TYPE",
+                "UNIT",
+                "WRITABLE",
+                "RANGE",
+                "DESCRIPTION",
+            ]);
             for p in r["points"].as_array().into_iter().flatten() {
                 let text = |v: &Json| v.as_str().unwrap_or("-").to_string();
                 let range = match (p["min"].as_f64(), p["max"].as_f64()) {
@@ -219,6 +227,7 @@ impl Remote<'_> {
                 };
                 t.row(vec![
                     text(&p["name"]),
+                    text(&p["address"]),
                     text(&p["type"]),
                     text(&p["unit"]),
                     if p["writable"] == true { "yes" } else { "no" }.into(),

@@ -385,6 +385,7 @@ fn points(state: &ControlState, device: Option<&str>) -> Json {
                 "min": p.min,
                 "max": p.max,
                 "description": p.description,
+                "address": p.address,
             })
         })
         .collect();

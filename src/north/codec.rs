@@ -238,6 +238,9 @@ fn meta(gateway: &str, m: &DeviceMeta) -> Json {
             if let Some(max) = p.max {
                 point.insert("max".into(), json!(max));
             }
+            if let Some(address) = &p.address {
+                point.insert("address".into(), address.clone().into());
+            }
             Json::Object(point)
         })
         .collect();
@@ -826,6 +829,7 @@ mod tests {
                 min: Some(0.0),
                 max: Some(90.0),
                 description: None,
+                address: Some("holding 0".into()),
             }]
             .into(),
             ..Default::default()
@@ -835,7 +839,7 @@ mod tests {
         let j = parse(&e.payload);
         assert_eq!(
             j["points"][0],
-            json!({"name":"sp","type":"f32","unit":"C","writable":true,"min":0.0,"max":90.0})
+            json!({"name":"sp","type":"f32","unit":"C","writable":true,"min":0.0,"max":90.0,"address":"holding 0"})
         );
         let ok: Outcome = Ok([("sp".to_string(), Value::Int(3))].into());
         assert_eq!(

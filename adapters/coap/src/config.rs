@@ -490,6 +490,7 @@ fn device_plan(dev: &Located<DeviceConfig>, issues: &mut Vec<ConfigIssue>) -> Op
             min: r.min,
             max: r.max,
             description: r.description.clone(),
+            address: Some(r.path.clone()),
         });
     }
     for (i, p) in dev.point.iter().enumerate() {
@@ -516,6 +517,7 @@ fn device_plan(dev: &Located<DeviceConfig>, issues: &mut Vec<ConfigIssue>) -> Op
             min: None,
             max: None,
             description: p.description.clone(),
+            address: None,
         });
     }
     (issues.len() == before).then(|| DevicePlan {

@@ -1276,6 +1276,7 @@ impl Lwm2mServer {
                     min: res.range.map(|r| r.0),
                     max: res.range.map(|r| r.1),
                     description: Some(format!("{} {}", path, res.name)),
+                    address: Some(path.to_string()),
                 });
             }
         }

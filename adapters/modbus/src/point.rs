@@ -239,6 +239,7 @@ impl Point {
             min: self.min,
             max: self.max,
             description: self.description.clone(),
+            address: Some(format!("{} {}", self.area, self.address)),
         }
     }
 

@@ -251,6 +251,10 @@ pub struct PointMeta {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub description: Option<String>,
+    /// Where the point lives on the device, in its protocol's terms
+    /// (Modbus `holding register 0`: area and zero-based address; LwM2M
+    /// `/3303/0/5700`; a CoAP path; a serial `source`).
+    pub address: Option<String>,
 }
 
 /// The device's points and what may be done with it. Sending a device's

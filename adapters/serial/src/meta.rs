@@ -19,6 +19,7 @@ pub fn device_meta(device: &Device) -> DeviceMeta {
             min: None,
             max: None,
             description: p.description.clone(),
+            address: Some(p.source.clone()),
         })
         .collect();
     points.extend(device.commands.iter().map(|c| PointMeta {
@@ -29,6 +30,7 @@ pub fn device_meta(device: &Device) -> DeviceMeta {
         min: c.min,
         max: c.max,
         description: c.description.clone(),
+        address: None,
     }));
     let mut operations = vec!["read".to_string()];
     if !device.commands.is_empty() {
