@@ -15,28 +15,60 @@ use ferrogate_sdk::{UplinkSender, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Mounted(std::path::PathBuf);
+/// A 4 MiB tmpfs, unmounted on drop.
+struct Mounted(tempfile::TempDir);
+
+impl Mounted {
+    /// Mounts it, or `None` (said) when not root.
+    fn tmpfs() -> Option<Mounted> {
+        if !running_as_root("mounting a 4 MiB tmpfs") {
+            return None;
+        }
+        let mnt = tempfile::tempdir().unwrap();
+        assert!(
+            mount_tmpfs(mnt.path(), "4m"),
+            "this test mounts a 4 MiB tmpfs and must run as root (with CAP_SYS_ADMIN)"
+        );
+        Some(Mounted(mnt))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Fills it up to `free_kib` KiB of free space.
+    fn leave_free(&self, free_kib: usize) {
+        std::fs::write(
+            self.path().join("filler"),
+            vec![0u8; (4096 - free_kib) * 1024],
+        )
+        .unwrap();
+    }
+}
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        umount(&self.0);
+        umount(self.0.path());
     }
+}
+
+/// Sends telemetry `x = 0..n` of device `d`, waiting whenever the north
+/// side does (more than the uplink channel holds).
+fn produce(north: &ferrogate::north::North, n: u64) -> tokio::task::JoinHandle<()> {
+    let up = UplinkSender::new("sim", north.uplink_tx());
+    tokio::spawn(async move {
+        for i in 0..n {
+            up.send(telemetry("d", &[("x", Value::UInt(i))]))
+                .await
+                .unwrap();
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_then_space_returns() {
-    if !running_as_root("mounting a 4 MiB tmpfs") {
-        return;
-    }
-    let mnt = tempfile::tempdir().unwrap();
-    assert!(
-        mount_tmpfs(mnt.path(), "4m"),
-        "this test mounts a 4 MiB tmpfs and must run as root (with CAP_SYS_ADMIN)"
-    );
-    let _guard = Mounted(mnt.path().to_path_buf());
-    // Leave ~256 KiB free.
-    let filler = mnt.path().join("filler");
-    std::fs::write(&filler, vec![0u8; (4096 - 256) * 1024]).unwrap();
+    let Some(mnt) = Mounted::tmpfs() else { return };
+    mnt.leave_free(256);
 
     let mut broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "ferrogate/gwx/devices/+/telemetry").await;
@@ -49,16 +81,7 @@ async fn disk_full_then_space_returns() {
     .await;
     // More than the uplink channel holds, so the producer must wait.
     let n: u64 = 10_000;
-    let producer = {
-        let up = UplinkSender::new("sim", north.uplink_tx());
-        tokio::spawn(async move {
-            for i in 0..n {
-                up.send(telemetry("d", &[("x", Value::UInt(i))]))
-                    .await
-                    .unwrap();
-            }
-        })
-    };
+    let producer = produce(&north, n);
     wait_until("a write error reported", WAIT, || {
         north.status().outbox.last_write_error.is_some()
     })
@@ -75,7 +98,7 @@ async fn disk_full_then_space_returns() {
         "the adapter waits while the disk is full"
     );
 
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(mnt.path().join("filler")).unwrap();
     producer.await.unwrap();
     wait_until("recovered and everything stored", WAIT, || {
         north.last_seq("d") == Some(n) && north.status().outbox.last_write_error.is_none()
@@ -99,15 +122,9 @@ async fn disk_full_then_space_returns() {
 /// a restart, and a restart afterwards re-sends nothing already delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_recovers_by_delivering_the_backlog() {
-    if !running_as_root("mounting a 4 MiB tmpfs") {
-        return;
-    }
-    let mnt = tempfile::tempdir().unwrap();
-    assert!(mount_tmpfs(mnt.path(), "4m"), "mount a tmpfs (root)");
-    let _guard = Mounted(mnt.path().to_path_buf());
+    let Some(mnt) = Mounted::tmpfs() else { return };
     // ~1.5 MiB free: the 1 MiB reserve and about 512 KiB of outbox.
-    let filler = mnt.path().join("filler");
-    std::fs::write(&filler, vec![0u8; (4096 - 1536) * 1024]).unwrap();
+    mnt.leave_free(1536);
 
     let mut broker = Mosquitto::start();
     let sub = Subscriber::start(broker.port, "ferrogate/gwy/devices/+/telemetry").await;
@@ -119,16 +136,7 @@ async fn a_full_disk_recovers_by_delivering_the_backlog() {
     })
     .await;
     let n: u64 = 10_000;
-    let producer = {
-        let up = UplinkSender::new("sim", north.uplink_tx());
-        tokio::spawn(async move {
-            for i in 0..n {
-                up.send(telemetry("d", &[("x", Value::UInt(i))]))
-                    .await
-                    .unwrap();
-            }
-        })
-    };
+    let producer = produce(&north, n);
     wait_until("the disk is full", WAIT, || {
         north.status().outbox.last_write_error.is_some()
     })
@@ -184,12 +192,7 @@ fn acknowledging_on_a_disk_full_to_the_last_byte_frees_space() {
     use ferrogate::north::config::OutboxConfig;
     use ferrogate::north::outbox::{NewMessage, Outbox};
     use std::io::Write;
-    if !running_as_root("mounting a 4 MiB tmpfs") {
-        return;
-    }
-    let mnt = tempfile::tempdir().unwrap();
-    assert!(mount_tmpfs(mnt.path(), "4m"), "mount a tmpfs (root)");
-    let _guard = Mounted(mnt.path().to_path_buf());
+    let Some(mnt) = Mounted::tmpfs() else { return };
     let cfg = OutboxConfig {
         segment_bytes: 64 * 1024,
         ..OutboxConfig::default()
