@@ -6,6 +6,7 @@
 //! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
 //! - [`name`]: the one check a device name from the network passes.
 //! - [`refusals`]: counts of network input an adapter refused, by reason.
+//! - [`backoff`]: the one exponential backoff for every retry.
 //! - [`time`]: deadlines from durations that must not overflow the clock.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
@@ -13,6 +14,7 @@
 //! An adapter crate depends on this crate only, never on the runtime.
 
 pub mod adapter;
+pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod model;
