@@ -7,6 +7,8 @@
 //! - [`name`]: the one check a device name from the network passes.
 //! - [`refusals`]: counts of network input an adapter refused, by reason.
 //! - [`backoff`]: the one exponential backoff for every retry.
+//! - [`report`] and [`stage`]: report by exception (deadbands, intervals,
+//!   heartbeats), applied to every adapter's uplinks in one place.
 //! - [`time`]: deadlines from durations that must not overflow the clock.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
@@ -20,6 +22,8 @@ pub mod config;
 pub mod model;
 pub mod name;
 pub mod refusals;
+pub mod report;
+pub mod stage;
 pub mod testing;
 pub mod time;
 
