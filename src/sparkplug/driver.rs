@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrogate_sdk::backoff::Backoff;
 use ferrogate_sdk::{DeviceStatus, Operation, Outcome, Timestamp, Uplink};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -23,8 +24,6 @@ use crate::router::Router;
 
 /// The file under the state directory holding the next connection's bdSeq.
 pub const BD_SEQ_FILE: &str = "sparkplug-bdseq";
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a clean stop waits for the NDEATH's PUBACK.
 const DEATH_GRACE: Duration = Duration::from_secs(1);
 
@@ -136,6 +135,10 @@ impl Sparkplug {
                 keep_alive: mqtt.keep_alive.0,
                 max_packet_size: mqtt.max_packet_size as usize,
                 credentials,
+                reconnect: Backoff {
+                    min: mqtt.reconnect_min.0,
+                    max: mqtt.reconnect_max.0,
+                },
             },
             bd_seq_path,
             uplinks: live.subscribe(),
@@ -206,6 +209,8 @@ struct Options {
     keep_alive: Duration,
     max_packet_size: usize,
     credentials: Option<(String, String)>,
+    /// `[mqtt]`'s reconnect_min and reconnect_max.
+    reconnect: Backoff,
 }
 
 /// What the connection's event loop reports.
@@ -326,7 +331,8 @@ impl Driver {
             }
         }
         let (done_tx, mut done_rx) = mpsc::channel::<WriteDone>(64);
-        let mut backoff = BACKOFF_MIN;
+        let bounds = self.options.reconnect;
+        let mut backoff = bounds.min;
         loop {
             let will = self.node.connect(Timestamp::now());
             if let Err(e) = write_bd_seq(&self.bd_seq_path, self.node.next_bd_seq()) {
@@ -343,7 +349,7 @@ impl Driver {
                     }
                     event = conn.next() => match event {
                         LinkEvent::Connected => {
-                            backoff = BACKOFF_MIN;
+                            backoff = bounds.min;
                             self.node.connected();
                         }
                         LinkEvent::SubAck => {
@@ -391,7 +397,7 @@ impl Driver {
                 }
                 self.publish_status();
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            backoff = bounds.next(backoff);
         }
     }
 
