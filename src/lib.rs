@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod north;
 pub mod router;
 pub mod simulator;
+pub mod sparkplug;
 pub mod state_lock;
 pub mod supervisor;
 pub mod systemd;

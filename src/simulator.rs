@@ -136,6 +136,7 @@ impl AdapterKind for SimulatorKind {
             devices: listed,
             notes: Vec::new(),
             fingerprint: ferrogate_sdk::fingerprint(&devices),
+            policies: Default::default(),
             adapter: Box::new(Simulator::new(
                 devices.into_iter().map(|d| d.value).collect(),
             )),

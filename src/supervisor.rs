@@ -195,7 +195,7 @@ impl Supervisor {
         changes
     }
 
-    fn spawn(&mut self, built: BuiltAdapter) {
+    fn spawn(&mut self, mut built: BuiltAdapter) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let stop = self.shutdown.child_token();
         let health = Health::default();
@@ -209,6 +209,11 @@ impl Supervisor {
             refusals: refusals.clone(),
             owners: self.owners.clone(),
         };
+        // Report by exception: one stage per instance, kept across restarts.
+        let (ctx, wakes) = ctx.with_reporting(std::mem::take(&mut built.policies));
+        if let Some(wakes) = wakes {
+            tokio::spawn(wakes);
+        }
         lock(&self.states).insert(
             built.name.clone(),
             AdapterState {
@@ -366,6 +371,7 @@ mod tests {
             devices: Vec::new(),
             notes: Vec::new(),
             fingerprint: 0,
+            policies: Default::default(),
             adapter,
         }
     }

@@ -133,6 +133,7 @@ impl Harness {
                 devices: Vec::new(),
                 notes: Vec::new(),
                 fingerprint: 0,
+                policies: Default::default(),
                 adapter: Box::new(adapter),
             }],
             config,

@@ -72,6 +72,7 @@ fn stalled_adapter_stops_watchdog_pings() {
         devices: Vec::new(),
         notes: Vec::new(),
         fingerprint: 0,
+        policies: Default::default(),
         adapter: Box::new(Staller {
             stall: stall.clone(),
         }),

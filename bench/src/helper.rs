@@ -58,6 +58,12 @@ impl Helper {
     }
 }
 
+impl Helper {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -4,8 +4,10 @@
 //! window and the medians. Simulators run as child processes of this same
 //! binary (`modbus-slaves`, `coap-clients`, `lwm2m-clients`).
 
+mod bare;
 mod broker;
 mod coap_client;
+mod counters;
 mod gateway;
 mod helper;
 mod lwm2m_client;
@@ -140,6 +142,20 @@ enum Cmd {
     },
     /// Scenario 6: idle RSS with one device, and the binary's size.
     Idle,
+    /// Reference: a bare rumqttc QoS 1 publisher at a fixed rate (runs until killed).
+    BarePublisher {
+        #[arg(long)]
+        port: u16,
+        /// Messages per second.
+        #[arg(long)]
+        rate: f64,
+        /// Payload bytes per message.
+        #[arg(long)]
+        bytes: usize,
+        /// Topics to spread the messages over.
+        #[arg(long, default_value_t = 100)]
+        topics: u32,
+    },
     /// Simulator: Modbus TCP slaves on consecutive ports (runs until killed).
     ModbusSlaves {
         #[arg(long)]
@@ -282,6 +298,12 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             )
             .await
         }
+        Cmd::BarePublisher {
+            port,
+            rate,
+            bytes,
+            topics,
+        } => bare::run(port, rate, bytes, topics).await,
         Cmd::ModbusSlaves {
             base_port,
             count,

@@ -1,9 +1,12 @@
 //! One measurement window: CPU and RSS of the process under test (and of
-//! the broker), what the sink received, repeated `runs` times; medians.
+//! the broker), its syscalls and instructions per delivered value (where
+//! `perf` can count them), what the sink received, repeated `runs` times;
+//! medians.
 
 use std::time::Duration;
 
 use crate::BenchError;
+use crate::counters::{PerUnit, PerfStat};
 use crate::proc::{Sampler, Usage, loadavg};
 use crate::sink::Sink;
 use crate::stats::median;
@@ -19,6 +22,10 @@ pub struct Window {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub load: f64,
+    /// The gateway's syscalls and instructions per delivered value.
+    pub per_value: PerUnit,
+    /// Mean telemetry payload, bytes.
+    pub payload_bytes: f64,
 }
 
 impl Window {
@@ -33,7 +40,7 @@ impl Window {
             .map(|b| format!(" broker_cpu={:.1}%", b.cpu_pct))
             .unwrap_or_default();
         println!(
-            "{label}: {:.0} msg/s {:.0} values/s cpu={:.1}% ({:.2} µs/value) rss={:.1}MB (max {:.1}) p50={:.1}ms p99={:.1}ms{broker} load={:.2}",
+            "{label}: {:.0} msg/s {:.0} values/s cpu={:.1}% ({:.2} µs/value) rss={:.1}MB (max {:.1}) p50={:.1}ms p99={:.1}ms{broker} load={:.2} per value: {}",
             self.messages_per_s,
             self.values_per_s,
             self.gateway.cpu_pct,
@@ -42,7 +49,8 @@ impl Window {
             mb(self.gateway.rss_max),
             self.p50_ms,
             self.p99_ms,
-            self.load
+            self.load,
+            self.per_value
         );
     }
 }
@@ -65,6 +73,7 @@ pub async fn windows(
         let _ = sink.take();
         let load = loadavg();
         let mut g = Sampler::start(pid)?;
+        let perf = PerfStat::start(pid);
         let mut b = broker.map(Sampler::start).transpose()?;
         for _ in 0..secs {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -74,6 +83,7 @@ pub async fn windows(
             }
         }
         let (gateway, elapsed) = g.finish()?;
+        let counts = perf.finish();
         let broker = b.map(|b| b.finish().map(|(u, _)| u)).transpose()?;
         let mut t = sink.take();
         let s = elapsed.as_secs_f64();
@@ -86,6 +96,8 @@ pub async fn windows(
             p50_ms: t.latency.percentile_ms(50.0),
             p99_ms: t.latency.percentile_ms(99.0),
             load: (load + loadavg()) / 2.0,
+            per_value: counts.per(t.values as f64),
+            payload_bytes: t.bytes as f64 / (t.messages.max(1) as f64),
         };
         w.print(&format!("{label} run {run}/{runs}"));
         out.push(w);
@@ -114,7 +126,18 @@ pub fn medians(ws: &[Window]) -> Window {
         p50_ms: m(&|w| w.p50_ms),
         p99_ms: m(&|w| w.p99_ms),
         load: m(&|w| w.load),
+        per_value: PerUnit {
+            syscalls: median_of(ws.iter().map(|w| w.per_value.syscalls)),
+            instructions: median_of(ws.iter().map(|w| w.per_value.instructions)),
+        },
+        payload_bytes: m(&|w| w.payload_bytes),
     }
+}
+
+/// The median of the values present, or `None` when none is.
+pub fn median_of(vs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let vs: Vec<f64> = vs.flatten().collect();
+    (!vs.is_empty()).then(|| median(&vs))
 }
 
 /// Waits until `cond` holds, polling every 200 ms, up to `limit`.

@@ -1,12 +1,15 @@
 //! Scenario 1: Modbus TCP, N devices × R registers polled every period, to
 //! a private mosquitto; gateway CPU and RSS, values/s delivered, latency
-//! from the slave's answer to the subscriber.
+//! from the slave's answer to the subscriber; then, in the same run, a bare
+//! rumqttc publisher sending the gateway's message rate and size, which the
+//! gateway's CPU is divided by (the figure host speed moves least).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::BenchError;
+use crate::bare;
 use crate::broker::Broker;
 use crate::gateway::Gateway;
 use crate::helper::Helper;
@@ -65,6 +68,24 @@ pub fn slave_args(p: &Params) -> Vec<String> {
     ]
 }
 
+/// The gateway against the reference: its CPU per delivered value divided
+/// by the reference's CPU per message, and its CPU at the same message rate
+/// and size as a multiple of the reference's.
+fn print_normalised(label: &str, m: &Window, r: &bare::Reference) {
+    println!(
+        "{label} NORMALISED: gateway {:.3} µs/value / bare publisher {:.2} µs/msg ({:.0} msg/s of {:.0} bytes) = {:.4}; gateway cpu {:.1}% = {:.2}x the bare publisher's {:.2}%; per value: {}",
+        m.cpu_us_per_value(),
+        r.cpu_us_per_message,
+        r.acked_per_s,
+        m.payload_bytes,
+        m.cpu_us_per_value() / r.cpu_us_per_message.max(f64::MIN_POSITIVE),
+        m.gateway.cpu_pct,
+        m.gateway.cpu_pct / r.cpu_pct.max(f64::MIN_POSITIVE),
+        r.cpu_pct,
+        m.per_value
+    );
+}
+
 pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<Window, BenchError> {
     let broker = Broker::start(work)?;
     let _slaves = Helper::spawn(&slave_args(p))?;
@@ -96,6 +117,16 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<Window, BenchErr
     let ws = measure::windows(gw.pid(), Some(broker.pid()), &sink, p.secs, p.runs, &label).await?;
     let m = measure::medians(&ws);
     m.print(&format!("{label} MEDIAN"));
+    let reference = bare::measure(
+        broker.port,
+        m.messages_per_s,
+        m.payload_bytes.round() as usize,
+        u32::from(p.devices),
+        p.secs,
+        p.runs,
+    )
+    .await?;
+    print_normalised(&label, &m, &reference);
     if let Ok(metrics) = gw.scrape() {
         for k in [
             "ferrogate_device_read_errors_total",

@@ -21,6 +21,8 @@ use crate::stats::Latencies;
 pub struct Tally {
     pub messages: u64,
     pub values: u64,
+    /// Payload bytes of the telemetry messages counted.
+    pub bytes: u64,
     pub latency: Latencies,
     pub rpc_answered: u64,
 }
@@ -94,7 +96,11 @@ impl Sink {
                             continue;
                         };
                         if let Ok(mut t) = tally.lock() {
+                            let before = t.messages;
                             count(&mut t, &topic, &json, arrived, &stamp);
+                            if t.messages > before {
+                                t.bytes += p.payload.len() as u64;
+                            }
                         }
                     }
                     Ok(_) => {}

@@ -376,7 +376,7 @@ fn point(address: u16, ty: PointType, order: Order) -> Point {
         min: None,
         max: None,
         poll: None,
-        deadband: None,
+        report: Default::default(),
     }
 }
 

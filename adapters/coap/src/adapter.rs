@@ -73,6 +73,7 @@ impl AdapterKind for CoapKind {
                 .collect(),
             notes,
             fingerprint: ferrogate_sdk::fingerprint(&plan),
+            policies: Default::default(),
             adapter: Box::new(CoapAdapter::new(plan)),
         }])
     }

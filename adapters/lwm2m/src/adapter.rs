@@ -83,6 +83,7 @@ impl AdapterKind for Lwm2mKind {
             devices: Vec::new(),
             notes,
             fingerprint: ferrogate_sdk::fingerprint(&settings),
+            policies: Default::default(),
             adapter: Box::new(Lwm2mAdapter {
                 settings: Arc::new(settings),
             }),

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::PointMeta;
-use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
+use ferrogate_sdk::config::{
+    BuildContext, ConfigDuration, ConfigIssue, Located, Node, Origin, Pos, Section,
+};
+use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportPolicy, deadband_from};
 
 use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
 use crate::planner::{Limits, Planner, ReadRequest};
 use crate::point::{Area, Order, Point, PointType, TypeName, resolve_modicon};
-use crate::report::ReportPolicy;
 use crate::transport::{Endpoint, Parity, Reconnect, SerialSettings};
 
 /// A validated connection with its devices: what one line task runs.
@@ -42,7 +44,8 @@ pub struct DeviceSpec {
     /// Points grouped by poll period, shared like `points`.
     pub groups: Arc<[PollGroup]>,
     pub limits: Limits,
-    pub report: ReportPolicy,
+    /// Report by exception, applied by the runtime's stage.
+    pub policy: DevicePolicy,
     pub offline_after: u32,
     pub single_register_writes: bool,
     pub verify_writes: bool,
@@ -474,12 +477,7 @@ fn device_spec(
             }
         }
     }
-    if dev.deadband.is_some_and(|d| !(d >= 0.0 && d.is_finite())) {
-        issues.push(
-            dev.origin
-                .issue("deadband", "`deadband` must be zero or more"),
-        );
-    }
+    let report = device_report(dev, issues, notes);
     if dev.offline_after == Some(0) {
         issues.push(
             dev.origin
@@ -592,6 +590,14 @@ fn device_spec(
             .clone(),
         None => poll_groups(&points, poll, limits),
     };
+    let policy = DevicePolicy {
+        report,
+        points: points
+            .iter()
+            .filter(|p| p.report != PointReport::default())
+            .map(|p| (p.name.to_string(), p.report))
+            .collect(),
+    };
     Some(DeviceSpec {
         name: dev.name.clone(),
         pos: dev.origin.entry(),
@@ -601,16 +607,66 @@ fn device_spec(
         point_meta: meta,
         groups,
         limits,
-        report: ReportPolicy {
-            on_change: dev.report_on_change.unwrap_or(false),
-            deadband: dev.deadband.unwrap_or(0.0),
-            max_interval: dev.max_interval.map_or(Duration::from_secs(60), |d| d.0),
-        },
+        policy,
         offline_after: dev.offline_after.unwrap_or(3),
         single_register_writes: dev.single_register_writes.unwrap_or(false),
         verify_writes: dev.verify_writes.unwrap_or(false),
         operations: dev.operations.clone(),
     })
+}
+
+/// The device's report-by-exception keys. `report_on_change` turns the
+/// deadband and the heartbeat (`max_interval`, 60 s by default) on;
+/// `min_interval` limits the rate with or without it.
+fn device_report(
+    dev: &Located<DeviceConfig>,
+    issues: &mut Vec<ConfigIssue>,
+    notes: &mut Vec<String>,
+) -> ReportPolicy {
+    let on_change = dev.report_on_change.unwrap_or(false);
+    let deadband = match deadband_from(dev.deadband, dev.deadband_percent, dev.span) {
+        Ok(d) => d,
+        Err((key, message)) => {
+            issues.push(dev.origin.issue(key, message));
+            None
+        }
+    };
+    if !on_change && (deadband.is_some() || dev.max_interval.is_some()) {
+        notes.push(format!(
+            "{}: `deadband` and `max_interval` apply only with `report_on_change = true`: every poll is sent",
+            dev.name
+        ));
+    }
+    let min_interval = dev.min_interval.map_or(Duration::ZERO, |d| d.0);
+    let max_interval = dev.max_interval.map_or(Duration::from_secs(60), |d| d.0);
+    check_intervals(dev.min_interval, dev.max_interval, &dev.origin, issues);
+    ReportPolicy {
+        on_change,
+        deadband: deadband.unwrap_or_default(),
+        min_interval,
+        max_interval: on_change.then_some(max_interval),
+    }
+}
+
+/// `max_interval` is a heartbeat: it must be longer than zero and than
+/// `min_interval`.
+fn check_intervals(
+    min: Option<ConfigDuration>,
+    max: Option<ConfigDuration>,
+    origin: &Origin,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    if max.is_some_and(|d| d.0.is_zero()) {
+        issues.push(origin.issue("max_interval", "`max_interval` must be more than zero"));
+    }
+    if let (Some(lo), Some(hi)) = (min, max)
+        && lo.0 > hi.0
+    {
+        issues.push(origin.issue(
+            "min_interval",
+            "`min_interval` is longer than `max_interval`: the heartbeat could never be kept",
+        ));
+    }
 }
 
 /// `points` grouped by their poll period (`poll` unless a point has its
@@ -855,6 +911,8 @@ fn point(
         ("min", cfg.min.is_some()),
         ("max", cfg.max.is_some()),
         ("deadband", cfg.deadband.is_some()),
+        ("deadband_percent", cfg.deadband_percent.is_some()),
+        ("span", cfg.span.is_some()),
     ] {
         if set && !numeric {
             issues.push(issue(
@@ -903,9 +961,14 @@ fn point(
     if cfg.poll.is_some_and(|p| p.is_zero()) {
         issues.push(issue("poll", "`poll` must be more than zero".into()));
     }
-    if cfg.deadband.is_some_and(|d| !(d >= 0.0 && d.is_finite())) {
-        issues.push(issue("deadband", "`deadband` must be zero or more".into()));
-    }
+    let deadband = match deadband_from(cfg.deadband, cfg.deadband_percent, cfg.span) {
+        Ok(d) => d,
+        Err((key, message)) => {
+            issues.push(issue(key, message));
+            None
+        }
+    };
+    check_intervals(cfg.min_interval, cfg.max_interval, &cfg.origin, issues);
     if issues.len() > before {
         return None;
     }
@@ -923,7 +986,11 @@ fn point(
         min: cfg.min,
         max: cfg.max,
         poll: cfg.poll.map(|p| p.0),
-        deadband: cfg.deadband,
+        report: PointReport {
+            deadband,
+            min_interval: cfg.min_interval.map(|d| d.0),
+            max_interval: cfg.max_interval.map(|d| d.0),
+        },
     })
 }
 

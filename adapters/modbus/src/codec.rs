@@ -284,7 +284,7 @@ mod tests {
             min: None,
             max: None,
             poll: None,
-            deadband: None,
+            report: Default::default(),
         }
     }
 

@@ -61,6 +61,9 @@ pub struct DeviceConfig {
     pub poll: Option<ConfigDuration>,
     pub report_on_change: Option<bool>,
     pub deadband: Option<f64>,
+    pub deadband_percent: Option<f64>,
+    pub span: Option<f64>,
+    pub min_interval: Option<ConfigDuration>,
     pub max_interval: Option<ConfigDuration>,
     pub offline_after: Option<u32>,
     pub max_gap: Option<u16>,
@@ -107,4 +110,8 @@ pub struct PointConfig {
     pub max: Option<f64>,
     pub poll: Option<ConfigDuration>,
     pub deadband: Option<f64>,
+    pub deadband_percent: Option<f64>,
+    pub span: Option<f64>,
+    pub min_interval: Option<ConfigDuration>,
+    pub max_interval: Option<ConfigDuration>,
 }

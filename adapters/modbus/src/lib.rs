@@ -11,8 +11,9 @@
 //!
 //! Internal: `config` and `build` (the TOML shape and its validation),
 //! `planner` (merging points into requests, splitting after refusals),
-//! `scheduler` (what the line does next, sans-IO), `report` and `quality`
-//! (report on change, online/offline), `transport` and `line` (the I/O
+//! `scheduler` (what the line does next, sans-IO), `quality`
+//! (online/offline; report on change is the runtime's stage, from
+//! `ferrogate_sdk::report`), `transport` and `line` (the I/O
 //! shell and the running adapter).
 
 pub mod codec;
@@ -25,7 +26,6 @@ mod config;
 mod line;
 mod planner;
 mod quality;
-mod report;
 mod scheduler;
 mod transport;
 
@@ -60,6 +60,11 @@ impl AdapterKind for ModbusKind {
                     .collect(),
                 notes,
                 fingerprint: ferrogate_sdk::fingerprint(&line),
+                policies: line
+                    .devices
+                    .iter()
+                    .map(|d| (d.name.clone(), d.policy.clone()))
+                    .collect(),
                 adapter: Box::new(line::ModbusLine::new(line)),
             })
             .collect())

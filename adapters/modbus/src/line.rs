@@ -21,7 +21,6 @@ use crate::pdu::{Exception, Request, Response};
 use crate::planner::{Planner, ReadRequest};
 use crate::point::{Area, Point};
 use crate::quality::Quality;
-use crate::report::ChangeFilter;
 use crate::scheduler::{LineScheduler, Next, PollSlot, Settings, first_due, phase};
 use crate::transport::{TransactionError, Transport};
 
@@ -36,7 +35,6 @@ struct DeviceRuntime {
     /// The current plan of each poll group: the spec's (shared) until a
     /// split gives this device its own.
     plans: Vec<Arc<[ReadRequest]>>,
-    filter: ChangeFilter,
     quality: Quality,
 }
 
@@ -45,11 +43,6 @@ impl DeviceRuntime {
         DeviceRuntime {
             planner: Planner::new(spec.limits),
             plans: spec.groups.iter().map(|g| g.plan.clone()).collect(),
-            filter: if spec.report.on_change {
-                ChangeFilter::new(spec.points.len())
-            } else {
-                ChangeFilter::default()
-            },
             quality: Quality::default(),
         }
     }
@@ -408,25 +401,7 @@ impl ModbusLine {
                 }))
                 .await?;
         }
-        let ReadOutcome {
-            points,
-            mut readings,
-            ..
-        } = outcome;
-        let mut point = points.iter();
-        readings.retain(|r| {
-            let i = point.next().copied().unwrap_or_default();
-            runtime.filter.admit(
-                &spec.report,
-                i,
-                spec.points[i].deadband,
-                &r.value,
-                now.into_std(),
-            )
-        });
-        if readings.is_empty() {
-            return Ok(());
-        }
+        let ReadOutcome { readings, .. } = outcome;
         ctx.uplink
             .send(Uplink::Telemetry(Telemetry {
                 device: spec.name.clone(),

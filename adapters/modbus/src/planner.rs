@@ -171,7 +171,7 @@ mod tests {
             min: None,
             max: None,
             poll: None,
-            deadband: None,
+            report: Default::default(),
         }
     }
 

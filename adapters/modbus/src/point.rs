@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::PointMeta;
+use ferrogate_sdk::report::PointReport;
 use serde::Deserialize;
 
 /// The four Modbus data areas.
@@ -224,8 +225,8 @@ pub struct Point {
     pub max: Option<f64>,
     /// Overrides the device's poll period.
     pub poll: Option<Duration>,
-    /// Overrides the device's deadband.
-    pub deadband: Option<f64>,
+    /// Overrides the device's deadband and intervals.
+    pub report: PointReport,
 }
 
 impl Point {

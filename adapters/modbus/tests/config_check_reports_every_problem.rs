@@ -315,3 +315,31 @@ fn the_adapter_kind_key_is_modbus_and_an_empty_section_builds_nothing() {
             .is_some()
     );
 }
+
+#[test]
+fn report_by_exception_mistakes_are_named() {
+    let toml = "[[modbus.connection]]\nname = \"plc\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n\n\
+        [[modbus.device]]\nname = \"a\"\nconnection = \"plc\"\nunit = 1\nreport_on_change = true\n\
+        deadband = 1.0\ndeadband_percent = 2.0\n\
+        [[modbus.device.point]]\nname = \"p\"\naddress = 0\nspan = 100.0\n\
+        [[modbus.device.point]]\nname = \"q\"\naddress = 1\ndeadband_percent = -1.0\n\
+        [[modbus.device.point]]\nname = \"r\"\naddress = 2\nmin_interval = \"10s\"\nmax_interval = \"1s\"\n\n\
+        [[modbus.device]]\nname = \"b\"\nconnection = \"plc\"\nunit = 2\nmax_interval = \"0s\"\n\
+        [[modbus.device.point]]\nname = \"s\"\naddress = 0\ntype = \"bool\"\narea = \"coil\"\ndeadband_percent = 1.0\n";
+    let issues = issues(toml, &[]);
+    assert_eq!(line(find(&issues, "not both")), 12);
+    assert_eq!(line(find(&issues, "`span` is what")), 16);
+    assert_eq!(
+        line(find(&issues, "`deadband_percent` must be zero or more")),
+        20
+    );
+    assert_eq!(line(find(&issues, "the heartbeat could never be kept")), 24);
+    assert_eq!(
+        line(find(&issues, "`max_interval` must be more than zero")),
+        31
+    );
+    assert_eq!(
+        line(find(&issues, "`deadband_percent` applies only to numeric")),
+        37
+    );
+}

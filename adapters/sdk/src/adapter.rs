@@ -14,6 +14,7 @@ use crate::command::CommandRequest;
 use crate::config::{BuildContext, ConfigIssue, Pos, Section};
 use crate::model::Uplink;
 use crate::refusals::Refusals;
+use crate::stage::{Policies, Reporting};
 
 /// A boxed future, so the trait stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,6 +69,8 @@ pub struct UplinkSender {
     adapter: Arc<str>,
     tx: mpsc::Sender<UplinkEnvelope>,
     observer: Option<UplinkObserver>,
+    /// Report by exception, when the adapter's devices have policies.
+    reporting: Option<Reporting>,
 }
 
 impl std::fmt::Debug for UplinkSender {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for UplinkSender {
         f.debug_struct("UplinkSender")
             .field("adapter", &self.adapter)
             .field("observed", &self.observer.is_some())
+            .field("reporting", &self.reporting.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +89,7 @@ impl UplinkSender {
             adapter: adapter.into(),
             tx,
             observer: None,
+            reporting: None,
         }
     }
 
@@ -106,6 +111,13 @@ impl UplinkSender {
     }
 
     pub async fn send(&self, uplink: Uplink) -> Result<(), UplinkClosed> {
+        let uplink = match &self.reporting {
+            Some(reporting) => match reporting.uplink(uplink, Instant::now()) {
+                Some(uplink) => uplink,
+                None => return Ok(()),
+            },
+            None => uplink,
+        };
         let envelope = UplinkEnvelope {
             adapter: self.adapter.clone(),
             uplink,
@@ -223,6 +235,27 @@ pub struct AdapterContext {
     pub owners: DeviceOwners,
 }
 
+impl AdapterContext {
+    /// This context with its devices' `policies` applied to everything it
+    /// sends, and the task that publishes held values and heartbeats as
+    /// they fall due, until `shutdown` (run it beside the adapter, for as
+    /// long as the instance lives). No task when no policy can hold back
+    /// or repeat a reading.
+    pub fn with_reporting(
+        mut self,
+        policies: Policies,
+    ) -> (Self, Option<impl Future<Output = ()> + Send + 'static>) {
+        let Some(reporting) = Reporting::new(policies) else {
+            return (self, None);
+        };
+        let wakes = reporting
+            .clone()
+            .run_wakes(self.uplink.clone(), self.shutdown.clone());
+        self.uplink.reporting = Some(reporting);
+        (self, Some(wakes))
+    }
+}
+
 /// An adapter built from configuration, not yet running.
 pub struct BuiltAdapter {
     /// Instance name (unique in the gateway), e.g. `modbus` or `modbus/line1`.
@@ -237,6 +270,9 @@ pub struct BuiltAdapter {
     /// A digest of the instance's resolved configuration ([`fingerprint`]):
     /// a reload restarts the instance only when it changed.
     pub fingerprint: u64,
+    /// Report by exception per device (deadbands, intervals, heartbeats),
+    /// applied to what the adapter sends ([`AdapterContext::with_reporting`]).
+    pub policies: Policies,
     pub adapter: Box<dyn Adapter>,
 }
 

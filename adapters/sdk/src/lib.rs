@@ -6,6 +6,8 @@
 //! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
 //! - [`name`]: the one check a device name from the network passes.
 //! - [`refusals`]: counts of network input an adapter refused, by reason.
+//! - [`report`] and [`stage`]: report by exception (deadbands, intervals,
+//!   heartbeats), applied to every adapter's uplinks in one place.
 //! - [`time`]: deadlines from durations that must not overflow the clock.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
@@ -18,6 +20,8 @@ pub mod config;
 pub mod model;
 pub mod name;
 pub mod refusals;
+pub mod report;
+pub mod stage;
 pub mod testing;
 pub mod time;
 

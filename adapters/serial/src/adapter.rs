@@ -79,6 +79,7 @@ impl AdapterKind for SerialKind {
                 devices: vec![(device.name.clone(), name_pos)],
                 notes,
                 fingerprint: ferrogate_sdk::fingerprint(&device),
+                policies: Default::default(),
                 adapter: Box::new(SerialAdapter::new(device)),
             });
         }

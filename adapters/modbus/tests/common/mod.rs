@@ -208,6 +208,10 @@ pub fn start_with_profiles(toml: &str, profiles: &[(&str, &str)]) -> Running {
     assert_eq!(built.len(), 1, "one connection expected");
     let built = built.remove(0);
     let (ctx, harness) = testing::context(&built.name);
+    let (ctx, wakes) = ctx.with_reporting(built.policies);
+    if let Some(wakes) = wakes {
+        tokio::spawn(wakes);
+    }
     let mut adapter = built.adapter;
     let task = tokio::spawn(async move { adapter.run(ctx).await });
     Running {

@@ -1,0 +1,249 @@
+//! The report-by-exception stage of one adapter instance: every uplink an
+//! adapter sends passes it, in the sender's task, before the runtime sees
+//! it. Telemetry of devices with a [`DevicePolicy`] goes through their
+//! [`Reporter`]; everything else passes untouched. Sans-IO like the
+//! reporter: [`Stage::uplink`] and [`Stage::wake`] take `now`, and
+//! [`Stage::next_wake`] says when the next held value or heartbeat is due.
+//! [`Reporting`] is the shared handle the sender and the wake task hold.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::UplinkSender;
+use crate::model::{Telemetry, Timestamp, Uplink};
+use crate::report::{DevicePolicy, Reporter};
+
+/// The reporting of each device of an adapter, by device name. Devices not
+/// in it have every reading published.
+pub type Policies = BTreeMap<String, DevicePolicy>;
+
+/// Report by exception for the devices of one adapter instance.
+#[derive(Debug)]
+pub struct Stage {
+    policies: Arc<Policies>,
+    reporters: HashMap<String, Reporter>,
+    /// Each device's next wake, ordered by instant.
+    wakes: BTreeSet<(Instant, String)>,
+    due: HashMap<String, Instant>,
+}
+
+impl Stage {
+    pub fn new(policies: Arc<Policies>) -> Self {
+        Stage {
+            policies,
+            reporters: HashMap::new(),
+            wakes: BTreeSet::new(),
+            due: HashMap::new(),
+        }
+    }
+
+    /// What of `uplink` goes on north now (`None`: nothing of it).
+    pub fn uplink(&mut self, uplink: Uplink, now: Instant) -> Option<Uplink> {
+        let Uplink::Telemetry(t) = uplink else {
+            return Some(uplink);
+        };
+        let Some(policy) = self.policies.get(&t.device) else {
+            return Some(Uplink::Telemetry(t));
+        };
+        let reporter = match self.reporters.get_mut(&t.device) {
+            Some(r) => r,
+            None => self
+                .reporters
+                .entry(t.device.clone())
+                .or_insert_with(|| Reporter::new(policy.clone())),
+        };
+        let readings = reporter.offer(t.readings, now);
+        let next = reporter.next_wake();
+        self.reschedule(&t.device, next);
+        (!readings.is_empty()).then_some(Uplink::Telemetry(Telemetry {
+            device: t.device,
+            ts: t.ts,
+            readings,
+        }))
+    }
+
+    /// When [`Stage::wake`] has something to publish.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.wakes.first().map(|(at, _)| *at)
+    }
+
+    /// The held values and heartbeats due at `now`, one telemetry message
+    /// per device.
+    pub fn wake(&mut self, now: Instant) -> Vec<Uplink> {
+        let mut out = Vec::new();
+        while let Some((at, device)) = self.wakes.first().cloned() {
+            if at > now {
+                break;
+            }
+            let Some(reporter) = self.reporters.get_mut(&device) else {
+                self.reschedule(&device, None);
+                continue;
+            };
+            let readings = reporter.wake(now);
+            let next = reporter.next_wake();
+            self.reschedule(&device, next);
+            if !readings.is_empty() {
+                out.push(Uplink::Telemetry(Telemetry {
+                    device,
+                    ts: Timestamp::now(),
+                    readings,
+                }));
+            }
+        }
+        out
+    }
+
+    fn reschedule(&mut self, device: &str, next: Option<Instant>) {
+        if self.due.get(device) == next.as_ref() {
+            return;
+        }
+        if let Some(old) = self.due.remove(device) {
+            self.wakes.remove(&(old, device.to_string()));
+        }
+        if let Some(at) = next {
+            self.due.insert(device.to_string(), at);
+            self.wakes.insert((at, device.to_string()));
+        }
+    }
+}
+
+/// A [`Stage`] shared by an adapter's uplink senders and its wake task.
+#[derive(Debug, Clone)]
+pub struct Reporting {
+    stage: Arc<Mutex<Stage>>,
+    /// Told when the next wake moved earlier.
+    rearm: Arc<Notify>,
+}
+
+impl Reporting {
+    /// The stage for `policies`, or `None` when no device of them can have
+    /// a reading held back or repeated (then there is nothing to do).
+    pub fn new(policies: Policies) -> Option<Self> {
+        let policies: Policies = policies
+            .into_iter()
+            .filter(|(_, p)| !p.is_passthrough())
+            .collect();
+        if policies.is_empty() {
+            return None;
+        }
+        Some(Reporting {
+            stage: Arc::new(Mutex::new(Stage::new(Arc::new(policies)))),
+            rearm: Arc::new(Notify::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stage> {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pass `uplink` through the stage at `now`.
+    pub fn uplink(&self, uplink: Uplink, now: Instant) -> Option<Uplink> {
+        let mut stage = self.lock();
+        let before = stage.next_wake();
+        let out = stage.uplink(uplink, now);
+        let after = stage.next_wake();
+        drop(stage);
+        if after.is_some() && (before.is_none() || after < before) {
+            self.rearm.notify_one();
+        }
+        out
+    }
+
+    /// Send held values and heartbeats into `uplink` (a sender without
+    /// this stage) as they fall due, until `stop`.
+    pub async fn run_wakes(self, uplink: UplinkSender, stop: CancellationToken) {
+        loop {
+            let next = self.lock().next_wake();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.rearm.notified() => continue,
+                () = sleep => {}
+            }
+            let due = self.lock().wake(Instant::now());
+            for message in due {
+                if uplink.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Reading, Value};
+    use crate::report::{Deadband, ReportPolicy};
+    use std::time::Duration;
+
+    fn telemetry(device: &str, value: f64) -> Uplink {
+        Uplink::Telemetry(Telemetry {
+            device: device.into(),
+            ts: Timestamp(0),
+            readings: vec![Reading::ok("t", Value::Float(value), Timestamp(0))],
+        })
+    }
+
+    fn policies() -> Policies {
+        let heartbeat = |s| DevicePolicy {
+            report: ReportPolicy {
+                on_change: true,
+                deadband: Deadband::Absolute(1.0),
+                max_interval: Some(Duration::from_secs(s)),
+                ..ReportPolicy::default()
+            },
+            points: BTreeMap::new(),
+        };
+        [
+            ("a".to_string(), heartbeat(10)),
+            ("b".to_string(), heartbeat(4)),
+        ]
+        .into()
+    }
+
+    #[test]
+    fn devices_without_a_policy_and_other_messages_pass() {
+        let mut stage = Stage::new(Arc::new(policies()));
+        let now = Instant::now();
+        assert!(stage.uplink(telemetry("other", 1.0), now).is_some());
+        assert!(stage.uplink(telemetry("other", 1.0), now).is_some());
+        assert!(stage.uplink(telemetry("a", 1.0), now).is_some());
+        assert!(stage.uplink(telemetry("a", 1.5), now).is_none());
+        let forget = Uplink::Forgotten(crate::model::DeviceForgotten { device: "a".into() });
+        assert_eq!(stage.uplink(forget.clone(), now), Some(forget));
+    }
+
+    #[test]
+    fn wakes_come_in_order_across_devices() {
+        let mut stage = Stage::new(Arc::new(policies()));
+        let t0 = Instant::now();
+        stage.uplink(telemetry("a", 1.0), t0);
+        stage.uplink(telemetry("b", 1.0), t0);
+        assert_eq!(stage.next_wake(), Some(t0 + Duration::from_secs(4)));
+        let woken = stage.wake(t0 + Duration::from_secs(4));
+        assert_eq!(woken.len(), 1);
+        assert_eq!(woken[0].device(), "b");
+        assert_eq!(stage.next_wake(), Some(t0 + Duration::from_secs(8)));
+        let woken = stage.wake(t0 + Duration::from_secs(10));
+        let devices: Vec<&str> = woken.iter().map(Uplink::device).collect();
+        assert_eq!(devices, ["b", "a"], "b was due at 8 s, a at 10 s");
+        assert_eq!(stage.next_wake(), Some(t0 + Duration::from_secs(14)));
+    }
+
+    #[test]
+    fn a_stage_of_passthrough_policies_is_none() {
+        let plain: Policies = [("x".to_string(), DevicePolicy::default())].into();
+        assert!(Reporting::new(plain).is_none());
+        assert!(Reporting::new(policies()).is_some());
+    }
+}
