@@ -5,6 +5,7 @@
 //! adapters --uplink_tx--> writer --(seq, encode, group commit)--> outbox (disk)
 //! router  --result_tx-->    |                                        |
 //!                           +--wake--> session --publish--> broker --PUBACK--> outbox.ack
+//!                                   (what to read, publish, ack and when: core::NorthCore)
 //! broker --{root}/devices/+/cmd--> session --intake (decode, retained, response
 //!   topic; busy when the queue is full)--> take_commands() --> daemon:
 //!   journal.pending (fsync) --> PUBACK --> router --> journal.done --> result_tx
@@ -37,6 +38,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod core;
 mod intake;
 pub mod journal;
 pub mod link;
@@ -56,8 +58,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::core::CoreConfig;
 use crate::metrics::Histogram;
 use config::{BrokerAddr, MqttConfig, OutboxConfig};
+use ferrogate_sdk::backoff::Backoff;
 use link::{LinkOptions, Secret};
 use outbox::{Outbox, OutboxStatus};
 
@@ -70,6 +74,17 @@ const RESULT_CAPACITY: usize = 256;
 const COMMAND_CAPACITY: usize = 256;
 /// The whole graceful shutdown must fit in the daemon's 5 s budget.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(3500);
+/// How long a connection attempt may take before it is abandoned.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A seed for the reconnect jitter that differs between gateways started
+/// together.
+fn jitter_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
 
 /// A command request received from MQTT, decoded (or refused, with the
 /// reason the router answers).
@@ -292,22 +307,25 @@ impl North {
             },
             topics,
             gateway: gateway_id.to_string(),
-            qos: mqtt.qos,
-            ack_timeout: mqtt.ack_timeout.0,
-            window: usize::from(mqtt.inflight),
-            backoff_min: mqtt.reconnect_min.0,
-            backoff_max: mqtt.reconnect_max.0,
-            replay_rate: outbox_cfg.replay_rate,
+            core: CoreConfig {
+                qos: mqtt.qos,
+                window: usize::from(mqtt.inflight),
+                ack_timeout: mqtt.ack_timeout.0,
+                backoff: Backoff {
+                    min: mqtt.reconnect_min.0,
+                    max: mqtt.reconnect_max.0,
+                },
+                connect_timeout: CONNECT_TIMEOUT,
+                replay_rate: outbox_cfg.replay_rate,
+                seed: jitter_seed(),
+            },
             outbox: outbox.clone(),
             wake,
             live: live.clone(),
             commands: command_tx,
-            intake: Mutex::new(intake::Intake::new(
-                response_prefix,
-                mqtt.max_packet_size as usize,
-            )),
+            intake: intake::Intake::new(response_prefix, mqtt.max_packet_size as usize),
             results: result_tx.clone(),
-            unsent_answers: Mutex::new(Default::default()),
+            unsent_answers: Default::default(),
         };
         let session = tokio::spawn(session.run(stop.clone()));
         Ok(North {

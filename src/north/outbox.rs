@@ -88,7 +88,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::config::{FsyncPolicy, OutboxConfig};
 use super::record::{HEADER_LEN, MAGIC, Record};
@@ -172,7 +172,6 @@ struct Segment {
 #[derive(Debug)]
 struct InFlight {
     record: Record,
-    sent: Instant,
     acked: bool,
 }
 
@@ -201,7 +200,8 @@ impl SyncTarget {
 }
 
 /// The outbox. Not thread safe by itself: the runtime keeps it behind a
-/// mutex shared by the writer (appends) and the MQTT session (reads, acks).
+/// mutex shared by the writer (appends) and the MQTT session (reads, acks;
+/// which record to read and when is [`super::core::NorthCore`]'s decision).
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
@@ -920,7 +920,6 @@ impl Outbox {
             self.unacked += 1;
             self.inflight.push_back(InFlight {
                 record: rec.clone(),
-                sent: Instant::now(),
                 acked: false,
             });
             out.push(rec);
@@ -1053,15 +1052,6 @@ impl Outbox {
         }
     }
 
-    /// The oldest in-flight message not acknowledged: its id, topic and when
-    /// it was last sent.
-    pub fn oldest_unacked(&self) -> Option<(u64, &str, Instant)> {
-        self.inflight
-            .iter()
-            .find(|f| !f.acked)
-            .map(|f| (f.record.id, f.record.topic.as_str(), f.sent))
-    }
-
     /// Moves in-flight message `id` to the `dead-letter` file (fsynced) and
     /// takes it off the line as if acknowledged, counted as `quarantined`.
     pub fn quarantine(&mut self, id: u64) -> io::Result<()> {
@@ -1107,24 +1097,14 @@ impl Outbox {
     /// Every in-flight message not yet acknowledged, to send again on a new
     /// connection (counted as `resent`).
     pub fn rewind(&mut self) -> Vec<Record> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for f in self.inflight.iter_mut().filter(|f| !f.acked) {
-            f.sent = now;
-            out.push(f.record.clone());
-        }
+        let out: Vec<Record> = self
+            .inflight
+            .iter()
+            .filter(|f| !f.acked)
+            .map(|f| f.record.clone())
+            .collect();
         self.status.resent += out.len() as u64;
         out
-    }
-
-    /// Unacknowledged messages on the wire.
-    pub fn inflight_unacked(&self) -> usize {
-        self.unacked
-    }
-
-    /// When the oldest unacknowledged in-flight message was sent.
-    pub fn oldest_unacked_sent(&self) -> Option<Instant> {
-        self.inflight.iter().find(|f| !f.acked).map(|f| f.sent)
     }
 
     /// Whether messages are waiting to be sent.

@@ -6,6 +6,7 @@
 //! - [`adapter`]: the [`Adapter`] trait and the [`AdapterContext`] it runs in.
 //! - [`name`]: the one check a device name from the network passes.
 //! - [`refusals`]: counts of network input an adapter refused, by reason.
+//! - [`backoff`]: the one exponential backoff for every retry.
 //! - [`report`] and [`stage`]: report by exception (deadbands, intervals,
 //!   heartbeats), applied to every adapter's uplinks in one place.
 //! - [`time`]: deadlines from durations that must not overflow the clock.
@@ -15,6 +16,7 @@
 //! An adapter crate depends on this crate only, never on the runtime.
 
 pub mod adapter;
+pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod model;
