@@ -5,7 +5,9 @@
 //!
 //! [`load`] reads all of it, lets each [`AdapterKind`] validate and build its
 //! section, and returns every problem found (not only the first), each with
-//! `file:line:col`, a message and where possible a hint.
+//! `file:line:col`, a message and where possible a hint. The `[[report]]`
+//! table (report by exception for devices of any adapter) is read by
+//! [`report_table`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use ferrogate_sdk::config::{
 };
 use ferrogate_sdk::{AdapterKind, BuiltAdapter};
 use serde::Deserialize;
+
+mod report_table;
 
 use crate::north::config::{ConfigProblem, MqttConfig, OutboxConfig};
 use crate::router::CommandsConfig;
@@ -224,7 +228,11 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         .zip(&conf_docs)
         .filter_map(|(f, d)| d.as_ref().map(|d| Node::new(f, d)))
         .collect();
-    let known: Vec<&str> = kinds.iter().map(|k| k.key()).collect();
+    let known: Vec<&str> = kinds
+        .iter()
+        .map(|k| k.key())
+        .chain([report_table::KEY])
+        .collect();
     for root in &roots {
         for (key, pos) in root.keys() {
             if !known.contains(&key) {
@@ -252,6 +260,8 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         }
     }
     issues.extend(check_devices(&adapters));
+    let mut report_notes = Vec::new();
+    report_table::apply(&roots, &mut adapters, &mut issues, &mut report_notes);
 
     let files = gateway_file
         .iter()
@@ -269,6 +279,7 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
             let notes = adapters
                 .iter()
                 .flat_map(|a| a.notes.clone())
+                .chain(report_notes)
                 .chain(profile_notes)
                 .collect();
             Ok(LoadedConfig {
