@@ -5,7 +5,9 @@
 //!
 //! [`load`] reads all of it, lets each [`AdapterKind`] validate and build its
 //! section, and returns every problem found (not only the first), each with
-//! `file:line:col`, a message and where possible a hint.
+//! `file:line:col`, a message and where possible a hint. The `[[report]]`
+//! table (report by exception for devices of any adapter) is read by
+//! [`report_table`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +18,11 @@ use ferrogate_sdk::config::{
 use ferrogate_sdk::{AdapterKind, BuiltAdapter};
 use serde::Deserialize;
 
+mod report_table;
+
 use crate::north::config::{ConfigProblem, MqttConfig, OutboxConfig};
 use crate::router::CommandsConfig;
+use crate::sparkplug::config::SparkplugConfig;
 
 /// The top-level keys of `gateway.toml`.
 const GATEWAY_KEYS: &[&str] = &[
@@ -30,6 +35,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "log",
     "supervisor",
     "commands",
+    "sparkplug",
 ];
 
 /// `gateway.toml`, fully parsed.
@@ -46,6 +52,7 @@ pub struct GatewayConfig {
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
     pub commands: CommandsConfig,
+    pub sparkplug: SparkplugConfig,
 }
 
 /// `[control]`: the local control socket the CLI talks to.
@@ -221,7 +228,11 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         .zip(&conf_docs)
         .filter_map(|(f, d)| d.as_ref().map(|d| Node::new(f, d)))
         .collect();
-    let known: Vec<&str> = kinds.iter().map(|k| k.key()).collect();
+    let known: Vec<&str> = kinds
+        .iter()
+        .map(|k| k.key())
+        .chain([report_table::KEY])
+        .collect();
     for root in &roots {
         for (key, pos) in root.keys() {
             if !known.contains(&key) {
@@ -249,6 +260,8 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         }
     }
     issues.extend(check_devices(&adapters));
+    let mut report_notes = Vec::new();
+    report_table::apply(&roots, &mut adapters, &mut issues, &mut report_notes);
 
     let files = gateway_file
         .iter()
@@ -266,6 +279,7 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
             let notes = adapters
                 .iter()
                 .flat_map(|a| a.notes.clone())
+                .chain(report_notes)
                 .chain(profile_notes)
                 .collect();
             Ok(LoadedConfig {
@@ -431,6 +445,19 @@ fn parse_gateway(
     if let (Some(o), Some(node)) = (&outbox, root.get("outbox")) {
         issues.extend(locate(node, o.validate()));
     }
+    let sparkplug = table_or_default::<SparkplugConfig>(root, "sparkplug", issues);
+    if let (Some(sp), Some(node)) = (&sparkplug, root.get("sparkplug")) {
+        issues.extend(locate(node, sp.validate()));
+        let inherits_tls = mqtt.as_ref().is_some_and(|m| m.url.starts_with("mqtts://"));
+        if sp.enabled && sp.url.is_none() && inherits_tls {
+            issues.push(
+                node.issue(
+                    "the Sparkplug session has no TLS yet and would use the mqtts:// [mqtt] url",
+                )
+                .with_hint("set sparkplug.url to a plain mqtt:// listener"),
+            );
+        }
+    }
     if issues.len() > start {
         return None;
     }
@@ -444,6 +471,7 @@ fn parse_gateway(
         log: log?,
         supervisor: supervisor?,
         commands: commands?,
+        sparkplug: sparkplug?,
     })
 }
 

@@ -273,6 +273,9 @@ pub async fn run(
         core.router.clone(),
         journal,
     ));
+    let sparkplug_stop = CancellationToken::new();
+    let sparkplug = crate::sparkplug::start(gw, &core, sparkplug_stop.clone())
+        .map_err(|e| DaemonError::North(e.to_string()))?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let control_state = ControlState {
         gateway_id: gw.gateway_id.clone(),
@@ -285,6 +288,7 @@ pub async fn run(
         reload: reload_tx,
         log,
         stall_after,
+        sparkplug: sparkplug.as_ref().map(|s| s.status_source()),
     };
     let control = control::serve(
         &gw.control.socket,
@@ -359,6 +363,7 @@ pub async fn run(
     control_stop.cancel();
     commands.abort();
     adapters_stop.cancel();
+    sparkplug_stop.cancel();
     let directory = core.directory.clone();
     if tokio::time::timeout(ADAPTER_STOP_GRACE, core.join())
         .await
@@ -376,6 +381,7 @@ pub async fn run(
     {
         tracing::warn!("northbound did not flush in time; the outbox keeps the rest");
     }
+    crate::sparkplug::stopped(sparkplug).await;
     let _ = control.await;
     if let Some(endpoint) = metrics_endpoint {
         let _ = endpoint.await;

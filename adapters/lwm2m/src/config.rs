@@ -3,10 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Section};
 use serde::Deserialize;
+
+use ferrogate_dtls::{Credentials, SessionLimits};
 
 use crate::path::PathPattern;
 use crate::registration::{Caps, ReRegistration};
@@ -49,6 +52,30 @@ struct ServerToml {
     max_registrations: usize,
     #[serde(default = "default_max_per_network")]
     max_registrations_per_network: usize,
+    /// The DTLS listener (absent: none).
+    #[serde(default)]
+    dtls_bind: Option<String>,
+    /// The PSK credentials file, relative to the file naming it.
+    #[serde(default)]
+    credentials: Option<String>,
+    #[serde(default = "default_max_dtls_handshakes")]
+    max_dtls_handshakes: usize,
+    #[serde(default = "default_max_dtls_sessions")]
+    max_dtls_sessions: usize,
+    #[serde(default = "default_dtls_idle_timeout")]
+    dtls_idle_timeout: ConfigDuration,
+}
+
+fn default_max_dtls_handshakes() -> usize {
+    SessionLimits::default().max_handshakes
+}
+
+fn default_max_dtls_sessions() -> usize {
+    SessionLimits::default().max_sessions
+}
+
+fn default_dtls_idle_timeout() -> ConfigDuration {
+    ConfigDuration(SessionLimits::default().idle_timeout)
 }
 
 fn default_max_registrations() -> usize {
@@ -88,10 +115,25 @@ fn default_awake() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(93))
 }
 
+/// The DTLS listener's settings.
+#[derive(Debug, Clone)]
+pub struct DtlsSettings {
+    pub bind: SocketAddr,
+    pub credentials_path: PathBuf,
+    /// Keys redacted in `Debug`, which still changes with every key (the
+    /// adapter's fingerprint: a reload with changed keys restarts it).
+    pub credentials: Arc<Credentials>,
+    pub limits: SessionLimits,
+}
+
 /// The validated settings of the LwM2M server.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub bind: SocketAddr,
+    /// The plain (NoSec) listener; `None` when only DTLS is offered.
+    pub bind: Option<SocketAddr>,
+    pub dtls: Option<DtlsSettings>,
+    /// Warnings about the credentials file (`config check` notes).
+    pub credential_warnings: Vec<String>,
     pub device_prefix: String,
     pub naming: PointNaming,
     pub auto_observe: Vec<PathPattern>,
@@ -138,28 +180,103 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
     };
     let origin = &parsed.origin;
     let raw = &parsed.value;
-    let bind = match raw.bind.as_deref().map(str::parse::<SocketAddr>) {
-        Some(Ok(b)) => Some(b),
-        None => {
-            issues.push(ferrogate_sdk::config::bind_required(
-                origin,
-                "[lwm2m.server]",
-                5683,
-            ));
-            None
+    let address =
+        |key: &str, text: &str, issues: &mut Vec<ConfigIssue>| match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                issues.push(
+                    origin
+                        .issue(key, format!("`{text}` is not a socket address"))
+                        .with_hint(
+                            "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
+                        ),
+                );
+                None
+            }
+        };
+    let bind = raw
+        .bind
+        .as_deref()
+        .and_then(|t| address("bind", t, &mut issues));
+    let dtls_bind = raw
+        .dtls_bind
+        .as_deref()
+        .and_then(|t| address("dtls_bind", t, &mut issues));
+    if raw.bind.is_none() && raw.dtls_bind.is_none() {
+        issues.push(ferrogate_sdk::config::bind_required(
+            origin,
+            "[lwm2m.server]",
+            5683,
+        ));
+    }
+    let mut credential_warnings = Vec::new();
+    let credentials = match (&raw.credentials, &raw.dtls_bind) {
+        (Some(file), Some(_)) => {
+            let at = origin.field("credentials");
+            let path = at
+                .file
+                .parent()
+                .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+            match Credentials::load(&path, at) {
+                Ok(loaded) => {
+                    credential_warnings = loaded.warnings;
+                    Some((path, loaded.credentials))
+                }
+                Err(e) => {
+                    issues.extend(e);
+                    None
+                }
+            }
         }
-        Some(Err(_)) => {
-            let text = raw.bind.as_deref().unwrap_or_default();
+        (None, Some(_)) => {
             issues.push(
                 origin
-                    .issue("bind", format!("`{text}` is not a socket address"))
+                    .issue("dtls_bind", "a DTLS listener needs `credentials`")
                     .with_hint(
-                        "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
+                        "credentials = \"psk.toml\": a file of [[psk]] endpoint, identity, key_hex",
                     ),
             );
             None
         }
+        (Some(_), None) => {
+            issues.push(
+                origin
+                    .issue(
+                        "credentials",
+                        "`credentials` without `dtls_bind`: no listener would use them",
+                    )
+                    .with_hint("add dtls_bind = \"0.0.0.0:5684\""),
+            );
+            None
+        }
+        (None, None) => None,
     };
+    for (key, value) in [
+        ("max_dtls_handshakes", raw.max_dtls_handshakes),
+        ("max_dtls_sessions", raw.max_dtls_sessions),
+    ] {
+        if value == 0 {
+            issues.push(origin.issue(key, format!("{key} must be at least 1")));
+        }
+    }
+    if raw.dtls_idle_timeout.0.is_zero() {
+        issues.push(origin.issue(
+            "dtls_idle_timeout",
+            "dtls_idle_timeout must be longer than 0s",
+        ));
+    }
+    let dtls = dtls_bind
+        .zip(credentials)
+        .map(|(bind, (path, credentials))| DtlsSettings {
+            bind,
+            credentials_path: path,
+            credentials: Arc::new(credentials),
+            limits: SessionLimits {
+                max_handshakes: raw.max_dtls_handshakes,
+                max_sessions: raw.max_dtls_sessions,
+                idle_timeout: raw.dtls_idle_timeout.0,
+            },
+        });
     let mut auto_observe = Vec::new();
     for (i, text) in raw.auto_observe.iter().enumerate() {
         match PathPattern::parse(text) {
@@ -203,9 +320,11 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             }
         }
     }
-    match (bind, issues.is_empty()) {
-        (Some(bind), true) => Ok(Some(Settings {
+    match issues.is_empty() {
+        true => Ok(Some(Settings {
             bind,
+            dtls,
+            credential_warnings,
             device_prefix: raw.device_prefix.clone(),
             naming: match raw.point_naming {
                 NamingToml::Registry => PointNaming::Registry,
@@ -230,6 +349,6 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             registry,
             loaded_objects,
         })),
-        _ => Err(issues),
+        false => Err(issues),
     }
 }

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::PointMeta;
-use ferrogate_sdk::config::{
-    BuildContext, ConfigDuration, ConfigIssue, Located, Node, Origin, Pos, Section,
-};
-use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportPolicy, deadband_from};
+use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
+use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportKeys, ReportPolicy};
 
 use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
 use crate::planner::{Limits, Planner, ReadRequest};
@@ -615,58 +613,33 @@ fn device_spec(
     })
 }
 
-/// The device's report-by-exception keys. `report_on_change` turns the
-/// deadband and the heartbeat (`max_interval`, 60 s by default) on;
-/// `min_interval` limits the rate with or without it.
+/// The device's report-by-exception keys, checked by the SDK as every
+/// adapter's are.
 fn device_report(
     dev: &Located<DeviceConfig>,
     issues: &mut Vec<ConfigIssue>,
     notes: &mut Vec<String>,
 ) -> ReportPolicy {
     let on_change = dev.report_on_change.unwrap_or(false);
-    let deadband = match deadband_from(dev.deadband, dev.deadband_percent, dev.span) {
-        Ok(d) => d,
-        Err((key, message)) => {
-            issues.push(dev.origin.issue(key, message));
-            None
-        }
+    let keys = ReportKeys {
+        deadband: dev.deadband,
+        deadband_percent: dev.deadband_percent,
+        span: dev.span,
+        min_interval: dev.min_interval.map(|d| d.0),
+        max_interval: dev.max_interval.map(|d| d.0),
     };
-    if !on_change && (deadband.is_some() || dev.max_interval.is_some()) {
+    if !on_change
+        && (dev.deadband.is_some() || dev.deadband_percent.is_some() || dev.max_interval.is_some())
+    {
         notes.push(format!(
             "{}: `deadband` and `max_interval` apply only with `report_on_change = true`: every poll is sent",
             dev.name
         ));
     }
-    let min_interval = dev.min_interval.map_or(Duration::ZERO, |d| d.0);
-    let max_interval = dev.max_interval.map_or(Duration::from_secs(60), |d| d.0);
-    check_intervals(dev.min_interval, dev.max_interval, &dev.origin, issues);
-    ReportPolicy {
-        on_change,
-        deadband: deadband.unwrap_or_default(),
-        min_interval,
-        max_interval: on_change.then_some(max_interval),
-    }
-}
-
-/// `max_interval` is a heartbeat: it must be longer than zero and than
-/// `min_interval`.
-fn check_intervals(
-    min: Option<ConfigDuration>,
-    max: Option<ConfigDuration>,
-    origin: &Origin,
-    issues: &mut Vec<ConfigIssue>,
-) {
-    if max.is_some_and(|d| d.0.is_zero()) {
-        issues.push(origin.issue("max_interval", "`max_interval` must be more than zero"));
-    }
-    if let (Some(lo), Some(hi)) = (min, max)
-        && lo.0 > hi.0
-    {
-        issues.push(origin.issue(
-            "min_interval",
-            "`min_interval` is longer than `max_interval`: the heartbeat could never be kept",
-        ));
-    }
+    keys.device(on_change).unwrap_or_else(|errors| {
+        issues.extend(errors.into_iter().map(|(key, m)| dev.origin.issue(key, m)));
+        ReportPolicy::default()
+    })
 }
 
 /// `points` grouped by their poll period (`poll` unless a point has its
@@ -961,14 +934,17 @@ fn point(
     if cfg.poll.is_some_and(|p| p.is_zero()) {
         issues.push(issue("poll", "`poll` must be more than zero".into()));
     }
-    let deadband = match deadband_from(cfg.deadband, cfg.deadband_percent, cfg.span) {
-        Ok(d) => d,
-        Err((key, message)) => {
-            issues.push(issue(key, message));
-            None
-        }
+    let keys = ReportKeys {
+        deadband: cfg.deadband,
+        deadband_percent: cfg.deadband_percent,
+        span: cfg.span,
+        min_interval: cfg.min_interval.map(|d| d.0),
+        max_interval: cfg.max_interval.map(|d| d.0),
     };
-    check_intervals(cfg.min_interval, cfg.max_interval, &cfg.origin, issues);
+    let report = keys.point().unwrap_or_else(|errors| {
+        issues.extend(errors.into_iter().map(|(key, m)| issue(key, m)));
+        PointReport::default()
+    });
     if issues.len() > before {
         return None;
     }
@@ -986,11 +962,7 @@ fn point(
         min: cfg.min,
         max: cfg.max,
         poll: cfg.poll.map(|p| p.0),
-        report: PointReport {
-            deadband,
-            min_interval: cfg.min_interval.map(|d| d.0),
-            max_interval: cfg.max_interval.map(|d| d.0),
-        },
+        report,
     })
 }
 

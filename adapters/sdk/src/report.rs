@@ -98,6 +98,75 @@ pub fn deadband_from(
     }
 }
 
+/// The heartbeat of a device with `report_on_change` and no `max_interval`.
+pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The report keys as an integrator writes them, on a device or a point
+/// (`deadband`, `deadband_percent`, `span`, `min_interval`,
+/// `max_interval`); every adapter's configuration and the gateway's
+/// `[[report]]` table check them here, the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReportKeys {
+    pub deadband: Option<f64>,
+    pub deadband_percent: Option<f64>,
+    pub span: Option<f64>,
+    pub min_interval: Option<Duration>,
+    pub max_interval: Option<Duration>,
+}
+
+impl ReportKeys {
+    /// Checked, as one point's overrides. Errors name the key and why.
+    pub fn point(&self) -> Result<PointReport, Vec<(&'static str, String)>> {
+        let mut errors = self.interval_errors();
+        let deadband = deadband_from(self.deadband, self.deadband_percent, self.span)
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(PointReport {
+            deadband,
+            min_interval: self.min_interval,
+            max_interval: self.max_interval,
+        })
+    }
+
+    /// Checked, as a device's policy: `on_change` turns the deadband and
+    /// the heartbeat ([`DEFAULT_MAX_INTERVAL`] unless set) on;
+    /// `min_interval` applies either way.
+    pub fn device(&self, on_change: bool) -> Result<ReportPolicy, Vec<(&'static str, String)>> {
+        let point = self.point()?;
+        Ok(ReportPolicy {
+            on_change,
+            deadband: point.deadband.unwrap_or_default(),
+            min_interval: point.min_interval.unwrap_or_default(),
+            max_interval: on_change.then(|| point.max_interval.unwrap_or(DEFAULT_MAX_INTERVAL)),
+        })
+    }
+
+    fn interval_errors(&self) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        if self.max_interval.is_some_and(|d| d.is_zero()) {
+            errors.push((
+                "max_interval",
+                "`max_interval` must be more than zero".into(),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (self.min_interval, self.max_interval)
+            && lo > hi
+        {
+            errors.push((
+                "min_interval",
+                "`min_interval` is longer than `max_interval`: the heartbeat could never be kept"
+                    .into(),
+            ));
+        }
+        errors
+    }
+}
+
 /// When one point's readings are published. The default publishes every
 /// reading, as if there were no stage.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
