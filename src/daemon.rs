@@ -509,6 +509,24 @@ async fn serve_commands(
     };
     let now_ms = ferrogate_sdk::Timestamp::now().0;
     for d in recovered.done {
+        if !d.stored {
+            // Answered, but the process died before the answer reached
+            // the outbox: publish it now.
+            let result = CommandResultMsg {
+                device: d.device.clone(),
+                id: d.id.clone(),
+                outcome: d.outcome.clone(),
+                reply_to: None,
+                stored: None,
+            };
+            tokio::spawn(publish_result(
+                result,
+                results.clone(),
+                journal.clone(),
+                None,
+                true,
+            ));
+        }
         let age = Duration::from_millis(now_ms.saturating_sub(d.at_ms));
         router.remember(&d.device, &d.id, d.fingerprint, d.outcome, age);
     }
@@ -571,8 +589,40 @@ async fn journalled(
     }
 }
 
+/// Hands `result` to the outbox; once it is stored there, sends `ack` (the
+/// PUBACK of a command that was not journalled) and, if its result is in
+/// the journal (`journalled`), marks it stored.
+async fn publish_result(
+    mut result: CommandResultMsg,
+    results: mpsc::Sender<CommandResultMsg>,
+    journal: Option<SharedJournal>,
+    ack: Option<crate::north::link::Ack>,
+    journalled_result: bool,
+) {
+    let (tell, stored) = tokio::sync::oneshot::channel();
+    result.stored = Some(tell);
+    let (device, id) = (result.device.clone(), result.id.clone());
+    if results.send(result).await.is_err() {
+        tracing::warn!("command result not published: northbound closed");
+        return;
+    }
+    if stored.await.is_err() {
+        // Not stored (the gateway is stopping): no PUBACK, so the broker
+        // hands the command over again; a journalled result is published
+        // after the restart.
+        return;
+    }
+    if let Some(ack) = ack {
+        ack.send().await;
+    }
+    if journalled_result {
+        journalled(&journal, move |j| j.stored(&device, &id)).await;
+    }
+}
+
 /// One command: journal (when new), acknowledge, execute, journal the
-/// result, publish it.
+/// result, publish it. A refused request is not journalled: its PUBACK
+/// waits until its answer is in the outbox.
 async fn serve_one(
     command: InboundCommand,
     results: mpsc::Sender<CommandResultMsg>,
@@ -600,9 +650,14 @@ async fn serve_one(
         };
         journalled(&journal, move |j| j.pending(&pending)).await;
     }
-    if let Some(ack) = ack {
-        ack.send().await;
-    }
+    let ack = match (&request, ack) {
+        (Ok(_), Some(ack)) => {
+            ack.send().await;
+            None
+        }
+        (_, ack) => ack,
+    };
+    let mut journalled_result = false;
     let answer = match request {
         Ok(request) => {
             if !new {
@@ -622,8 +677,10 @@ async fn serve_one(
                     fingerprint,
                     outcome: answer.outcome.clone(),
                     at_ms: ferrogate_sdk::Timestamp::now().0,
+                    stored: false,
                 };
                 journalled(&journal, move |j| j.done(&done)).await;
+                journalled_result = journal.is_some();
             }
             answer
         }
@@ -634,8 +691,7 @@ async fn serve_one(
         id: answer.id.unwrap_or_default(),
         outcome: answer.outcome,
         reply_to,
+        stored: None,
     };
-    if results.send(message).await.is_err() {
-        tracing::warn!("command result not published: northbound closed");
-    }
+    publish_result(message, results, journal, ack, journalled_result).await;
 }
