@@ -2,6 +2,7 @@
 //!
 //! - [`credentials`]: the PSK credentials store (a TOML file of endpoint →
 //!   identity + key) behind the [`CredentialStore`] lookup trait.
+//! - [`listener`]: the `dtls_*` configuration keys of a listener.
 //! - [`sessions`]: the per-peer [`SessionTable`], a sans-IO state machine
 //!   over [dimpl](https://crates.io/crates/dimpl) fed with datagrams and
 //!   instants; it hands out datagrams and decrypted CoAP messages with the
@@ -11,7 +12,9 @@
 //! mandatory PSK suite, and the only one tinydtls offers).
 
 pub mod credentials;
+pub mod listener;
 pub mod sessions;
 
 pub use credentials::{CredentialStore, Credentials, PskCredential, PskKey};
+pub use listener::{DtlsListener, ListenerToml};
 pub use sessions::{Datagram, SendError, SessionEvent, SessionLimits, SessionTable};

@@ -55,7 +55,12 @@ impl AdapterKind for Lwm2mKind {
                 dtls.credentials_path.display()
             ));
         }
-        notes.extend(settings.credential_warnings.iter().cloned());
+        notes.extend(
+            settings
+                .dtls
+                .iter()
+                .flat_map(|d| d.warnings.iter().cloned()),
+        );
         notes.push(format!(
             "{} object definitions",
             settings.registry.objects().count()

@@ -3,13 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Section};
 use serde::Deserialize;
 
-use ferrogate_dtls::{Credentials, SessionLimits};
+use ferrogate_dtls::{DtlsListener, ListenerToml};
 
 use crate::path::PathPattern;
 use crate::registration::{Caps, ReRegistration};
@@ -58,24 +57,12 @@ struct ServerToml {
     /// The PSK credentials file, relative to the file naming it.
     #[serde(default)]
     credentials: Option<String>,
-    #[serde(default = "default_max_dtls_handshakes")]
-    max_dtls_handshakes: usize,
-    #[serde(default = "default_max_dtls_sessions")]
-    max_dtls_sessions: usize,
-    #[serde(default = "default_dtls_idle_timeout")]
-    dtls_idle_timeout: ConfigDuration,
-}
-
-fn default_max_dtls_handshakes() -> usize {
-    SessionLimits::default().max_handshakes
-}
-
-fn default_max_dtls_sessions() -> usize {
-    SessionLimits::default().max_sessions
-}
-
-fn default_dtls_idle_timeout() -> ConfigDuration {
-    ConfigDuration(SessionLimits::default().idle_timeout)
+    #[serde(default)]
+    max_dtls_handshakes: Option<usize>,
+    #[serde(default)]
+    max_dtls_sessions: Option<usize>,
+    #[serde(default)]
+    dtls_idle_timeout: Option<ConfigDuration>,
 }
 
 fn default_max_registrations() -> usize {
@@ -115,25 +102,12 @@ fn default_awake() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(93))
 }
 
-/// The DTLS listener's settings.
-#[derive(Debug, Clone)]
-pub struct DtlsSettings {
-    pub bind: SocketAddr,
-    pub credentials_path: PathBuf,
-    /// Keys redacted in `Debug`, which still changes with every key (the
-    /// adapter's fingerprint: a reload with changed keys restarts it).
-    pub credentials: Arc<Credentials>,
-    pub limits: SessionLimits,
-}
-
 /// The validated settings of the LwM2M server.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The plain (NoSec) listener; `None` when only DTLS is offered.
     pub bind: Option<SocketAddr>,
-    pub dtls: Option<DtlsSettings>,
-    /// Warnings about the credentials file (`config check` notes).
-    pub credential_warnings: Vec<String>,
+    pub dtls: Option<DtlsListener>,
     pub device_prefix: String,
     pub naming: PointNaming,
     pub auto_observe: Vec<PathPattern>,
@@ -180,28 +154,22 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
     };
     let origin = &parsed.origin;
     let raw = &parsed.value;
-    let address =
-        |key: &str, text: &str, issues: &mut Vec<ConfigIssue>| match text.parse::<SocketAddr>() {
+    let bind = raw
+        .bind
+        .as_deref()
+        .and_then(|text| match text.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
                 issues.push(
                     origin
-                        .issue(key, format!("`{text}` is not a socket address"))
+                        .issue("bind", format!("`{text}` is not a socket address"))
                         .with_hint(
                             "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
                         ),
                 );
                 None
             }
-        };
-    let bind = raw
-        .bind
-        .as_deref()
-        .and_then(|t| address("bind", t, &mut issues));
-    let dtls_bind = raw
-        .dtls_bind
-        .as_deref()
-        .and_then(|t| address("dtls_bind", t, &mut issues));
+        });
     if raw.bind.is_none() && raw.dtls_bind.is_none() {
         issues.push(ferrogate_sdk::config::bind_required(
             origin,
@@ -209,74 +177,17 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             5683,
         ));
     }
-    let mut credential_warnings = Vec::new();
-    let credentials = match (&raw.credentials, &raw.dtls_bind) {
-        (Some(file), Some(_)) => {
-            let at = origin.field("credentials");
-            let path = at
-                .file
-                .parent()
-                .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
-            match Credentials::load(&path, at) {
-                Ok(loaded) => {
-                    credential_warnings = loaded.warnings;
-                    Some((path, loaded.credentials))
-                }
-                Err(e) => {
-                    issues.extend(e);
-                    None
-                }
-            }
-        }
-        (None, Some(_)) => {
-            issues.push(
-                origin
-                    .issue("dtls_bind", "a DTLS listener needs `credentials`")
-                    .with_hint(
-                        "credentials = \"psk.toml\": a file of [[psk]] endpoint, identity, key_hex",
-                    ),
-            );
-            None
-        }
-        (Some(_), None) => {
-            issues.push(
-                origin
-                    .issue(
-                        "credentials",
-                        "`credentials` without `dtls_bind`: no listener would use them",
-                    )
-                    .with_hint("add dtls_bind = \"0.0.0.0:5684\""),
-            );
-            None
-        }
-        (None, None) => None,
-    };
-    for (key, value) in [
-        ("max_dtls_handshakes", raw.max_dtls_handshakes),
-        ("max_dtls_sessions", raw.max_dtls_sessions),
-    ] {
-        if value == 0 {
-            issues.push(origin.issue(key, format!("{key} must be at least 1")));
-        }
-    }
-    if raw.dtls_idle_timeout.0.is_zero() {
-        issues.push(origin.issue(
-            "dtls_idle_timeout",
-            "dtls_idle_timeout must be longer than 0s",
-        ));
-    }
-    let dtls = dtls_bind
-        .zip(credentials)
-        .map(|(bind, (path, credentials))| DtlsSettings {
-            bind,
-            credentials_path: path,
-            credentials: Arc::new(credentials),
-            limits: SessionLimits {
-                max_handshakes: raw.max_dtls_handshakes,
-                max_sessions: raw.max_dtls_sessions,
-                idle_timeout: raw.dtls_idle_timeout.0,
-            },
-        });
+    let dtls = DtlsListener::from_config(
+        &ListenerToml {
+            dtls_bind: raw.dtls_bind.as_deref(),
+            credentials: raw.credentials.as_deref(),
+            max_dtls_handshakes: raw.max_dtls_handshakes,
+            max_dtls_sessions: raw.max_dtls_sessions,
+            dtls_idle_timeout: raw.dtls_idle_timeout,
+        },
+        origin,
+        &mut issues,
+    );
     let mut auto_observe = Vec::new();
     for (i, text) in raw.auto_observe.iter().enumerate() {
         match PathPattern::parse(text) {
@@ -324,7 +235,6 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
         true => Ok(Some(Settings {
             bind,
             dtls,
-            credential_warnings,
             device_prefix: raw.device_prefix.clone(),
             naming: match raw.point_naming {
                 NamingToml::Registry => PointNaming::Registry,
