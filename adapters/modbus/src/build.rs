@@ -23,6 +23,8 @@ pub struct LineSpec {
     pub endpoint: Endpoint,
     pub timeout: Duration,
     pub gap: Duration,
+    /// Typical device turnaround, for the line time estimate.
+    pub response_time: Duration,
     pub reconnect: Reconnect,
     pub backoff_after: u32,
     pub backoff_max: Duration,
@@ -395,6 +397,9 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
         endpoint,
         timeout: conn.timeout.map_or(Duration::from_secs(1), |d| d.0),
         gap,
+        response_time: conn
+            .response_time
+            .map_or(Duration::from_millis(10), |d| d.0),
         reconnect: Reconnect {
             connect_timeout: conn.connect_timeout.map_or(Duration::from_secs(3), |d| d.0),
             min: conn
@@ -1054,6 +1059,25 @@ fn check_overlaps(
     }
 }
 
+/// How long one read takes on a serial line: its request and answer at
+/// the baud rate, the frame gap and the device's response time.
+pub fn request_time(spec: &LineSpec, serial: &SerialSettings, r: &ReadRequest) -> Duration {
+    let char_time = f64::from(char_bits(serial)) / f64::from(serial.baud);
+    let data = if r.area.is_bits() {
+        usize::from(r.count).div_ceil(8)
+    } else {
+        usize::from(r.count) * 2
+    };
+    // Request: unit, 5 bytes of PDU, check; answer: unit, function, count,
+    // data, check. ASCII sends each byte as two characters, with `:` and
+    // CR LF around a frame.
+    let chars = match spec.endpoint.framing() {
+        Framing::Ascii => (7 * 2 + 3) + ((4 + data) * 2 + 3),
+        _ => 8 + 5 + data,
+    };
+    Duration::from_secs_f64(chars as f64 * char_time) + spec.gap + spec.response_time
+}
+
 /// Estimate a serial line's busy time per second from its baud rate,
 /// frame sizes, inter-frame gap and device response time. Err: the poll
 /// periods the line cannot meet.
@@ -1062,9 +1086,7 @@ fn line_load(
     spec: &LineSpec,
     serial: &SerialSettings,
 ) -> Result<String, Vec<ConfigIssue>> {
-    let char_time = f64::from(char_bits(serial)) / f64::from(serial.baud);
-    let response_time = conn.response_time.map_or(0.010, |d| d.as_secs_f64());
-    let gap = spec.gap.as_secs_f64();
+    let response_time = spec.response_time.as_secs_f64();
     let mut issues = Vec::new();
     let mut load = 0.0;
     let mut requests_total = 0usize;
@@ -1074,21 +1096,7 @@ fn line_load(
             requests_total += requests.len();
             let cycle: f64 = requests
                 .iter()
-                .map(|r| {
-                    let data = if r.area.is_bits() {
-                        usize::from(r.count).div_ceil(8)
-                    } else {
-                        usize::from(r.count) * 2
-                    };
-                    // Request: unit, 5 bytes of PDU, check; answer: unit,
-                    // function, count, data, check. ASCII sends each byte
-                    // as two characters, with `:` and CR LF around a frame.
-                    let chars = match spec.endpoint.framing() {
-                        Framing::Ascii => (7 * 2 + 3) + ((4 + data) * 2 + 3),
-                        _ => 8 + 5 + data,
-                    };
-                    chars as f64 * char_time + gap + response_time
-                })
+                .map(|r| request_time(spec, serial, r).as_secs_f64())
                 .sum();
             let period = group.period.as_secs_f64();
             load += cycle / period;
