@@ -98,6 +98,8 @@ pub struct Sources {
     pub adapters: StateHandle,
     pub north: Arc<dyn Fn() -> NorthStatus + Send + Sync>,
     pub stall_after: Duration,
+    /// The Sparkplug edge node's session, when enabled.
+    pub sparkplug: Option<Arc<std::sync::Mutex<crate::sparkplug::SparkplugStatus>>>,
 }
 
 fn label(value: &str) -> String {
@@ -363,6 +365,10 @@ pub fn render(s: &Sources) -> String {
     );
     s.uplink_latency
         .render("ferrogate_uplink_latency_seconds", &mut out);
+    if let Some(sparkplug) = &s.sparkplug {
+        let status = sparkplug.lock().unwrap_or_else(|e| e.into_inner());
+        status.render_metrics(&mut out);
+    }
     out
 }
 

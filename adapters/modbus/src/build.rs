@@ -595,6 +595,7 @@ fn device_spec(
             .filter(|p| p.report != PointReport::default())
             .map(|p| (p.name.to_string(), p.report))
             .collect(),
+        transforms: Default::default(),
     };
     Some(DeviceSpec {
         name: dev.name.clone(),
