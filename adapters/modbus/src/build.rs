@@ -924,23 +924,11 @@ fn point(
             format!("`min` {lo} is greater than `max` {hi}"),
         ));
     }
-    if cfg.writable {
-        if !area.is_writable() {
-            issues.push(issue(
-                "writable",
-                format!("{area}s cannot be written; only coils and holding registers can"),
-            ));
-        } else if matches!(ty, PointType::Bit(_)) {
-            issues.push(
-                issue(
-                    "writable",
-                    "a bit inside a register cannot be written safely".into(),
-                )
-                .with_hint(
-                    "writing it would overwrite the other 15 bits; map the whole register as u16",
-                ),
-            );
-        }
+    if cfg.writable && !area.is_writable() {
+        issues.push(issue(
+            "writable",
+            format!("{area}s cannot be written; only coils and holding registers can"),
+        ));
     }
     if cfg.poll.is_some_and(|p| p.is_zero()) {
         issues.push(issue("poll", "`poll` must be more than zero".into()));
