@@ -947,92 +947,6 @@ pub fn write_command(link: &Link, target: &WriteTarget, as_json: bool) -> ExitCo
     ExitCode::SUCCESS
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tcp_address_without_a_port_gets_502() {
-        assert_eq!(with_default_port("10.0.0.5", 502), "10.0.0.5:502");
-        assert_eq!(with_default_port("meter.local", 502), "meter.local:502");
-        assert_eq!(with_default_port("10.0.0.5:1502", 502), "10.0.0.5:1502");
-        assert_eq!(with_default_port("::1", 502), "[::1]:502");
-        assert_eq!(with_default_port("[::1]", 502), "[::1]:502");
-        assert_eq!(with_default_port("[::1]:5020", 502), "[::1]:5020");
-    }
-
-    #[test]
-    fn unit_ranges() {
-        assert_eq!(parse_units("1-4").unwrap(), [1, 2, 3, 4]);
-        assert_eq!(parse_units("7").unwrap(), [7]);
-        assert_eq!(parse_units("3,1-2,2").unwrap(), [1, 2, 3]);
-        assert!(parse_units("5-1").unwrap_err().contains("goes down"));
-        assert!(parse_units("1-300").unwrap_err().contains("`300`"));
-    }
-
-    #[test]
-    fn a_gateway_saying_the_unit_is_absent_is_not_an_answer() {
-        let exception = |c| Err(ReadError::Exception(c));
-        assert_eq!(
-            presence(&exception(ExceptionCode::GatewayTargetDevice)),
-            None
-        );
-        assert_eq!(
-            presence(&exception(ExceptionCode::GatewayPathUnavailable)),
-            None
-        );
-        assert_eq!(presence(&Err(ReadError::Timeout)), None);
-        assert!(
-            presence(&exception(ExceptionCode::IllegalDataAddress))
-                .unwrap()
-                .contains("exception 2")
-        );
-        assert_eq!(
-            presence(&Ok(Data::Registers(vec![1]))).as_deref(),
-            Some("answered")
-        );
-    }
-
-    #[test]
-    fn counts_over_the_protocol_limits_are_refused_with_the_limit() {
-        assert!(check_read_count(Area::Holding, 125).is_ok());
-        let err = check_read_count(Area::Holding, 126).unwrap_err();
-        assert!(err.contains("at most 125 registers"), "{err}");
-        assert!(check_read_count(Area::Coil, 2000).is_ok());
-        assert!(
-            check_read_count(Area::Coil, 2001)
-                .unwrap_err()
-                .contains("2000 bits")
-        );
-        let target = |area, values: Vec<&str>| WriteTarget {
-            unit: 1,
-            area,
-            address: 0,
-            ty: None,
-            order: OrderArg::Abcd,
-            values: values.into_iter().map(String::from).collect(),
-        };
-        let many = vec!["1"; 124];
-        assert!(
-            target(WriteAreaArg::Holding, many)
-                .payload()
-                .unwrap_err()
-                .contains("at most 123")
-        );
-        assert_eq!(
-            target(WriteAreaArg::Holding, vec!["-1", "7"]).payload(),
-            Ok(Payload::Registers(vec![0xffff, 7]))
-        );
-        assert_eq!(
-            target(WriteAreaArg::Coil, vec!["on", "0"]).payload(),
-            Ok(Payload::Coils(vec![true, false]))
-        );
-        let mut f = target(WriteAreaArg::Holding, vec!["1234.5"]);
-        f.ty = Some(TypeArg::F32);
-        assert_eq!(f.payload(), Ok(Payload::Registers(vec![0x449a, 0x5000])));
-    }
-}
-
 /// `ferrogate modbus plan --config DIR [DEVICE]`: the requests each poll
 /// cycle sends, from the configuration, as the adapter would run it. An
 /// invalid configuration is reported as `config check` does.
@@ -1158,4 +1072,90 @@ pub fn plan_command(dir: &std::path::Path, device: Option<&str>, as_json: bool) 
         "Addresses a device refuses (exception 2) are learned while it is polled: this is the first cycle's plan."
     );
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tcp_address_without_a_port_gets_502() {
+        assert_eq!(with_default_port("10.0.0.5", 502), "10.0.0.5:502");
+        assert_eq!(with_default_port("meter.local", 502), "meter.local:502");
+        assert_eq!(with_default_port("10.0.0.5:1502", 502), "10.0.0.5:1502");
+        assert_eq!(with_default_port("::1", 502), "[::1]:502");
+        assert_eq!(with_default_port("[::1]", 502), "[::1]:502");
+        assert_eq!(with_default_port("[::1]:5020", 502), "[::1]:5020");
+    }
+
+    #[test]
+    fn unit_ranges() {
+        assert_eq!(parse_units("1-4").unwrap(), [1, 2, 3, 4]);
+        assert_eq!(parse_units("7").unwrap(), [7]);
+        assert_eq!(parse_units("3,1-2,2").unwrap(), [1, 2, 3]);
+        assert!(parse_units("5-1").unwrap_err().contains("goes down"));
+        assert!(parse_units("1-300").unwrap_err().contains("`300`"));
+    }
+
+    #[test]
+    fn a_gateway_saying_the_unit_is_absent_is_not_an_answer() {
+        let exception = |c| Err(ReadError::Exception(c));
+        assert_eq!(
+            presence(&exception(ExceptionCode::GatewayTargetDevice)),
+            None
+        );
+        assert_eq!(
+            presence(&exception(ExceptionCode::GatewayPathUnavailable)),
+            None
+        );
+        assert_eq!(presence(&Err(ReadError::Timeout)), None);
+        assert!(
+            presence(&exception(ExceptionCode::IllegalDataAddress))
+                .unwrap()
+                .contains("exception 2")
+        );
+        assert_eq!(
+            presence(&Ok(Data::Registers(vec![1]))).as_deref(),
+            Some("answered")
+        );
+    }
+
+    #[test]
+    fn counts_over_the_protocol_limits_are_refused_with_the_limit() {
+        assert!(check_read_count(Area::Holding, 125).is_ok());
+        let err = check_read_count(Area::Holding, 126).unwrap_err();
+        assert!(err.contains("at most 125 registers"), "{err}");
+        assert!(check_read_count(Area::Coil, 2000).is_ok());
+        assert!(
+            check_read_count(Area::Coil, 2001)
+                .unwrap_err()
+                .contains("2000 bits")
+        );
+        let target = |area, values: Vec<&str>| WriteTarget {
+            unit: 1,
+            area,
+            address: 0,
+            ty: None,
+            order: OrderArg::Abcd,
+            values: values.into_iter().map(String::from).collect(),
+        };
+        let many = vec!["1"; 124];
+        assert!(
+            target(WriteAreaArg::Holding, many)
+                .payload()
+                .unwrap_err()
+                .contains("at most 123")
+        );
+        assert_eq!(
+            target(WriteAreaArg::Holding, vec!["-1", "7"]).payload(),
+            Ok(Payload::Registers(vec![0xffff, 7]))
+        );
+        assert_eq!(
+            target(WriteAreaArg::Coil, vec!["on", "0"]).payload(),
+            Ok(Payload::Coils(vec![true, false]))
+        );
+        let mut f = target(WriteAreaArg::Holding, vec!["1234.5"]);
+        f.ty = Some(TypeArg::F32);
+        assert_eq!(f.payload(), Ok(Payload::Registers(vec![0x449a, 0x5000])));
+    }
 }

@@ -199,7 +199,8 @@ mod tests {
         assert_eq!((device.device.as_str(), device.unit), ("m", 7));
         let fast = &device.groups[0];
         assert_eq!(fast.period, Duration::from_secs(1));
-        let summary: Vec<(u8, u16, u16, Vec<&str>, Vec<(u16, u16)>)> = fast
+        type Summary<'a> = (u8, u16, u16, Vec<&'a str>, Vec<(u16, u16)>);
+        let summary: Vec<Summary<'_>> = fast
             .requests
             .iter()
             .map(|r| {
