@@ -22,6 +22,7 @@ mod report_table;
 
 use crate::north::config::{ConfigProblem, MqttConfig, OutboxConfig};
 use crate::router::CommandsConfig;
+use crate::sparkplug::config::SparkplugConfig;
 
 /// The top-level keys of `gateway.toml`.
 const GATEWAY_KEYS: &[&str] = &[
@@ -34,6 +35,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "log",
     "supervisor",
     "commands",
+    "sparkplug",
 ];
 
 /// `gateway.toml`, fully parsed.
@@ -50,6 +52,7 @@ pub struct GatewayConfig {
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
     pub commands: CommandsConfig,
+    pub sparkplug: SparkplugConfig,
 }
 
 /// `[control]`: the local control socket the CLI talks to.
@@ -442,6 +445,19 @@ fn parse_gateway(
     if let (Some(o), Some(node)) = (&outbox, root.get("outbox")) {
         issues.extend(locate(node, o.validate()));
     }
+    let sparkplug = table_or_default::<SparkplugConfig>(root, "sparkplug", issues);
+    if let (Some(sp), Some(node)) = (&sparkplug, root.get("sparkplug")) {
+        issues.extend(locate(node, sp.validate()));
+        let inherits_tls = mqtt.as_ref().is_some_and(|m| m.url.starts_with("mqtts://"));
+        if sp.enabled && sp.url.is_none() && inherits_tls {
+            issues.push(
+                node.issue(
+                    "the Sparkplug session has no TLS yet and would use the mqtts:// [mqtt] url",
+                )
+                .with_hint("set sparkplug.url to a plain mqtt:// listener"),
+            );
+        }
+    }
     if issues.len() > start {
         return None;
     }
@@ -455,6 +471,7 @@ fn parse_gateway(
         log: log?,
         supervisor: supervisor?,
         commands: commands?,
+        sparkplug: sparkplug?,
     })
 }
 

@@ -273,6 +273,9 @@ pub async fn run(
         core.router.clone(),
         journal,
     ));
+    let sparkplug_stop = CancellationToken::new();
+    let sparkplug = crate::sparkplug::start(gw, &core, sparkplug_stop.clone())
+        .map_err(|e| DaemonError::North(e.to_string()))?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let control_state = ControlState {
         gateway_id: gw.gateway_id.clone(),
@@ -285,6 +288,7 @@ pub async fn run(
         reload: reload_tx,
         log,
         stall_after,
+        sparkplug: sparkplug.as_ref().map(|s| s.status_source()),
     };
     let control = control::serve(
         &gw.control.socket,
@@ -359,6 +363,7 @@ pub async fn run(
     control_stop.cancel();
     commands.abort();
     adapters_stop.cancel();
+    sparkplug_stop.cancel();
     let directory = core.directory.clone();
     if tokio::time::timeout(ADAPTER_STOP_GRACE, core.join())
         .await
@@ -376,6 +381,7 @@ pub async fn run(
     {
         tracing::warn!("northbound did not flush in time; the outbox keeps the rest");
     }
+    crate::sparkplug::stopped(sparkplug).await;
     let _ = control.await;
     if let Some(endpoint) = metrics_endpoint {
         let _ = endpoint.await;
@@ -502,6 +508,24 @@ async fn serve_commands(
     };
     let now_ms = ferrogate_sdk::Timestamp::now().0;
     for d in recovered.done {
+        if !d.stored {
+            // Answered, but the process died before the answer reached
+            // the outbox: publish it now.
+            let result = CommandResultMsg {
+                device: d.device.clone(),
+                id: d.id.clone(),
+                outcome: d.outcome.clone(),
+                reply_to: None,
+                stored: None,
+            };
+            tokio::spawn(publish_result(
+                result,
+                results.clone(),
+                journal.clone(),
+                None,
+                true,
+            ));
+        }
         let age = Duration::from_millis(now_ms.saturating_sub(d.at_ms));
         router.remember(&d.device, &d.id, d.fingerprint, d.outcome, age);
     }
@@ -564,8 +588,40 @@ async fn journalled(
     }
 }
 
+/// Hands `result` to the outbox; once it is stored there, sends `ack` (the
+/// PUBACK of a command that was not journalled) and, if its result is in
+/// the journal (`journalled`), marks it stored.
+async fn publish_result(
+    mut result: CommandResultMsg,
+    results: mpsc::Sender<CommandResultMsg>,
+    journal: Option<SharedJournal>,
+    ack: Option<crate::north::link::Ack>,
+    journalled_result: bool,
+) {
+    let (tell, stored) = tokio::sync::oneshot::channel();
+    result.stored = Some(tell);
+    let (device, id) = (result.device.clone(), result.id.clone());
+    if results.send(result).await.is_err() {
+        tracing::warn!("command result not published: northbound closed");
+        return;
+    }
+    if stored.await.is_err() {
+        // Not stored (the gateway is stopping): no PUBACK, so the broker
+        // hands the command over again; a journalled result is published
+        // after the restart.
+        return;
+    }
+    if let Some(ack) = ack {
+        ack.send().await;
+    }
+    if journalled_result {
+        journalled(&journal, move |j| j.stored(&device, &id)).await;
+    }
+}
+
 /// One command: journal (when new), acknowledge, execute, journal the
-/// result, publish it.
+/// result, publish it. A refused request is not journalled: its PUBACK
+/// waits until its answer is in the outbox.
 async fn serve_one(
     command: InboundCommand,
     results: mpsc::Sender<CommandResultMsg>,
@@ -593,9 +649,14 @@ async fn serve_one(
         };
         journalled(&journal, move |j| j.pending(&pending)).await;
     }
-    if let Some(ack) = ack {
-        ack.send().await;
-    }
+    let ack = match (&request, ack) {
+        (Ok(_), Some(ack)) => {
+            ack.send().await;
+            None
+        }
+        (_, ack) => ack,
+    };
+    let mut journalled_result = false;
     let answer = match request {
         Ok(request) => {
             if !new {
@@ -615,8 +676,10 @@ async fn serve_one(
                     fingerprint,
                     outcome: answer.outcome.clone(),
                     at_ms: ferrogate_sdk::Timestamp::now().0,
+                    stored: false,
                 };
                 journalled(&journal, move |j| j.done(&done)).await;
+                journalled_result = journal.is_some();
             }
             answer
         }
@@ -627,8 +690,7 @@ async fn serve_one(
         id: answer.id.unwrap_or_default(),
         outcome: answer.outcome,
         reply_to,
+        stored: None,
     };
-    if results.send(message).await.is_err() {
-        tracing::warn!("command result not published: northbound closed");
-    }
+    publish_result(message, results, journal, ack, journalled_result).await;
 }

@@ -149,3 +149,60 @@ async fn after_kill_9_pending_commands_run_once_and_answered_ids_are_not_rerun()
     assert_eq!(read_setpoint(&sub, "r2").await, json!(42.0));
     assert_eq!(pending().len(), 1, "pending-1 answered once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_journalled_but_not_yet_stored_is_published_after_kill_9() {
+    let broker = Mosquitto::start();
+    let config = ConfigDir::new(
+        "gw-dur",
+        broker.port,
+        "5",
+        &simulated_device("boiler", "1s"),
+    );
+    let sub = Subscriber::start(broker.port, &format!("{ROOT}/#")).await;
+    let gw = Daemon::start(config.path());
+    wait_ready(&sub, 0).await;
+    let metas = sub.on(&format!("{ROOT}/devices/boiler/meta")).len();
+    let before = read_setpoint(&sub, "r0").await;
+    drop(gw); // kill -9
+
+    // The gateway died after journalling two results: `gap-1`'s before it
+    // reached the outbox (no `s` line), `sent-1`'s after (published then).
+    let now = ferrogate_sdk::Timestamp::now().0;
+    let mut lines = Vec::new();
+    for (id, value) in [("gap-1", 55), ("sent-1", 66)] {
+        let body = format!(r#"{{"id":"{id}","op":"write","point":"setpoint","value":{value}}}"#);
+        let fingerprint = decode_request(body.as_bytes()).unwrap().fingerprint;
+        lines.push(json!({"k":"p","device":"boiler","id":id,"body":body,
+               "received_ms":now - 2000,"reply_to":null}));
+        lines.push(json!({"k":"d","device":"boiler","id":id,"fingerprint":fingerprint.to_string(),
+               "outcome":{"ok":true,"values":{"setpoint":value}},"at_ms":now - 1000,"stored":false}));
+    }
+    lines.push(json!({"k":"s","device":"boiler","id":"sent-1"}));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(config.path().join("state/commands.journal"), text).unwrap();
+
+    let gw = Daemon::start(config.path());
+    wait_ready(&sub, metas).await;
+    let gap = result(&sub, "gap-1");
+    common::wait_until("the answer to gap-1, without a retry", WAIT, || {
+        !gap().is_empty()
+    })
+    .await;
+    assert_eq!(gap()[0]["ok"], true, "{}", gap()[0]);
+    assert_eq!(gap()[0]["values"]["setpoint"], 55);
+    // Not executed again: the device still has what it had.
+    assert_eq!(read_setpoint(&sub, "r1").await, before);
+    assert!(
+        result(&sub, "sent-1")().is_empty(),
+        "sent-1 was published before"
+    );
+
+    // Marked stored: a further restart does not publish it again.
+    drop(gw);
+    let metas = sub.on(&format!("{ROOT}/devices/boiler/meta")).len();
+    let _gw = Daemon::start(config.path());
+    wait_ready(&sub, metas).await;
+    assert_eq!(read_setpoint(&sub, "r2").await, before);
+    assert_eq!(gap().len(), 1, "gap-1 answered once");
+}

@@ -160,6 +160,7 @@ async fn contract(version: MqttVersion) {
             id: "c1".into(),
             outcome: Ok([("setpoint".to_string(), Value::Float(21.5))].into()),
             reply_to,
+            stored: None,
         })
         .await
         .unwrap();
@@ -173,6 +174,7 @@ async fn contract(version: MqttVersion) {
                 "voltage is read-only",
             )),
             reply_to: None,
+            stored: None,
         })
         .await
         .unwrap();

@@ -98,6 +98,21 @@ impl Remote<'_> {
                 "devices   {} of {} online",
                 s["devices"]["online"], s["devices"]["total"]
             );
+            let sp = &s["sparkplug"];
+            if sp.is_object() {
+                println!(
+                    "sparkplug {} {} bdSeq {} seq {}, primary host {}, {} births, {} rebirth requests, {} deaths, {} held",
+                    style.state(if sp["connected"] == true { "connected" } else { "disconnected" }),
+                    sp["broker"].as_str().unwrap_or("?"),
+                    sp["bd_seq"],
+                    sp["seq"],
+                    sp["primary_host"].as_str().unwrap_or("?"),
+                    sp["node_births"],
+                    sp["rebirth_requests"],
+                    sp["device_deaths"],
+                    sp["held"],
+                );
+            }
             let mut t = Table::new(&["ADAPTER", "STATE", "DEVICES", "RESTARTS", "LAST ERROR"]);
             for a in s["adapters"].as_array().into_iter().flatten() {
                 let state = if a["stalled"] == true {

@@ -40,6 +40,8 @@ pub struct ControlState {
     pub reload: mpsc::Sender<ReloadRequest>,
     pub log: LogHandle,
     pub stall_after: std::time::Duration,
+    /// The Sparkplug edge node's session, when `[sparkplug]` is enabled.
+    pub sparkplug: Option<Arc<std::sync::Mutex<crate::sparkplug::SparkplugStatus>>>,
 }
 
 /// Why the socket could not be opened.
@@ -327,6 +329,7 @@ fn status(state: &ControlState) -> Json {
         "adapters": adapters_json,
         "devices": {"online": online, "total": devices.len()},
         "recent_errors": recent_errors,
+        "sparkplug": state.sparkplug.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).to_json()),
     })
 }
 

@@ -173,6 +173,7 @@ pub(crate) fn hand_over(
         id,
         outcome: Err(CommandError::new(ErrorCode::Busy, why)),
         reply_to: cmd.reply_to,
+        stored: None,
     })
 }
 

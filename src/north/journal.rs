@@ -9,9 +9,14 @@
 //! - a repeated id is answered with the first result across restarts
 //!   (the idempotency window survives them), never executed twice.
 //!
+//! - a result journalled but not yet stored in the outbox when the gateway
+//!   died is published after the restart (and only then marked), so the
+//!   answer is not lost in that gap either.
+//!
 //! One JSON object per line: `{"k":"p",...}` a pending command,
-//! `{"k":"d",...}` its result. Each line is fsynced before the caller goes
-//! on. A torn last line (crash mid-write) is skipped and counted. Opening
+//! `{"k":"d",...}` its result, `{"k":"s",...}` its result is in the outbox.
+//! Each `p` and `d` line is fsynced before the caller goes on (an `s` line
+//! lost to a power cut only means the result is published once more). A torn last line (crash mid-write) is skipped and counted. Opening
 //! rewrites the file with only what is still needed (pending commands and
 //! results younger than the window); so does an append once the file has
 //! grown past [`COMPACT_AT`]. Only files: the caller decides what to do.
@@ -49,6 +54,9 @@ pub struct Done {
     pub outcome: Outcome,
     /// When it was answered, Unix epoch ms.
     pub at_ms: u64,
+    /// The result is stored in the outbox (it reaches the broker from
+    /// there); `false` after a restart: publish it again.
+    pub stored: bool,
 }
 
 /// What a previous run left.
@@ -86,15 +94,21 @@ impl Journal {
 
     /// Stores a command before it is acknowledged.
     pub fn pending(&mut self, p: &Pending) -> io::Result<()> {
-        self.append(&pending_line(p))
+        self.append(&pending_line(p), true)
     }
 
     /// Stores a command's result.
     pub fn done(&mut self, d: &Done) -> io::Result<()> {
-        self.append(&done_line(d))
+        self.append(&done_line(d), true)
     }
 
-    fn append(&mut self, line: &Json) -> io::Result<()> {
+    /// Notes that a result is in the outbox (not fsynced: see the module
+    /// documentation).
+    pub fn stored(&mut self, device: &str, id: &str) -> io::Result<()> {
+        self.append(&json!({"k": "s", "device": device, "id": id}), false)
+    }
+
+    fn append(&mut self, line: &Json, sync: bool) -> io::Result<()> {
         if self.bytes > COMPACT_AT {
             let (journal, _) = Journal::open(&self.path, self.window)?;
             *self = journal;
@@ -102,7 +116,9 @@ impl Journal {
         let mut bytes = serde_json::to_vec(line).map_err(io::Error::other)?;
         bytes.push(b'\n');
         self.file.write_all(&bytes)?;
-        self.file.sync_data()?;
+        if sync {
+            self.file.sync_data()?;
+        }
         self.bytes += bytes.len() as u64;
         Ok(())
     }
@@ -149,6 +165,7 @@ fn done_line(d: &Done) -> Json {
         "fingerprint": d.fingerprint.to_string(),
         "outcome": outcome,
         "at_ms": d.at_ms,
+        "stored": d.stored,
     })
 }
 
@@ -185,6 +202,8 @@ fn parse_done(j: &Json) -> Option<Done> {
         fingerprint: j.get("fingerprint")?.as_str()?.parse().ok()?,
         outcome,
         at_ms: j.get("at_ms")?.as_u64()?,
+        // Missing in journals from before the marker: they were stored.
+        stored: j.get("stored").and_then(Json::as_bool).unwrap_or(true),
     })
 }
 
@@ -220,6 +239,19 @@ fn read(path: &Path, window: Duration, now_ms: u64) -> io::Result<Recovered> {
                 }
                 None => damaged += 1,
             },
+            Some("s") => {
+                let key = (
+                    j.get("device").and_then(Json::as_str),
+                    j.get("id").and_then(Json::as_str),
+                );
+                let (Some(device), Some(id)) = key else {
+                    damaged += 1;
+                    continue;
+                };
+                if let Some(d) = done.get_mut(&(device.to_string(), id.to_string())) {
+                    d.stored = true;
+                }
+            }
             _ => damaged += 1,
         }
     }
@@ -283,6 +315,7 @@ mod tests {
             fingerprint: u64::MAX - 1,
             outcome,
             at_ms,
+            stored: true,
         }
     }
 
@@ -326,6 +359,35 @@ mod tests {
         assert_eq!(again.pending, r.pending);
         assert_eq!(again.done, r.done);
         assert_eq!(again.damaged, 0);
+    }
+
+    #[test]
+    fn a_result_not_yet_in_the_outbox_is_recovered_as_unstored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commands.journal");
+        let window = Duration::from_secs(600);
+        let now = Timestamp::now().0;
+        let ok: Outcome = Ok(BTreeMap::new());
+        {
+            let (mut j, _) = Journal::open(&path, window).unwrap();
+            for id in ["a", "b"] {
+                j.pending(&pending(id, now)).unwrap();
+                j.done(&Done {
+                    stored: false,
+                    ..done(id, now, ok.clone())
+                })
+                .unwrap();
+            }
+            j.stored("d", "a").unwrap();
+            // A crash here: b's result never reached the outbox.
+        }
+        let (_j, r) = Journal::open(&path, window).unwrap();
+        let stored: Vec<_> = r.done.iter().map(|d| (d.id.as_str(), d.stored)).collect();
+        assert_eq!(stored, [("a", true), ("b", false)]);
+        assert!(r.pending.is_empty(), "answered, not to be run again");
+        // Kept through the compaction of the open.
+        let (_j, again) = Journal::open(&path, window).unwrap();
+        assert_eq!(again.done, r.done);
     }
 
     #[test]

@@ -108,12 +108,15 @@ pub struct InboundCommand {
 
 /// A command's result, published on `cmd/result` and, if `reply_to` is set,
 /// on the response topic with the correlation data.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CommandResultMsg {
     pub device: String,
     pub id: String,
     pub outcome: Outcome,
     pub reply_to: Option<(String, Vec<u8>)>,
+    /// Told once the result is stored in the outbox (from then on it
+    /// reaches the broker whatever happens to the process).
+    pub stored: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Connection facts and counters, shared by the session and `status()`.

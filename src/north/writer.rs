@@ -195,9 +195,10 @@ impl Writer {
             };
             let Err(done) = stored else {
                 self.wake.notify_one();
+                tell_stored(back);
                 return;
             };
-            back.drain(..done);
+            tell_stored(back.drain(..done));
             items = back;
             let past = give_up.is_some_and(|g| tokio::time::Instant::now() >= g);
             if past {
@@ -309,6 +310,19 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// Tells the senders of the command results among `written` that they are
+/// in the outbox.
+fn tell_stored(written: impl IntoIterator<Item = Item>) {
+    for item in written {
+        if let Item::Result(CommandResultMsg {
+            stored: Some(tell), ..
+        }) = item
+        {
+            let _ = tell.send(());
+        }
     }
 }
 

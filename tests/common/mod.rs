@@ -1,6 +1,6 @@
 //! Shared helpers for end-to-end tests: a real mosquitto on a free port, an
 //! MQTT subscriber that records what arrives, a TCP proxy the test can
-//! freeze, test certificates made with the openssl CLI, and waiting for a
+//! freeze or cut, test certificates made with the openssl CLI, and waiting for a
 //! condition with a deadline (never sleeping as synchronisation).
 #![allow(dead_code)]
 
@@ -427,11 +427,15 @@ pub fn assert_complete_in_order(device: &str, seqs: &[u64], n: u64) -> usize {
 }
 
 /// A TCP proxy between the gateway and the broker that the test can freeze:
-/// frozen, it keeps every connection open but forwards nothing, like a hung
-/// uplink.
+/// frozen, it keeps every connection open but moves no byte either way
+/// (they wait in the sockets, as on a black-holed path; TCP never loses
+/// bytes in the middle of a live connection), like a hung uplink; cut, it
+/// closes every connection it carries, like a link that dropped.
 pub struct Proxy {
     pub port: u16,
-    frozen: Arc<AtomicBool>,
+    frozen: tokio::sync::watch::Sender<bool>,
+    /// Cancelled by [`Proxy::cut`]: the connections open at that moment.
+    open: Arc<Mutex<tokio_util::sync::CancellationToken>>,
     task: tokio::task::JoinHandle<()>,
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -442,10 +446,11 @@ impl Proxy {
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let frozen = Arc::new(AtomicBool::new(false));
+        let (frozen, thawed) = tokio::sync::watch::channel(false);
+        let open = Arc::new(Mutex::new(tokio_util::sync::CancellationToken::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let task = {
-            let frozen = frozen.clone();
+            let open = open.clone();
             let connections = connections.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
@@ -454,49 +459,67 @@ impl Proxy {
                     else {
                         continue;
                     };
+                    let cut = open.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
-                    tokio::spawn(pump(ri, wo, frozen.clone()));
-                    tokio::spawn(pump(ro, wi, frozen.clone()));
+                    tokio::spawn(pump(ri, wo, thawed.clone(), cut.clone()));
+                    tokio::spawn(pump(ro, wi, thawed.clone(), cut));
                 }
             })
         };
         Proxy {
             port,
             frozen,
+            open,
             task,
             connections,
         }
     }
 
     pub fn freeze(&self, on: bool) {
-        self.frozen.store(on, Ordering::SeqCst);
+        self.frozen.send_replace(on);
+    }
+
+    /// Closes every connection open now (both sides see the socket close,
+    /// and bytes held by a freeze are gone with it); new ones are carried
+    /// as before.
+    pub fn cut(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.cancel();
+        *open = tokio_util::sync::CancellationToken::new();
     }
 }
 
-/// Copies bytes one way; while frozen, swallows them and keeps the socket
-/// open, as a hung link does.
+/// Copies bytes one way until either side closes or the connection is
+/// cut; while frozen, moves nothing and keeps the socket open.
 async fn pump(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+    cut: tokio_util::sync::CancellationToken,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = tokio::select! {
+            r = r.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = cut.cancelled() => return,
         };
-        if frozen.load(Ordering::SeqCst) {
-            continue;
+        tokio::select! {
+            thawed = frozen.wait_for(|f| !f) => if thawed.is_err() { return },
+            _ = cut.cancelled() => return,
         }
         if w.write_all(&buf[..n]).await.is_err() {
             break;
         }
     }
-    while frozen.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The other side closed: while frozen, that is not passed on either.
+    tokio::select! {
+        _ = frozen.wait_for(|f| !f) => {}
+        _ = cut.cancelled() => {}
     }
 }
 

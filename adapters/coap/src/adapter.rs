@@ -18,7 +18,9 @@ use crate::device::{ResourceTask, execute};
 use crate::driver::{self, Incoming};
 use crate::ingest::Ingest;
 use crate::message::{Code, Response};
+use crate::secure::DtlsSocket;
 use crate::status::StatusBoard;
+use ferrogate_dtls::PskCredential;
 
 /// The CoAP protocol: TOML key `coap`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,6 +48,15 @@ impl AdapterKind for CoapKind {
             notes.extend(nosec_exposure("the CoAP ingest server", plan.bind));
             let paths: Vec<&str> = ingest.paths.iter().map(|p| p.as_str()).collect();
             notes.push(format!("ingest paths: {}", paths.join(", ")));
+            if let Some(dtls) = &ingest.dtls {
+                notes.push(format!(
+                    "CoAP ingest on coaps://{} (DTLS 1.2 PSK), {} credentials from {}",
+                    dtls.bind,
+                    dtls.credentials.len(),
+                    dtls.credentials_path.display()
+                ));
+                notes.extend(dtls.warnings.iter().cloned());
+            }
         }
         for d in &plan.devices {
             let polled = d.resources.iter().filter(|r| r.mode == Mode::Poll).count();
@@ -118,7 +129,28 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
     let stop = ctx.shutdown.child_token();
     let mut endpoint = plan.endpoint.clone();
     endpoint.seed = seed();
-    let (coap, mut incoming) = driver::spawn(socket, endpoint, stop.clone());
+    let (coap, mut incoming) = driver::spawn(socket, endpoint.clone(), stop.clone());
+    // the ingest server's DTLS listener: its own socket and engine
+    let secure = match plan.ingest.as_ref().and_then(|i| i.dtls.as_ref()) {
+        Some(dtls) => {
+            let socket = tokio::net::UdpSocket::bind(dtls.bind).await.map_err(|e| {
+                AdapterError::new(format!(
+                    "cannot bind the CoAP DTLS socket to {}: {e}",
+                    dtls.bind
+                ))
+            })?;
+            let socket = DtlsSocket::server(socket, dtls.limits.clone(), dtls.credentials.clone());
+            // the handle lives as long as the loop: its driver stops without it
+            let (handle, incoming) = driver::spawn(socket.clone(), endpoint, stop.clone());
+            tracing::info!(adapter = %ctx.name, local = %dtls.bind, "CoAP ingest listening for DTLS");
+            Some((socket, handle, incoming))
+        }
+        None => None,
+    };
+    let (secure, _secure_coap, mut secure_incoming) = match secure {
+        Some((s, h, i)) => (Some(s), Some(h), Some(i)),
+        None => (None, None, None),
+    };
     tracing::info!(adapter = %ctx.name, local = %coap.local_addr(), "CoAP adapter listening");
     if plan.ingest.is_some() {
         if let Some(warning) = nosec_exposure("the CoAP ingest server", plan.bind) {
@@ -182,11 +214,23 @@ async fn run(plan: Arc<CoapPlan>, ctx: AdapterContext) -> Result<(), AdapterErro
                     count_refusals(&ctx, &reported, &stats);
                     reported = stats;
                 }
+                for (reason, n) in secure.iter().flat_map(|s| s.take_counts()) {
+                    ctx.refusals.add(reason, n);
+                }
+            }
+            Some(request) = recv(secure_incoming.as_mut()) => {
+                ctx.health.beat();
+                let via = secure.as_ref().and_then(|s| s.credential(request.peer));
+                match via {
+                    Some(via) => on_ingest(&ctx, &status, ingest.as_mut(), Some(&via), request).await,
+                    // the session ended since: the device sends again
+                    None => request.responder.respond(Response::new(Code::SERVICE_UNAVAILABLE)),
+                }
             }
             request = incoming.recv() => match request {
                 Some(request) => {
                     ctx.health.beat();
-                    on_ingest(&ctx, &status, ingest.as_mut(), request).await;
+                    on_ingest(&ctx, &status, ingest.as_mut(), None, request).await;
                 }
                 // The driver also stops on shutdown; only otherwise is it a failure.
                 None if ctx.shutdown.is_cancelled() => break Ok(()),
@@ -285,10 +329,19 @@ fn attributes(device: &DevicePlan) -> BTreeMap<String, serde_json::Value> {
     out
 }
 
+/// The next request from the DTLS listener; never when there is none.
+async fn recv(incoming: Option<&mut tokio::sync::mpsc::Receiver<Incoming>>) -> Option<Incoming> {
+    match incoming {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn on_ingest(
     ctx: &AdapterContext,
     status: &StatusBoard,
     ingest: Option<&mut Ingest>,
+    via: Option<&PskCredential>,
     request: Incoming,
 ) {
     let Some(ingest) = ingest else {
@@ -298,7 +351,7 @@ async fn on_ingest(
         return;
     };
     let now = Timestamp::now();
-    match ingest.accept(&request.request, now) {
+    match ingest.accept(&request.request, via, now) {
         Err(refused) => {
             tracing::debug!(adapter = %ctx.name, peer = %request.peer, path = %request.request.path_string(),
                 code = %refused.response.code, reason = refused.reason, "CoAP ingest request refused");

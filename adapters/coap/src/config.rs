@@ -12,6 +12,8 @@ use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Located, Pos, Section};
 use serde::Deserialize;
 
 use crate::endpoint::{EndpointConfig, RateLimit, TransmissionParams};
+use ferrogate_dtls::{DtlsListener, ListenerToml};
+
 use crate::message::split_path;
 use crate::pattern::{NamePattern, PathTemplate};
 use crate::payload::Encoding;
@@ -35,6 +37,13 @@ pub struct ServerConfig {
     /// Most distinct devices let in by `allow` patterns; more get 5.03.
     #[serde(default = "default_max_allowed")]
     pub max_allowed_devices: usize,
+    /// The DTLS 1.2 PSK listener of the ingest server.
+    pub dtls_bind: Option<String>,
+    /// The PSK credentials file (device name = the credential's endpoint).
+    pub credentials: Option<String>,
+    pub max_dtls_handshakes: Option<usize>,
+    pub max_dtls_sessions: Option<usize>,
+    pub dtls_idle_timeout: Option<ConfigDuration>,
 }
 
 fn default_max_allowed() -> usize {
@@ -165,6 +174,9 @@ pub struct IngestPlan {
     pub allow: Vec<NamePattern>,
     /// Most distinct devices let in by `allow` patterns.
     pub max_allowed: usize,
+    /// The DTLS listener; a device with a credential is accepted only
+    /// through it.
+    pub dtls: Option<DtlsListener>,
 }
 
 #[derive(Debug, Clone)]
@@ -370,10 +382,22 @@ pub fn plan(section: &Section<'_>) -> Result<CoapPlan, Vec<ConfigIssue>> {
             per_second: s.rate_limit,
             burst: (s.rate_limit * 2.0).max(10.0),
         });
+        let dtls = DtlsListener::from_config(
+            &ListenerToml {
+                dtls_bind: s.dtls_bind.as_deref(),
+                credentials: s.credentials.as_deref(),
+                max_dtls_handshakes: s.max_dtls_handshakes,
+                max_dtls_sessions: s.max_dtls_sessions,
+                dtls_idle_timeout: s.dtls_idle_timeout,
+            },
+            &s.origin,
+            &mut issues,
+        );
         ingest = Some(IngestPlan {
             paths,
             allow,
             max_allowed: s.max_allowed_devices,
+            dtls,
         });
     } else {
         endpoint.rate_limit = None;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 
+use ferrogate_dtls::{CredentialStore, PskCredential};
 use ferrogate_sdk::Timestamp;
 use ferrogate_sdk::name::check_device_name;
 
@@ -58,8 +59,16 @@ impl Ingest {
         }
     }
 
-    /// Decide on one request: the readings, or the error response.
-    pub fn accept(&mut self, request: &Request, now: Timestamp) -> Result<Accepted, Refused> {
+    /// Decide on one request: the readings, or the error response. `via`
+    /// is the credential the sender proved over DTLS (`None`: the plain
+    /// listener): it may only send for the device it names, and a device
+    /// that has a credential sends only with it.
+    pub fn accept(
+        &mut self,
+        request: &Request,
+        via: Option<&PskCredential>,
+        now: Timestamp,
+    ) -> Result<Accepted, Refused> {
         if !matches!(request.method, Method::Post | Method::Put) {
             return Err(refuse(
                 "bad_method",
@@ -75,6 +84,28 @@ impl Ingest {
         else {
             return Err(refuse("no_path", Code::NOT_FOUND, "no device path matches"));
         };
+        match via {
+            Some(c) if *c.endpoint != *m.device => {
+                return Err(refuse(
+                    "credential_mismatch",
+                    Code::FORBIDDEN,
+                    format!("the DTLS credential belongs to device `{}`", c.endpoint),
+                ));
+            }
+            None if self
+                .plan
+                .dtls
+                .as_ref()
+                .is_some_and(|d| d.credentials.is_protected(&m.device)) =>
+            {
+                return Err(refuse(
+                    "needs_dtls",
+                    Code::FORBIDDEN,
+                    format!("device `{}` sends over DTLS only", m.device),
+                ));
+            }
+            _ => {}
+        }
         let known = self.known.contains(&m.device);
         let mut first_seen = false;
         if !known {
@@ -165,9 +196,48 @@ mod tests {
                 ],
                 allow: vec![NamePattern::parse("lab-*").unwrap()],
                 max_allowed: 10_000,
+                dtls: None,
             },
             ["meter-1".to_string()],
         )
+    }
+
+    fn credential(device: &str) -> PskCredential {
+        PskCredential {
+            endpoint: device.into(),
+            identity: device.as_bytes().to_vec(),
+            key: ferrogate_dtls::PskKey::new(vec![1; 16]),
+        }
+    }
+
+    #[test]
+    fn a_device_with_a_credential_sends_only_with_it() {
+        let mut i = ingest();
+        i.plan.dtls = Some(ferrogate_dtls::DtlsListener {
+            bind: "127.0.0.1:5684".parse().unwrap(),
+            credentials_path: "psk.toml".into(),
+            credentials: std::sync::Arc::new(ferrogate_dtls::Credentials::new([credential(
+                "meter-1",
+            )])),
+            limits: Default::default(),
+            warnings: Vec::new(),
+        });
+        let refused = |r: Result<Accepted, Refused>| r.map(|a| a.device).unwrap_err().reason;
+        let body = post("/meter-1/temp", 0, b"21.5");
+        assert_eq!(refused(i.accept(&body, None, NOW)), "needs_dtls");
+        let other = credential("lab-2");
+        assert_eq!(
+            refused(i.accept(&body, Some(&other), NOW)),
+            "credential_mismatch"
+        );
+        let own = credential("meter-1");
+        assert_eq!(i.accept(&body, Some(&own), NOW).unwrap().device, "meter-1");
+        // a device without a credential is as before on either listener
+        assert!(i.accept(&post("/lab-2/t", 0, b"1"), None, NOW).is_ok());
+        assert!(
+            i.accept(&post("/lab-2/t", 0, b"1"), Some(&other), NOW)
+                .is_ok()
+        );
     }
 
     fn post(path: &str, cf: u16, body: &[u8]) -> Request {
@@ -179,7 +249,9 @@ mod tests {
     #[test]
     fn routes_and_rejects() {
         let mut i = ingest();
-        let a = i.accept(&post("/meter-1/temp", 0, b"21.5"), NOW).unwrap();
+        let a = i
+            .accept(&post("/meter-1/temp", 0, b"21.5"), None, NOW)
+            .unwrap();
         assert_eq!(
             (a.device.as_str(), a.samples[0].point.as_str()),
             ("meter-1", "temp")
@@ -187,27 +259,27 @@ mod tests {
         assert_eq!(a.samples[0].value, Value::Float(21.5));
         let code = |r: Result<Accepted, Refused>| r.unwrap_err().response.code;
         assert_eq!(
-            code(i.accept(&post("/ghost/temp", 0, b"1"), NOW)),
+            code(i.accept(&post("/ghost/temp", 0, b"1"), None, NOW)),
             Code::FORBIDDEN
         );
         assert_eq!(
-            code(i.accept(&post("/a/b/c", 0, b"1"), NOW)),
+            code(i.accept(&post("/a/b/c", 0, b"1"), None, NOW)),
             Code::NOT_FOUND
         );
         assert_eq!(
-            code(i.accept(&Request::get("/meter-1"), NOW)),
+            code(i.accept(&Request::get("/meter-1"), None, NOW)),
             Code::METHOD_NOT_ALLOWED
         );
         assert_eq!(
-            code(i.accept(&post("/meter-1", 41, b"<x/>"), NOW)),
+            code(i.accept(&post("/meter-1", 41, b"<x/>"), None, NOW)),
             Code::UNSUPPORTED_CONTENT_FORMAT
         );
         assert_eq!(
-            code(i.accept(&post("/meter-1", 50, b"{"), NOW)),
+            code(i.accept(&post("/meter-1", 50, b"{"), None, NOW)),
             Code::BAD_REQUEST
         );
         assert_eq!(
-            code(i.accept(&post("/meter-1", 0, b"1"), NOW)),
+            code(i.accept(&post("/meter-1", 0, b"1"), None, NOW)),
             Code::BAD_REQUEST,
             "no point name"
         );
@@ -216,9 +288,13 @@ mod tests {
     #[test]
     fn allowed_unknown_devices_are_announced_once() {
         let mut i = ingest();
-        let a = i.accept(&post("/lab-7", 50, br#"{"t":1}"#), NOW).unwrap();
+        let a = i
+            .accept(&post("/lab-7", 50, br#"{"t":1}"#), None, NOW)
+            .unwrap();
         assert!(a.first_seen);
-        let a = i.accept(&post("/lab-7", 50, br#"{"t":2}"#), NOW).unwrap();
+        let a = i
+            .accept(&post("/lab-7", 50, br#"{"t":2}"#), None, NOW)
+            .unwrap();
         assert!(!a.first_seen);
     }
 
@@ -227,21 +303,23 @@ mod tests {
         let mut i = ingest();
         for name in ["lab-x\u{1}y", "lab-\u{202e}", "lab-a b", "lab-+"] {
             let refused = i
-                .accept(&post(&format!("/{name}"), 50, br#"{"t":1}"#), NOW)
+                .accept(&post(&format!("/{name}"), 50, br#"{"t":1}"#), None, NOW)
                 .unwrap_err();
             assert_eq!(refused.reason, "bad_name", "{name:?}");
             assert_eq!(refused.response.code, Code::BAD_REQUEST, "{name:?}");
         }
         let long = format!("lab-{}", "x".repeat(ferrogate_sdk::name::MAX_NAME_LEN));
         assert_eq!(
-            i.accept(&post(&format!("/{long}"), 50, br#"{"t":1}"#), NOW)
+            i.accept(&post(&format!("/{long}"), 50, br#"{"t":1}"#), None, NOW)
                 .unwrap_err()
                 .reason,
             "bad_name"
         );
         // Nothing was remembered: a good name still gets in and is new.
         assert!(i.seen_unknown.is_empty());
-        let a = i.accept(&post("/lab-ok", 50, br#"{"t":1}"#), NOW).unwrap();
+        let a = i
+            .accept(&post("/lab-ok", 50, br#"{"t":1}"#), None, NOW)
+            .unwrap();
         assert!(a.first_seen);
     }
 
@@ -255,13 +333,14 @@ mod tests {
                     110,
                     br#"[{"bn":"meter-1/","n":"v","v":230},{"bn":"","n":"meter-1:i","v":2}]"#,
                 ),
+                None,
                 NOW,
             )
             .unwrap();
         let names: Vec<&str> = a.samples.iter().map(|s| s.point.as_str()).collect();
         assert_eq!(names, vec!["v", "i"]);
         let a = i
-            .accept(&post("/meter-1/env", 50, br#"{"t":1}"#), NOW)
+            .accept(&post("/meter-1/env", 50, br#"{"t":1}"#), None, NOW)
             .unwrap();
         assert_eq!(a.samples[0].point, "env.t");
     }

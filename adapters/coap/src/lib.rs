@@ -65,6 +65,7 @@ pub mod ingest;
 pub mod message;
 pub mod pattern;
 pub mod payload;
+pub mod secure;
 pub mod senml;
 pub mod status;
 

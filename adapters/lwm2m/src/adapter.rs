@@ -3,6 +3,7 @@
 //! commands and outcomes; every decision is in the core.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,11 @@ use ferrogate_sdk::{
 };
 use tokio::net::UdpSocket;
 
+use ferrogate_dtls::{SessionEvent, SessionTable};
+
 use crate::bootstrap;
 use crate::config::{Settings, settings};
+use crate::registration::Security;
 use crate::server::{Job, Lwm2mServer, Output, ServerConfig};
 
 /// The longest the loop waits without beating its health.
@@ -48,14 +52,31 @@ impl AdapterKind for Lwm2mKind {
         let Some(settings) = server else {
             return Ok(built);
         };
-        let mut notes = vec![format!(
-            "LwM2M server on udp://{}, {} object definitions",
-            settings.bind,
+        let mut notes = Vec::new();
+        if let Some(bind) = settings.bind {
+            notes.push(format!("LwM2M server on udp://{bind} (NoSec)"));
+            notes.extend(ferrogate_sdk::config::nosec_exposure(
+                "the LwM2M server",
+                bind,
+            ));
+        }
+        if let Some(dtls) = &settings.dtls {
+            notes.push(format!(
+                "LwM2M server on coaps://{} (DTLS 1.2 PSK), {} credentials from {}",
+                dtls.bind,
+                dtls.credentials.len(),
+                dtls.credentials_path.display()
+            ));
+        }
+        notes.extend(
+            settings
+                .dtls
+                .iter()
+                .flat_map(|d| d.warnings.iter().cloned()),
+        );
+        notes.push(format!(
+            "{} object definitions",
             settings.registry.objects().count()
-        )];
-        notes.extend(ferrogate_sdk::config::nosec_exposure(
-            "the LwM2M server",
-            settings.bind,
         ));
         if let Some(dir) = &settings.object_dir {
             notes.push(format!(
@@ -148,27 +169,59 @@ fn server_config(settings: &Settings) -> ServerConfig {
     config
 }
 
-async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), AdapterError> {
-    let socket = UdpSocket::bind(settings.bind).await.map_err(|e| {
+/// The DTLS listener: its socket and sessions.
+struct Secure {
+    socket: UdpSocket,
+    sessions: SessionTable,
+}
+
+async fn bind(address: SocketAddr, what: &str) -> Result<UdpSocket, AdapterError> {
+    UdpSocket::bind(address).await.map_err(|e| {
         AdapterError::new(format!(
-            "cannot bind LwM2M server to {}: {e}",
-            settings.bind
+            "cannot bind LwM2M {what} listener to {address}: {e}"
         ))
-    })?;
-    tracing::info!(adapter = %ctx.name, address = %settings.bind, "LwM2M server listening");
+    })
+}
+
+/// Receive on `socket`, or never when there is none.
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), AdapterError> {
+    let plain = match settings.bind {
+        Some(address) => Some(bind(address, "NoSec").await?),
+        None => None,
+    };
+    let mut secure = match &settings.dtls {
+        Some(dtls) => Some(Secure {
+            socket: bind(dtls.bind, "DTLS").await?,
+            sessions: SessionTable::new(dtls.limits.clone(), dtls.credentials.clone()),
+        }),
+        None => None,
+    };
+    tracing::info!(adapter = %ctx.name, nosec = ?settings.bind, dtls = ?settings.dtls.as_ref().map(|d| d.bind), "LwM2M server listening");
     let mut server = Lwm2mServer::new(
         server_config(&settings),
         Arc::new(settings.registry.clone()),
     )
     .with_owners(ctx.owners.clone());
+    if let Some(dtls) = &settings.dtls {
+        server = server.with_credentials(dtls.credentials.clone());
+    }
     let mut waiting: HashMap<u64, CommandRequest> = HashMap::new();
     let mut next_key = 0u64;
     let mut commands_open = true;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut secure_buf = vec![0u8; 64 * 1024];
     loop {
-        while let Some(t) = server.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.datagram, t.peer).await {
-                tracing::debug!(adapter = %ctx.name, peer = %t.peer, error = %e, "LwM2M send failed");
+        flush(&mut server, plain.as_ref(), secure.as_mut(), &ctx.name).await;
+        if let Some(s) = secure.as_mut() {
+            for (reason, n) in s.sessions.take_counts() {
+                ctx.refusals.add(reason, n);
             }
         }
         while let Some(out) = server.poll_output() {
@@ -188,8 +241,14 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
         }
         // an idle server still ticks once a second, so its health beats
         let tick = Instant::now() + IDLE_TICK;
-        let wake =
-            tokio::time::Instant::from_std(server.poll_timeout().map_or(tick, |t| t.min(tick)));
+        let next = [
+            server.poll_timeout(),
+            secure.as_ref().and_then(|s| s.sessions.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(tick, Instant::min);
+        let wake = tokio::time::Instant::from_std(next);
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
                 for (_, req) in waiting.drain() {
@@ -197,10 +256,18 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                 }
                 return Ok(());
             }
-            received = socket.recv_from(&mut buf) => match received {
+            received = recv(plain.as_ref(), &mut buf) => match received {
                 Ok((n, peer)) => server.handle(Instant::now(), peer, buf.get(..n).unwrap_or(&[])),
                 // ICMP port unreachable from a vanished client surfaces here
                 Err(e) => tracing::debug!(adapter = %ctx.name, error = %e, "LwM2M receive error"),
+            },
+            received = recv(secure.as_ref().map(|s| &s.socket), &mut secure_buf) => match (received, secure.as_mut()) {
+                (Ok((n, peer)), Some(s)) => {
+                    s.sessions.handle(Instant::now(), peer, secure_buf.get(..n).unwrap_or(&[]));
+                    deliver(&mut server, &mut s.sessions);
+                }
+                (Err(e), _) => tracing::debug!(adapter = %ctx.name, error = %e, "LwM2M DTLS receive error"),
+                (Ok(_), None) => {}
             },
             request = ctx.commands.recv(), if commands_open => match request {
                 Some(request) => {
@@ -215,8 +282,72 @@ async fn run(settings: Arc<Settings>, ctx: AdapterContext) -> Result<(), Adapter
                 }
                 None => commands_open = false,
             },
-            _ = tokio::time::sleep_until(wake) => server.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                server.handle_timeout(now);
+                if let Some(s) = secure.as_mut() {
+                    s.sessions.handle_timeout(now);
+                    deliver(&mut server, &mut s.sessions);
+                }
+            }
         }
         ctx.health.beat();
+    }
+}
+
+/// Hand the server what the DTLS sessions decrypted.
+fn deliver(server: &mut Lwm2mServer, sessions: &mut SessionTable) {
+    let now = Instant::now();
+    while let Some(event) = sessions.poll_event() {
+        match event {
+            SessionEvent::Plaintext {
+                peer,
+                credential,
+                data,
+            } => server.handle_dtls(now, peer, &credential, &data),
+            SessionEvent::Established { peer, credential } => {
+                tracing::debug!(peer = %peer, endpoint = %credential.endpoint, "DTLS session established");
+            }
+            SessionEvent::Closed { peer, reason } => {
+                tracing::debug!(peer = %peer, reason, "DTLS session closed");
+            }
+        }
+    }
+}
+
+/// Send what the server has: to a peer with a DTLS session through it; to
+/// a client registered over DTLS whose session is gone, nothing (never in
+/// the clear); to the others on the plain listener.
+async fn flush(
+    server: &mut Lwm2mServer,
+    plain: Option<&UdpSocket>,
+    mut secure: Option<&mut Secure>,
+    adapter: &str,
+) {
+    while let Some(t) = server.poll_transmit() {
+        match secure.as_deref_mut() {
+            Some(s) if s.sessions.credential(t.peer).is_some() => {
+                if let Err(e) = s.sessions.send(Instant::now(), t.peer, &t.datagram) {
+                    tracing::debug!(adapter, error = %e, "LwM2M DTLS send failed");
+                }
+            }
+            _ if matches!(server.security_of(t.peer), Some(Security::Psk { .. })) => {
+                tracing::debug!(adapter, peer = %t.peer, "no DTLS session with a DTLS client: not sent");
+            }
+            _ => {
+                if let Some(socket) = plain
+                    && let Err(e) = socket.send_to(&t.datagram, t.peer).await
+                {
+                    tracing::debug!(adapter, peer = %t.peer, error = %e, "LwM2M send failed");
+                }
+            }
+        }
+    }
+    if let Some(s) = secure {
+        while let Some(d) = s.sessions.poll_transmit() {
+            if let Err(e) = s.socket.send_to(&d.bytes, d.peer).await {
+                tracing::debug!(adapter, peer = %d.peer, error = %e, "LwM2M DTLS send failed");
+            }
+        }
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Section};
 use serde::Deserialize;
 
+use ferrogate_dtls::{DtlsListener, ListenerToml};
+
 use crate::path::PathPattern;
 use crate::registration::{Caps, ReRegistration};
 use crate::registry::{ObjectRegistry, PointNaming};
@@ -49,6 +51,18 @@ struct ServerToml {
     max_registrations: usize,
     #[serde(default = "default_max_per_network")]
     max_registrations_per_network: usize,
+    /// The DTLS listener (absent: none).
+    #[serde(default)]
+    dtls_bind: Option<String>,
+    /// The PSK credentials file, relative to the file naming it.
+    #[serde(default)]
+    credentials: Option<String>,
+    #[serde(default)]
+    max_dtls_handshakes: Option<usize>,
+    #[serde(default)]
+    max_dtls_sessions: Option<usize>,
+    #[serde(default)]
+    dtls_idle_timeout: Option<ConfigDuration>,
 }
 
 fn default_max_registrations() -> usize {
@@ -91,7 +105,9 @@ fn default_awake() -> ConfigDuration {
 /// The validated settings of the LwM2M server.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub bind: SocketAddr,
+    /// The plain (NoSec) listener; `None` when only DTLS is offered.
+    pub bind: Option<SocketAddr>,
+    pub dtls: Option<DtlsListener>,
     pub device_prefix: String,
     pub naming: PointNaming,
     pub auto_observe: Vec<PathPattern>,
@@ -142,28 +158,40 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
     };
     let origin = &parsed.origin;
     let raw = &parsed.value;
-    let bind = match raw.bind.as_deref().map(str::parse::<SocketAddr>) {
-        Some(Ok(b)) => Some(b),
-        None => {
-            issues.push(ferrogate_sdk::config::bind_required(
-                origin,
-                "[lwm2m.server]",
-                5683,
-            ));
-            None
-        }
-        Some(Err(_)) => {
-            let text = raw.bind.as_deref().unwrap_or_default();
-            issues.push(
-                origin
-                    .issue("bind", format!("`{text}` is not a socket address"))
-                    .with_hint(
-                        "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
-                    ),
-            );
-            None
-        }
-    };
+    let bind = raw
+        .bind
+        .as_deref()
+        .and_then(|text| match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                issues.push(
+                    origin
+                        .issue("bind", format!("`{text}` is not a socket address"))
+                        .with_hint(
+                            "write an address and a port, e.g. \"0.0.0.0:5683\" or \"[::]:5683\"",
+                        ),
+                );
+                None
+            }
+        });
+    if raw.bind.is_none() && raw.dtls_bind.is_none() {
+        issues.push(ferrogate_sdk::config::bind_required(
+            origin,
+            "[lwm2m.server]",
+            5683,
+        ));
+    }
+    let dtls = DtlsListener::from_config(
+        &ListenerToml {
+            dtls_bind: raw.dtls_bind.as_deref(),
+            credentials: raw.credentials.as_deref(),
+            max_dtls_handshakes: raw.max_dtls_handshakes,
+            max_dtls_sessions: raw.max_dtls_sessions,
+            dtls_idle_timeout: raw.dtls_idle_timeout,
+        },
+        origin,
+        &mut issues,
+    );
     let mut auto_observe = Vec::new();
     for (i, text) in raw.auto_observe.iter().enumerate() {
         match PathPattern::parse(text) {
@@ -207,9 +235,10 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             }
         }
     }
-    match (bind, issues.is_empty()) {
-        (Some(bind), true) => Ok(Some(Settings {
+    match issues.is_empty() {
+        true => Ok(Some(Settings {
             bind,
+            dtls,
             device_prefix: raw.device_prefix.clone(),
             naming: match raw.point_naming {
                 NamingToml::Registry => PointNaming::Registry,
@@ -234,6 +263,6 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
             registry,
             loaded_objects,
         })),
-        _ => Err(issues),
+        false => Err(issues),
     }
 }

@@ -42,6 +42,6 @@ pub mod value;
 pub use adapter::{Lwm2mAdapter, Lwm2mKind};
 pub use content::{ContentError, ContentFormat, PathValue};
 pub use path::{Path, PathPattern};
-pub use registration::{Binding, Registration, RegistrationTable, Version};
+pub use registration::{Binding, Registration, RegistrationTable, Security, Version};
 pub use registry::{ObjectDef, ObjectRegistry, PointNaming, ResourceDef};
 pub use value::{ResourceType, ResourceValue};

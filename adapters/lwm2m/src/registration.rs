@@ -333,6 +333,9 @@ impl ObjectList {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
     pub endpoint: Arc<str>,
+    /// How the client reached us: its Updates, De-register and Sends must
+    /// come the same way.
+    pub security: Security,
     /// The registration's id: its location is `rd/<id>`.
     pub id: u64,
     pub peer: SocketAddr,
@@ -359,6 +362,27 @@ impl Registration {
     /// client's location.
     pub fn location(&self) -> String {
         format!("rd/{:016x}", self.id)
+    }
+}
+
+/// The LwM2M security mode a client's messages came with (Core 1.1 §7.1,
+/// object 0 resource 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// The plain listener.
+    NoSec,
+    /// DTLS with a pre-shared key; `identity` is the PSK identity, for logs
+    /// and `lwm2m clients`.
+    Psk { identity: Arc<str> },
+}
+
+impl Security {
+    /// The mode's name in events and the CLI: `nosec` or `psk`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Security::NoSec => "nosec",
+            Security::Psk { .. } => "psk",
+        }
     }
 }
 
@@ -531,6 +555,7 @@ impl<C> RegistrationTable<C> {
         &mut self,
         now: Instant,
         peer: SocketAddr,
+        security: Security,
         req: RegisterRequest,
     ) -> Result<Registered<C>, RegistrationError> {
         let live = self
@@ -586,6 +611,7 @@ impl<C> RegistrationTable<C> {
         };
         let reg = Registration {
             endpoint,
+            security,
             id,
             peer,
             lifetime: req.lifetime,
@@ -956,7 +982,9 @@ mod tests {
             b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>,</3303/0>,</3303/1>",
         )
         .unwrap();
-        table.register(now, addr(port), req).unwrap()
+        table
+            .register(now, addr(port), Security::NoSec, req)
+            .unwrap()
     }
 
     #[test]
@@ -1170,7 +1198,7 @@ mod tests {
     ) -> Result<Registered<u32>, RegistrationError> {
         let req =
             RegisterRequest::parse([format!("ep={ep}").as_str(), "lt=60"], b"</3/0>").unwrap();
-        table.register(now, addr(port), req)
+        table.register(now, addr(port), Security::NoSec, req)
     }
 
     #[test]
@@ -1224,6 +1252,7 @@ mod tests {
             table.register(
                 t0,
                 peer,
+                Security::NoSec,
                 RegisterRequest::parse([format!("ep={ep}").as_str()], b"").unwrap(),
             )
         };

@@ -24,9 +24,10 @@ use crate::operations::{self, ClientView, Plan, Planned, Step};
 use crate::path::{Path, PathPattern};
 use crate::registration::{
     Caps, DEFAULT_FORGET_AFTER, ReRegistration, RegisterRequest, Registration, RegistrationError,
-    RegistrationTable, UpdateRequest, Version,
+    RegistrationTable, Security, UpdateRequest, Version,
 };
 use crate::registry::{ObjectRegistry, PointNaming};
+use ferrogate_dtls::{CredentialStore, PskCredential};
 
 /// How the server maps clients to the gateway's model.
 #[derive(Debug, Clone)]
@@ -207,6 +208,13 @@ pub struct Lwm2mServer {
     /// shares one list in its devices' meta.
     point_lists: HashMap<Vec<Path>, Arc<[PointMeta]>>,
     outputs: VecDeque<Output>,
+    /// Who has DTLS credentials: those endpoints are refused over NoSec.
+    credentials: Option<Arc<dyn CredentialStore>>,
+    /// The security of the datagram being handled (requests are handed
+    /// out by the engine while it handles the datagram they came in).
+    arriving: Security,
+    /// The endpoint the arriving datagram's credential names (DTLS only).
+    arriving_endpoint: Option<Arc<str>>,
 }
 
 /// Distinct object-instance sets whose point lists are kept for sharing;
@@ -233,7 +241,22 @@ impl Lwm2mServer {
             composite_waits: BTreeSet::new(),
             point_lists: HashMap::new(),
             outputs: VecDeque::new(),
+            credentials: None,
+            arriving: Security::NoSec,
+            arriving_endpoint: None,
         }
+    }
+
+    /// The DTLS credentials: an endpoint that has one registers, updates
+    /// and sends only over DTLS with it.
+    pub fn with_credentials(mut self, credentials: Arc<dyn CredentialStore>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The security mode of the client registered from `peer`.
+    pub fn security_of(&self, peer: SocketAddr) -> Option<&Security> {
+        self.table.by_peer(peer).map(|r| &r.security)
     }
 
     /// The device names configured for other adapters: an endpoint may
@@ -276,10 +299,29 @@ impl Lwm2mServer {
         .min()
     }
 
-    /// A datagram arrived from `peer`.
+    /// A datagram arrived from `peer` on the plain listener.
     pub fn handle(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {
         self.coap.handle(now, peer, datagram);
         self.drain_events(now);
+    }
+
+    /// A datagram arrived from `peer` over a DTLS session in which it
+    /// proved `credential`.
+    pub fn handle_dtls(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        credential: &PskCredential,
+        datagram: &[u8],
+    ) {
+        self.arriving = Security::Psk {
+            identity: Arc::from(credential.identity_text()),
+        };
+        self.arriving_endpoint = Some(credential.endpoint.clone());
+        self.coap.handle(now, peer, datagram);
+        self.drain_events(now);
+        self.arriving = Security::NoSec;
+        self.arriving_endpoint = None;
     }
 
     /// Time passed: retransmissions, lifetimes, held and running command
@@ -657,6 +699,9 @@ impl Lwm2mServer {
         if let Some(refused) = self.too_many_instances(incoming, &parsed.objects) {
             return refused;
         }
+        if let Some(refused) = self.unbound(incoming, &parsed.endpoint) {
+            return refused;
+        }
         let device = self.device_name(&parsed.endpoint);
         if let Some(owner) = self.owners.owner(&device) {
             tracing::warn!(peer = %incoming.peer, device = %device, owner = %owner, "refused LwM2M registration: the device name belongs to another adapter");
@@ -666,23 +711,27 @@ impl Lwm2mServer {
             return Response::new(Code::FORBIDDEN)
                 .with_diagnostic(format!("device `{device}` belongs to adapter `{owner}`"));
         }
-        let registered = match self.table.register(now, incoming.peer, parsed) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
-                let (reason, code) = match e {
-                    RegistrationError::Full(_) => {
-                        ("too_many_registrations", Code::SERVICE_UNAVAILABLE)
-                    }
-                    RegistrationError::PrefixFull(_) => {
-                        ("too_many_from_network", Code::SERVICE_UNAVAILABLE)
-                    }
-                    _ => ("taken", Code::FORBIDDEN),
-                };
-                self.outputs.push_back(Output::Refused { reason });
-                return Response::new(code).with_diagnostic(e.to_string());
-            }
-        };
+        let registered =
+            match self
+                .table
+                .register(now, incoming.peer, self.arriving.clone(), parsed)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(peer = %incoming.peer, error = %e, "refused LwM2M registration");
+                    let (reason, code) = match e {
+                        RegistrationError::Full(_) => {
+                            ("too_many_registrations", Code::SERVICE_UNAVAILABLE)
+                        }
+                        RegistrationError::PrefixFull(_) => {
+                            ("too_many_from_network", Code::SERVICE_UNAVAILABLE)
+                        }
+                        _ => ("taken", Code::FORBIDDEN),
+                    };
+                    self.outputs.push_back(Output::Refused { reason });
+                    return Response::new(code).with_diagnostic(e.to_string());
+                }
+            };
         if let Some(old) = &registered.replaced {
             self.drop_observations(now, &old.endpoint);
             self.formats.remove(&old.endpoint);
@@ -690,7 +739,7 @@ impl Lwm2mServer {
         let Some(reg) = self.table.by_location(&registered.location).cloned() else {
             return Response::new(Code::INTERNAL_SERVER_ERROR);
         };
-        tracing::info!(endpoint = %reg.endpoint, peer = %reg.peer, version = reg.version.as_str(), "LwM2M client registered");
+        tracing::info!(endpoint = %reg.endpoint, peer = %reg.peer, version = reg.version.as_str(), security = reg.security.mode(), "LwM2M client registered");
         self.unconfirmed.insert(reg.endpoint.clone());
         let device = self.device_name(&reg.endpoint);
         self.status(&device, DeviceState::Online, "registered");
@@ -728,6 +777,9 @@ impl Lwm2mServer {
         {
             return refused;
         }
+        if let Some(refused) = self.other_security(incoming, location) {
+            return refused;
+        }
         let updated = match self.table.update(now, location, incoming.peer, parsed) {
             Ok(u) => u,
             Err(e) => return self.refused_at_location(incoming, e),
@@ -757,6 +809,9 @@ impl Lwm2mServer {
         incoming: &IncomingRequest,
         location: &str,
     ) -> Response {
+        if let Some(refused) = self.other_security(incoming, location) {
+            return refused;
+        }
         match self.table.deregister(now, location, incoming.peer) {
             Ok((reg, held)) => {
                 tracing::info!(endpoint = %reg.endpoint, "LwM2M client de-registered");
@@ -784,6 +839,51 @@ impl Lwm2mServer {
             return Response::new(Code::FORBIDDEN).with_diagnostic(e.to_string());
         }
         Response::new(Code::NOT_FOUND).with_diagnostic(e.to_string())
+    }
+
+    /// A Register whose endpoint name is not the one its DTLS credential
+    /// names, or a plain Register for an endpoint that has credentials:
+    /// 4.03, counted.
+    fn unbound(&mut self, incoming: &IncomingRequest, endpoint: &str) -> Option<Response> {
+        let (reason, why) = match &self.arriving_endpoint {
+            Some(bound) if &**bound != endpoint => (
+                "credential_mismatch",
+                format!("the DTLS credential belongs to endpoint `{bound}`"),
+            ),
+            Some(_) => return None,
+            None if self
+                .credentials
+                .as_ref()
+                .is_some_and(|c| c.is_protected(endpoint)) =>
+            {
+                (
+                    "needs_dtls",
+                    format!("endpoint `{endpoint}` registers over DTLS only"),
+                )
+            }
+            None => return None,
+        };
+        tracing::warn!(peer = %incoming.peer, endpoint = %endpoint, reason, "refused LwM2M registration");
+        self.outputs.push_back(Output::Refused { reason });
+        Some(Response::new(Code::FORBIDDEN).with_diagnostic(why))
+    }
+
+    /// An Update or De-register that did not come with the security the
+    /// registration was made with (a plain datagram from a DTLS client's
+    /// address, another credential): 4.03, counted.
+    fn other_security(&mut self, incoming: &IncomingRequest, location: &str) -> Option<Response> {
+        let reg = self.table.by_location(location)?;
+        if reg.security == self.arriving {
+            return None;
+        }
+        tracing::warn!(peer = %incoming.peer, endpoint = %reg.endpoint, registered = reg.security.mode(), arrived = self.arriving.mode(), "refused LwM2M request with another security than its registration");
+        self.outputs.push_back(Output::Refused {
+            reason: "wrong_security",
+        });
+        Some(
+            Response::new(Code::FORBIDDEN)
+                .with_diagnostic("not the security this client registered with"),
+        )
     }
 
     /// A Register or Update announcing more object instances than
@@ -819,7 +919,12 @@ impl Lwm2mServer {
     }
 
     fn on_send(&mut self, now: Instant, incoming: &IncomingRequest) -> Response {
-        let Some(reg) = self.table.by_peer(incoming.peer).cloned() else {
+        let Some(reg) = self
+            .table
+            .by_peer(incoming.peer)
+            .filter(|r| r.security == self.arriving)
+            .cloned()
+        else {
             return Response::new(Code::NOT_FOUND)
                 .with_diagnostic("Send from a client that is not registered from this address");
         };
@@ -1191,6 +1296,7 @@ impl Lwm2mServer {
             ("binding".to_string(), reg.binding.to_string().into()),
             ("lwm2m_version".to_string(), reg.version.as_str().into()),
             ("address".to_string(), reg.peer.to_string().into()),
+            ("security".to_string(), reg.security.mode().into()),
         ]);
         if let Some(from) = moved_from {
             data.insert("moved_from".to_string(), from.to_string().into());

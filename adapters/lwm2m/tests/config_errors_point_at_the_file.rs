@@ -195,3 +195,43 @@ fn bootstrap_account_mistakes_are_each_reported_with_a_position() {
     let unknown = issues("[lwm2m.bootstrap]\nbind = \"127.0.0.1:5783\"\nport = 1\n");
     assert!(unknown[0].contains("unknown field `port`"), "{unknown:?}");
 }
+
+#[test]
+fn dtls_needs_credentials_and_their_mistakes_point_into_their_file() {
+    let alone = issues("[lwm2m.server]\ndtls_bind = \"127.0.0.1:5684\"\n");
+    assert!(
+        alone[0].contains(":2:13") && alone[0].contains("needs `credentials`"),
+        "{alone:?}"
+    );
+    let dir = std::env::temp_dir().join(format!("ferrogate-lwm2m-psk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("psk.toml");
+    std::fs::write(
+        &file,
+        "[[psk]]\nendpoint = \"a\"\nidentity = \"a\"\nkey_hex = \"0g\"\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[lwm2m.server]\ndtls_bind = \"127.0.0.1:5684\"\ncredentials = \"{}\"\n",
+        file.display()
+    );
+    let bad = issues(&config);
+    assert!(
+        bad[0].starts_with(&format!("{}:4:11:", file.display())) && bad[0].contains("hex"),
+        "{bad:?}"
+    );
+    // a good file: DTLS only, no NoSec listener
+    std::fs::write(
+        &file,
+        "[[psk]]\nendpoint = \"a\"\nidentity = \"a\"\nkey_hex = \"00ff\"\n",
+    )
+    .unwrap();
+    let built = build(&Lwm2mKind, &config, &[]).expect("valid");
+    let notes = built[0].notes.join("\n");
+    assert!(
+        notes.contains("coaps://127.0.0.1:5684") && !notes.contains("NoSec"),
+        "{notes}"
+    );
+    assert!(!notes.contains("00ff"), "{notes}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageType, Packet};
 use ferrogate_lwm2m::content::{self, ContentFormat};
 use ferrogate_lwm2m::link::Link;
-use ferrogate_lwm2m::registration::{RegisterRequest, RegistrationTable, UpdateRequest, Version};
+use ferrogate_lwm2m::registration::{
+    RegisterRequest, RegistrationTable, Security, UpdateRequest, Version,
+};
 use ferrogate_lwm2m::{ObjectRegistry, Path};
 use serde_json::Value as J;
 
@@ -374,7 +376,10 @@ fn the_session_replays_through_the_registration_table() {
     let queries = strings(reg, CoapOption::UriQuery);
     let req =
         RegisterRequest::parse(queries.iter().map(String::as_str), &reg.payload).expect("register");
-    let location = table.register(t0, peer, req).expect("registered").location;
+    let location = table
+        .register(t0, peer, Security::NoSec, req)
+        .expect("registered")
+        .location;
 
     // Update: POST to the location, no query, no payload (Wakaama quirk)
     let upd = &find(&all, "run1.update_stdin.update_request").packet;
@@ -418,6 +423,7 @@ fn the_session_replays_through_the_registration_table() {
         .register(
             t0,
             peer,
+            Security::NoSec,
             RegisterRequest::parse(q2.iter().map(String::as_str), &reg2.payload).expect("register"),
         )
         .expect("registered");
