@@ -308,6 +308,7 @@ pub async fn run(
             adapters: core.states(),
             north: north.status_source(),
             stall_after,
+            sparkplug: sparkplug.as_ref().map(|s| s.status_source()),
         };
         Some(
             metrics::serve(&gw.metrics.bind, sources, control_stop.clone())

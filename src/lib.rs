@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod gateway;
+pub mod histogram;
 pub mod kinds;
 pub mod logging;
 pub mod metrics;

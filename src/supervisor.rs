@@ -46,29 +46,8 @@ pub struct AdapterState {
     pub refusals: Refusals,
 }
 
-/// Restart backoff bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            min: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before restart number `attempt` (1-based): doubling, capped.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-        self.min.saturating_mul(factor).min(self.max)
-    }
-}
+/// Restart backoff bounds: the delay before restart number `attempt`.
+pub use ferrogate_sdk::backoff::Backoff;
 
 /// A cloneable view of every adapter's state.
 #[derive(Debug, Clone, Default)]
@@ -462,18 +441,6 @@ mod tests {
         shutdown.cancel();
         sup.join().await;
         assert_eq!(runs("same"), (1, 1));
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let b = Backoff {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(b.delay(1), Duration::from_millis(100));
-        assert_eq!(b.delay(2), Duration::from_millis(200));
-        assert_eq!(b.delay(5), Duration::from_secs(1));
-        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

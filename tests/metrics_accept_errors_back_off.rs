@@ -84,6 +84,7 @@ async fn accept_errors_back_off_and_the_endpoint_recovers() {
             outbox: Default::default(),
         }),
         stall_after: Duration::from_secs(30),
+        sparkplug: None,
     };
     let limits = Limits {
         max_connections: 1000,

@@ -34,6 +34,7 @@ fn sources() -> Sources {
             outbox: Default::default(),
         }),
         stall_after: Duration::from_secs(30),
+        sparkplug: None,
     }
 }
 

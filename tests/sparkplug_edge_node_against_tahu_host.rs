@@ -325,6 +325,13 @@ fn births_data_commands_death_and_historical_replay_as_tahu_decodes_them() {
         gw.child.try_wait().unwrap().is_none(),
         "the daemon survived"
     );
+    let status = sparkplug_status(&config);
+    assert_eq!(status["connected"], true, "{status:#}");
+    assert_eq!(status["bd_seq"], 0, "{status:#}");
+    assert_eq!(status["rebirth_requests"], 1, "{status:#}");
+    assert_eq!(status["node_births"], 2, "{status:#}");
+    assert_eq!(status["commands_refused"], 2, "{status:#}");
+    assert_eq!(status["primary_host"], "not configured", "{status:#}");
     assert_seq_continuity(&host.since(0));
 
     // kill -9: the broker publishes the will, NDEATH with the NBIRTH's bdSeq.

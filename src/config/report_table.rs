@@ -6,6 +6,7 @@
 use ferrogate_sdk::BuiltAdapter;
 use ferrogate_sdk::config::{ConfigDuration, ConfigIssue, Located, Node};
 use ferrogate_sdk::report::{DevicePolicy, ReportKeys};
+use ferrogate_sdk::transform::{Conversion, Transform};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -36,6 +37,57 @@ struct PointEntry {
     span: Option<f64>,
     min_interval: Option<ConfigDuration>,
     max_interval: Option<ConfigDuration>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    /// `"degC -> degF"`.
+    convert: Option<String>,
+    clamp_min: Option<f64>,
+    clamp_max: Option<f64>,
+}
+
+impl PointEntry {
+    /// The point's transform, checked.
+    fn transform(
+        &self,
+        issues: &mut Vec<ConfigIssue>,
+        origin: &ferrogate_sdk::config::Origin,
+    ) -> Transform {
+        let mut t = Transform::default();
+        if let Some(scale) = self.scale {
+            if scale == 0.0 || !scale.is_finite() {
+                issues.push(origin.issue("scale", "`scale` must be a finite number other than 0"));
+            }
+            t.scale = scale;
+        }
+        if let Some(offset) = self.offset {
+            if !offset.is_finite() {
+                issues.push(origin.issue("offset", "`offset` must be finite"));
+            }
+            t.offset = offset;
+        }
+        if let Some(text) = &self.convert {
+            match Conversion::parse(text) {
+                Ok(c) => t.convert = Some(c),
+                Err(e) => issues.push(origin.issue("convert", e)),
+            }
+        }
+        for (key, v) in [("clamp_min", self.clamp_min), ("clamp_max", self.clamp_max)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                issues.push(origin.issue(key, format!("`{key}` must be finite")));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.clamp_min, self.clamp_max)
+            && lo > hi
+        {
+            issues.push(origin.issue(
+                "clamp_min",
+                format!("`clamp_min` {lo} is greater than `clamp_max` {hi}"),
+            ));
+        }
+        t.clamp_min = self.clamp_min;
+        t.clamp_max = self.clamp_max;
+        t
+    }
 }
 
 fn keys(
@@ -151,7 +203,7 @@ fn device_policy(
     });
     let mut policy = DevicePolicy {
         report,
-        points: Default::default(),
+        ..DevicePolicy::default()
     };
     for point in entry.get("point").map(|p| p.elements()).unwrap_or_default() {
         let point = match point.parse::<PointEntry>() {
@@ -161,6 +213,10 @@ fn device_policy(
                 continue;
             }
         };
+        let transform = point.transform(issues, &point.origin);
+        if !transform.is_identity() {
+            policy.transforms.insert(point.name.clone(), transform);
+        }
         let overrides = keys(
             point.deadband,
             point.deadband_percent,

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrogate_sdk::backoff::Backoff;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
@@ -112,9 +113,12 @@ struct AcceptBackoff {
 
 impl AcceptBackoff {
     fn failed(&mut self) -> Duration {
+        const BOUNDS: Backoff = Backoff {
+            min: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+        };
         self.failures = self.failures.saturating_add(1);
-        let exp = self.failures.saturating_sub(1).min(7);
-        Duration::from_millis(10u64 << exp).min(Duration::from_secs(1))
+        BOUNDS.delay(self.failures)
     }
 
     fn succeeded(&mut self) {

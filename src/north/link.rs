@@ -156,6 +156,87 @@ fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
     }
 }
 
+/// What one poll of an event loop yields.
+enum Step {
+    Event(LinkEvent),
+    /// Nothing the session needs (pings, subscribe acks, ...).
+    Skip,
+    /// The connection ended, with the reason.
+    End(String),
+}
+
+/// The one body of both versions' event-loop tasks: passes `step` on;
+/// false once the connection ended or nobody listens.
+fn forward(tx: &mpsc::UnboundedSender<LinkEvent>, step: Step) -> bool {
+    match step {
+        Step::Event(ev) => tx.send(ev).is_ok(),
+        Step::Skip => true,
+        Step::End(reason) => {
+            let _ = tx.send(LinkEvent::Closed(reason));
+            false
+        }
+    }
+}
+
+fn v4_step(
+    polled: Result<rumqttc::Event, rumqttc::ConnectionError>,
+    acker: &rumqttc::AsyncClient,
+) -> Step {
+    use rumqttc::{Event, Outgoing, Packet};
+    match polled {
+        Ok(Event::Incoming(Packet::ConnAck(_))) => Step::Event(LinkEvent::Connected),
+        Ok(Event::Incoming(Packet::PubAck(a))) => Step::Event(LinkEvent::Acked {
+            pkid: a.pkid,
+            rejected: None,
+        }),
+        Ok(Event::Incoming(Packet::Publish(p))) => Step::Event(LinkEvent::Message {
+            topic: p.topic.clone(),
+            payload: p.payload.to_vec(),
+            retain: p.retain,
+            response_topic: None,
+            correlation: None,
+            ack: Ack(Box::new(AckOn::V4(acker.clone(), p))),
+        }),
+        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Event(LinkEvent::Sent(pkid)),
+        Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::End("disconnected".into()),
+        Ok(_) => Step::Skip,
+        Err(e) => Step::End(e.to_string()),
+    }
+}
+
+fn v5_step(
+    polled: Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>,
+    acker: &rumqttc::v5::AsyncClient,
+) -> Step {
+    use rumqttc::Outgoing;
+    use rumqttc::v5::Event;
+    match polled {
+        Ok(Event::Incoming(m5::Packet::ConnAck(_))) => Step::Event(LinkEvent::Connected),
+        Ok(Event::Incoming(m5::Packet::PubAck(a))) => Step::Event(LinkEvent::Acked {
+            pkid: a.pkid,
+            rejected: match a.reason {
+                m5::PubAckReason::Success | m5::PubAckReason::NoMatchingSubscribers => None,
+                other => Some(format!("{other:?}")),
+            },
+        }),
+        Ok(Event::Incoming(m5::Packet::Publish(p))) => {
+            let props = p.properties.clone().unwrap_or_default();
+            Step::Event(LinkEvent::Message {
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+                response_topic: props.response_topic,
+                correlation: props.correlation_data.map(|b| b.to_vec()),
+                ack: Ack(Box::new(AckOn::V5(acker.clone(), p))),
+            })
+        }
+        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Event(LinkEvent::Sent(pkid)),
+        Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::End("disconnected".into()),
+        Ok(_) => Step::Skip,
+        Err(e) => Step::End(e.to_string()),
+    }
+}
+
 impl Link {
     /// Starts connecting; [`LinkEvent::Connected`] or [`LinkEvent::Closed`]
     /// follows.
@@ -197,43 +278,10 @@ impl Link {
                 }
                 let (client, mut el) = rumqttc::AsyncClient::new(opts, cap);
                 let acker = client.clone();
-                let poller = tokio::spawn(async move {
-                    loop {
-                        let ev = match el.poll().await {
-                            Ok(rumqttc::Event::Incoming(p)) => match p {
-                                rumqttc::Packet::ConnAck(_) => LinkEvent::Connected,
-                                rumqttc::Packet::PubAck(a) => LinkEvent::Acked {
-                                    pkid: a.pkid,
-                                    rejected: None,
-                                },
-                                rumqttc::Packet::Publish(p) => LinkEvent::Message {
-                                    topic: p.topic.clone(),
-                                    payload: p.payload.to_vec(),
-                                    retain: p.retain,
-                                    response_topic: None,
-                                    correlation: None,
-                                    ack: Ack(Box::new(AckOn::V4(acker.clone(), p))),
-                                },
-                                _ => continue,
-                            },
-                            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                                LinkEvent::Sent(pkid)
-                            }
-                            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                                let _ = tx.send(LinkEvent::Closed("disconnected".into()));
-                                return;
-                            }
-                            Ok(_) => continue,
-                            Err(e) => {
-                                let _ = tx.send(LinkEvent::Closed(e.to_string()));
-                                return;
-                            }
-                        };
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
-                    }
-                });
+                let poller =
+                    tokio::spawn(
+                        async move { while forward(&tx, v4_step(el.poll().await, &acker)) {} },
+                    );
                 (Client::V4(client), poller)
             }
             MqttVersion::V5 => {
@@ -259,50 +307,10 @@ impl Link {
                 }
                 let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, cap);
                 let acker = client.clone();
-                let poller = tokio::spawn(async move {
-                    loop {
-                        let ev = match el.poll().await {
-                            Ok(rumqttc::v5::Event::Incoming(p)) => match p {
-                                m5::Packet::ConnAck(_) => LinkEvent::Connected,
-                                m5::Packet::PubAck(a) => LinkEvent::Acked {
-                                    pkid: a.pkid,
-                                    rejected: match a.reason {
-                                        m5::PubAckReason::Success
-                                        | m5::PubAckReason::NoMatchingSubscribers => None,
-                                        other => Some(format!("{other:?}")),
-                                    },
-                                },
-                                m5::Packet::Publish(p) => {
-                                    let props = p.properties.clone().unwrap_or_default();
-                                    LinkEvent::Message {
-                                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                                        payload: p.payload.to_vec(),
-                                        retain: p.retain,
-                                        response_topic: props.response_topic,
-                                        correlation: props.correlation_data.map(|b| b.to_vec()),
-                                        ack: Ack(Box::new(AckOn::V5(acker.clone(), p))),
-                                    }
-                                }
-                                _ => continue,
-                            },
-                            Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                                LinkEvent::Sent(pkid)
-                            }
-                            Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                                let _ = tx.send(LinkEvent::Closed("disconnected".into()));
-                                return;
-                            }
-                            Ok(_) => continue,
-                            Err(e) => {
-                                let _ = tx.send(LinkEvent::Closed(e.to_string()));
-                                return;
-                            }
-                        };
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
-                    }
-                });
+                let poller =
+                    tokio::spawn(
+                        async move { while forward(&tx, v5_step(el.poll().await, &acker)) {} },
+                    );
                 (Client::V5(client), poller)
             }
         };

@@ -59,7 +59,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::core::CoreConfig;
-use crate::metrics::Histogram;
+use crate::histogram::Histogram;
 use config::{BrokerAddr, MqttConfig, OutboxConfig};
 use ferrogate_sdk::backoff::Backoff;
 use link::{LinkOptions, Secret};

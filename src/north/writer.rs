@@ -15,7 +15,7 @@ use super::codec::{self, Topics};
 use super::config::FsyncPolicy;
 use super::outbox::{NewMessage, Outbox};
 use super::{CommandResultMsg, Live, lock};
-use crate::metrics::Histogram;
+use crate::histogram::Histogram;
 
 /// Messages taken from the channels per commit.
 const BATCH: usize = 1024;

@@ -62,6 +62,81 @@ impl SparkplugStatus {
     }
 }
 
+impl SparkplugStatus {
+    /// The `ferrogate_sparkplug_*` Prometheus samples.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let n = &self.node;
+        let samples: [(&str, &str, &str, u64); 10] = [
+            (
+                "connected",
+                "gauge",
+                "1 while the Sparkplug session is connected.",
+                u64::from(n.connected),
+            ),
+            (
+                "bd_seq",
+                "gauge",
+                "The bdSeq of the current Sparkplug connection.",
+                n.bd_seq,
+            ),
+            (
+                "node_births_total",
+                "counter",
+                "NBIRTHs published.",
+                n.node_births,
+            ),
+            (
+                "device_births_total",
+                "counter",
+                "DBIRTHs published.",
+                n.device_births,
+            ),
+            (
+                "device_deaths_total",
+                "counter",
+                "DDEATHs published.",
+                n.device_deaths,
+            ),
+            (
+                "rebirth_requests_total",
+                "counter",
+                "NCMD Node Control/Rebirth requests received.",
+                n.rebirth_requests,
+            ),
+            (
+                "commands_refused_total",
+                "counter",
+                "NCMD, DCMD and STATE messages refused.",
+                n.commands_refused,
+            ),
+            (
+                "held",
+                "gauge",
+                "Telemetry messages held while the node cannot publish.",
+                n.held as u64,
+            ),
+            (
+                "held_dropped_total",
+                "counter",
+                "Held telemetry dropped (hold_limit, or the device not born).",
+                n.held_dropped,
+            ),
+            (
+                "missed_total",
+                "counter",
+                "Uplinks the edge node missed by falling behind.",
+                self.missed,
+            ),
+        ];
+        for (name, kind, help, value) in samples {
+            let _ = writeln!(out, "# HELP ferrogate_sparkplug_{name} {help}");
+            let _ = writeln!(out, "# TYPE ferrogate_sparkplug_{name} {kind}");
+            let _ = writeln!(out, "ferrogate_sparkplug_{name} {value}");
+        }
+    }
+}
+
 /// Why the edge node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SparkplugError {
@@ -314,22 +389,7 @@ struct WriteDone {
 
 impl Driver {
     async fn run(mut self) {
-        // Devices announced before this task subscribed to the live feed.
-        let now = Timestamp::now();
-        for (device, entry) in self.directory.snapshot() {
-            if let Some(meta) = entry.meta {
-                self.node.uplink(&Uplink::Meta(meta), now);
-            }
-            if let Some(state) = entry.state {
-                let status = DeviceStatus {
-                    device,
-                    state,
-                    reason: entry.reason,
-                    ts: now,
-                };
-                self.node.uplink(&Uplink::Status(status), now);
-            }
-        }
+        self.learn_directory();
         let (done_tx, mut done_rx) = mpsc::channel::<WriteDone>(64);
         let bounds = self.options.reconnect;
         let mut backoff = bounds.min;
@@ -401,6 +461,27 @@ impl Driver {
         }
     }
 
+    /// Every device's meta and state as the directory has them: the
+    /// devices announced before this task subscribed to the live feed, or
+    /// while it lagged behind it.
+    fn learn_directory(&mut self) {
+        let now = Timestamp::now();
+        for (device, entry) in self.directory.snapshot() {
+            if let Some(meta) = entry.meta {
+                self.node.uplink(&Uplink::Meta(meta), now);
+            }
+            if let Some(state) = entry.state {
+                let status = DeviceStatus {
+                    device,
+                    state,
+                    reason: entry.reason,
+                    ts: now,
+                };
+                self.node.uplink(&Uplink::Status(status), now);
+            }
+        }
+    }
+
     fn take_uplink(
         &mut self,
         uplink: Result<Arc<ferrogate_sdk::UplinkEnvelope>, broadcast::error::RecvError>,
@@ -408,8 +489,12 @@ impl Driver {
         match uplink {
             Ok(envelope) => self.node.uplink(&envelope.uplink, Timestamp::now()),
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "Sparkplug edge node fell behind the uplinks");
+                tracing::warn!(
+                    missed = n,
+                    "Sparkplug edge node fell behind the uplinks; re-reading the directory"
+                );
                 lock(&self.status).missed += n;
+                self.learn_directory();
             }
             // The gateway is stopping; `stop` follows.
             Err(broadcast::error::RecvError::Closed) => {}

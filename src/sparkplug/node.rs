@@ -584,7 +584,7 @@ impl EdgeNode {
         }
         while let Some(held) = self.held.pop_front() {
             if self.devices.get(&held.device).is_some_and(|d| d.born) {
-                self.data(&held.device, &held.readings, true, now);
+                self.data(&held.device, &held.readings, None, now);
             } else {
                 self.status.held_dropped += 1;
             }
@@ -684,15 +684,19 @@ impl EdgeNode {
             return;
         }
         if self.devices.get(&t.device).is_some_and(|d| d.born) {
-            self.data(&t.device, &t.readings, false, now);
+            self.data(&t.device, &t.readings, Some(t.ts), now);
         } else {
             // The DBIRTH carries these values.
             self.birth_device_if_due(&t.device, now);
         }
     }
 
-    /// A DDATA of these readings (the device is born).
-    fn data(&mut self, name: &str, readings: &[Reading], historical: bool, now: Timestamp) {
+    /// A DDATA of these readings (the device is born). Live data (`live`
+    /// is the batch's time) has that time as the payload's timestamp and
+    /// a metric timestamp only where a reading's differs; historical data
+    /// has a timestamp on every metric. The datatype is left to the DBIRTH
+    /// (Sparkplug 3.0: not sent in DATA messages).
+    fn data(&mut self, name: &str, readings: &[Reading], live: Option<Timestamp>, now: Timestamp) {
         let Some(device) = self.devices.get(name) else {
             return;
         };
@@ -702,9 +706,8 @@ impl EdgeNode {
             .filter_map(|r| device.metrics.get(&r.point).map(|m| (r, m)))
             .map(|(reading, state)| {
                 let mut metric = Metric {
-                    timestamp: Some(reading.ts.0),
-                    datatype: Some(state.datatype.code()),
-                    is_historical: historical.then_some(true),
+                    timestamp: (live != Some(reading.ts)).then_some(reading.ts.0),
+                    is_historical: live.is_none().then_some(true),
                     ..Metric::default()
                 };
                 if aliases {
@@ -728,7 +731,7 @@ impl EdgeNode {
             })
             .collect();
         let payload = Payload {
-            timestamp: Some(now.0),
+            timestamp: Some(live.unwrap_or(now).0),
             seq: Some(self.next_seq()),
             metrics,
             ..Payload::default()
@@ -1033,7 +1036,9 @@ mod tests {
             Some(MetricValue::Int(0xFFFB)),
             "-5 as 16-bit two's complement"
         );
-        assert_eq!(ddata.timestamp, Some(T0.0));
+        // The batch's time is the payload's; the datatype is the DBIRTH's.
+        assert_eq!((ddata.timestamp, ddata.datatype), (None, None));
+        assert_eq!(later[0].1.timestamp, Some(T0.0));
         // The DBIRTH after the return carries the last value.
         assert_eq!(
             metric(&later[2].1, "temp").value,
@@ -1381,5 +1386,88 @@ mod tests {
             let _ = node.received(&topic, &payload, T0);
             while node.poll_event().is_some() {}
         }
+    }
+}
+
+/// Bytes on the wire per value, DDATA against the JSON contract's
+/// telemetry, for a Modbus-like device of 100 u16 registers.
+#[cfg(test)]
+mod wire_size {
+    use super::*;
+    use ferrogate_sdk::DeviceMeta;
+
+    const POINTS: usize = 100;
+
+    fn device() -> (Uplink, Uplink) {
+        let points: Vec<PointMeta> = (0..POINTS)
+            .map(|i| PointMeta {
+                name: format!("reg_{i:03}"),
+                data_type: "u16".into(),
+                ..PointMeta::default()
+            })
+            .collect();
+        let ts = Timestamp(1_764_800_000_123);
+        let readings = (0..POINTS)
+            .map(|i| Reading::ok(format!("reg_{i:03}"), Value::UInt(1000 + i as u64 * 37), ts))
+            .collect();
+        (
+            Uplink::Meta(DeviceMeta {
+                device: "meter-0001".into(),
+                points: points.into(),
+                ..DeviceMeta::default()
+            }),
+            Uplink::Telemetry(Telemetry {
+                device: "meter-0001".into(),
+                ts,
+                readings,
+            }),
+        )
+    }
+
+    fn ddata_bytes(aliases: bool) -> usize {
+        let (meta, telemetry) = device();
+        let mut node = EdgeNode::new(
+            NodeConfig {
+                group_id: "ferrogate".into(),
+                edge_node_id: "bench".into(),
+                primary_host_id: None,
+                aliases,
+                hold_limit: 10,
+            },
+            0,
+        );
+        node.connect(Timestamp(0));
+        node.connected();
+        node.subscribed(Timestamp(0));
+        node.uplink(&meta, Timestamp(0));
+        node.uplink(&telemetry, Timestamp(0));
+        while node.poll_event().is_some() {}
+        node.uplink(&telemetry, Timestamp(0));
+        match node.poll_event() {
+            Some(Event::Publish(p)) => p.topic.len() + p.payload.len(),
+            other => panic!("no DDATA: {other:?}"),
+        }
+    }
+
+    fn json_bytes() -> usize {
+        let (_, telemetry) = device();
+        let topics = crate::north::Topics::new("ferrogate/bench");
+        crate::north::codec::encode_uplink(&topics, "bench", "modbus", &telemetry, 12345)
+            .map(|e| e.topic.len() + e.payload.len())
+            .sum()
+    }
+
+    #[test]
+    fn ddata_with_aliases_costs_at_most_half_the_bytes_per_value_of_json() {
+        let json = json_bytes() as f64 / POINTS as f64;
+        let aliased = ddata_bytes(true) as f64 / POINTS as f64;
+        let named = ddata_bytes(false) as f64 / POINTS as f64;
+        eprintln!(
+            "bytes per value: JSON {json:.1}, DDATA with aliases {aliased:.1}, DDATA with names {named:.1}"
+        );
+        assert!(
+            aliased <= 0.5 * json,
+            "DDATA {aliased:.1} B/value against JSON {json:.1}"
+        );
     }
 }

@@ -35,10 +35,13 @@ PROPERTY_FIELDS = ["int_value", "long_value", "float_value", "double_value",
                    "boolean_value", "string_value"]
 
 births = {}
+# Per device: name -> datatype and alias -> (name, datatype), from the
+# latest birth, as a host resolves DATA metrics that carry neither.
+birth_types = {}
 lock = threading.Lock()
 
 
-def value_of(m):
+def value_of(m, datatype):
     """A metric's value the way Tahu's Python core reads it."""
     if m.is_null:
         return None
@@ -46,8 +49,8 @@ def value_of(m):
     if which is None:
         return None
     v = getattr(m, which)
-    if m.datatype in BITS:
-        bits = BITS[m.datatype]
+    if datatype in BITS:
+        bits = BITS[datatype]
         if v >= 2 ** (bits - 1):
             v -= 2 ** bits
     if isinstance(v, bytes):
@@ -103,17 +106,31 @@ def on_message(client, userdata, msg):
         except Exception as e:  # noqa: BLE001
             print(json.dumps({"topic": msg.topic, "type": kind, "error": str(e)}), flush=True)
             return
+        device_key = "/".join(levels[3:])
+        if kind in ("NBIRTH", "DBIRTH"):
+            birth_types[device_key] = {
+                "names": {m.name: m.datatype for m in p.metrics},
+                "aliases": {m.alias: (m.name, m.datatype) for m in p.metrics if m.HasField("alias")},
+            }
+        known = birth_types.get(device_key, {"names": {}, "aliases": {}})
+
+        def resolved(m):
+            if m.HasField("name"):
+                return m.name, m.datatype or known["names"].get(m.name, 0)
+            name, datatype = known["aliases"].get(m.alias, (None, 0))
+            return name, m.datatype or datatype
+
         metrics = [{
             "name": m.name if m.HasField("name") else None,
+            "resolved_name": resolved(m)[0],
             "alias": m.alias if m.HasField("alias") else None,
             "datatype": m.datatype,
-            "value": value_of(m),
+            "value": value_of(m, resolved(m)[1]),
             "is_null": m.is_null,
             "is_historical": m.is_historical,
             "timestamp": m.timestamp if m.HasField("timestamp") else None,
             "properties": properties_of(m),
         } for m in p.metrics]
-        device_key = "/".join(levels[3:])
         verdict, values = pysparkplug_decode(kind, device_key, msg.payload)
         line = {"topic": msg.topic, "type": kind,
                 "seq": p.seq if p.HasField("seq") else None,

@@ -14,7 +14,7 @@ use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportKeys, ReportPolicy}
 use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
 use crate::planner::{Limits, Planner, ReadRequest};
 use crate::point::{Area, Order, Point, PointType, TypeName, resolve_modicon};
-use crate::transport::{Endpoint, Parity, Reconnect, SerialSettings};
+use crate::transport::{Endpoint, Framing, Parity, Reconnect, SerialSettings};
 
 /// A validated connection with its devices: what one line task runs.
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ pub fn build(section: &Section<'_>, ctx: &BuildContext<'_>) -> Result<Built, Vec
                 conn.name
             ));
         }
-        if let Endpoint::Serial(serial) = &spec.endpoint {
+        if let Some(serial) = spec.endpoint.serial() {
             match line_load(conn, spec, serial) {
                 Ok(note) => notes[i].push(note),
                 Err(mut found) => issues.append(&mut found),
@@ -274,11 +274,14 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
     }
     let serial_only = ["baud", "parity", "data_bits", "stop_bits"];
     let endpoint = match conn.transport {
-        TransportKind::Tcp | TransportKind::RtuOverTcp => {
+        TransportKind::Tcp | TransportKind::RtuOverTcp | TransportKind::AsciiOverTcp => {
             if conn.port.is_some() {
                 issues.push(
                     conn.origin
-                        .issue("port", "`port` is the serial device of an `rtu` connection")
+                        .issue(
+                            "port",
+                            "`port` is the serial device of an `rtu` or `ascii` connection",
+                        )
                         .with_hint("use `address = \"host:502\"` for TCP"),
                 );
             }
@@ -292,7 +295,7 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
                 if given {
                     issues.push(conn.origin.issue(
                         field,
-                        format!("`{field}` applies only to `transport = \"rtu\"`"),
+                        format!("`{field}` applies only to a serial line (`transport = \"rtu\"` or `\"ascii\"`)"),
                     ));
                 }
             }
@@ -316,13 +319,14 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
                     }
                 },
             };
-            if conn.transport == TransportKind::Tcp {
-                Endpoint::Tcp { address }
-            } else {
-                Endpoint::RtuOverTcp { address }
+            match conn.transport {
+                TransportKind::Tcp => Endpoint::Tcp { address },
+                TransportKind::AsciiOverTcp => Endpoint::AsciiOverTcp { address },
+                _ => Endpoint::RtuOverTcp { address },
             }
         }
-        TransportKind::Rtu => {
+        TransportKind::Rtu | TransportKind::Ascii => {
+            let ascii = conn.transport == TransportKind::Ascii;
             if conn.address.is_some() {
                 issues.push(
                     conn.origin
@@ -337,7 +341,8 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
                         .issue("baud", format!("baud rate {baud} is out of range")),
                 );
             }
-            let data_bits = conn.data_bits.unwrap_or(8);
+            // ASCII's characters are 7 bits (Modbus over serial line 2.5.2).
+            let data_bits = conn.data_bits.unwrap_or(if ascii { 7 } else { 8 });
             if !(7..=8).contains(&data_bits) {
                 issues.push(conn.origin.issue("data_bits", "`data_bits` must be 7 or 8"));
             }
@@ -350,19 +355,24 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
                     conn.origin
                         .issue(
                             "transport",
-                            "an `rtu` connection needs `port`, the serial device",
+                            "a serial connection (`rtu`, `ascii`) needs `port`, the serial device",
                         )
                         .with_hint("e.g. port = \"/dev/ttyUSB0\""),
                 );
                 String::new()
             });
-            Endpoint::Serial(SerialSettings {
+            let serial = SerialSettings {
                 path,
                 baud,
                 data_bits,
                 parity: conn.parity.unwrap_or(Parity::Even),
                 stop_bits,
-            })
+            };
+            if ascii {
+                Endpoint::AsciiSerial(serial)
+            } else {
+                Endpoint::Serial(serial)
+            }
         }
     };
     let gap = match (&endpoint, conn.frame_gap) {
@@ -595,6 +605,7 @@ fn device_spec(
             .filter(|p| p.report != PointReport::default())
             .map(|p| (p.name.to_string(), p.report))
             .collect(),
+        transforms: Default::default(),
     };
     Some(DeviceSpec {
         name: dev.name.clone(),
@@ -913,23 +924,11 @@ fn point(
             format!("`min` {lo} is greater than `max` {hi}"),
         ));
     }
-    if cfg.writable {
-        if !area.is_writable() {
-            issues.push(issue(
-                "writable",
-                format!("{area}s cannot be written; only coils and holding registers can"),
-            ));
-        } else if matches!(ty, PointType::Bit(_)) {
-            issues.push(
-                issue(
-                    "writable",
-                    "a bit inside a register cannot be written safely".into(),
-                )
-                .with_hint(
-                    "writing it would overwrite the other 15 bits; map the whole register as u16",
-                ),
-            );
-        }
+    if cfg.writable && !area.is_writable() {
+        issues.push(issue(
+            "writable",
+            format!("{area}s cannot be written; only coils and holding registers can"),
+        ));
     }
     if cfg.poll.is_some_and(|p| p.is_zero()) {
         issues.push(issue("poll", "`poll` must be more than zero".into()));
@@ -1081,8 +1080,14 @@ fn line_load(
                     } else {
                         usize::from(r.count) * 2
                     };
-                    let bytes = 8 + 5 + data;
-                    bytes as f64 * char_time + gap + response_time
+                    // Request: unit, 5 bytes of PDU, check; answer: unit,
+                    // function, count, data, check. ASCII sends each byte
+                    // as two characters, with `:` and CR LF around a frame.
+                    let chars = match spec.endpoint.framing() {
+                        Framing::Ascii => (7 * 2 + 3) + ((4 + data) * 2 + 3),
+                        _ => 8 + 5 + data,
+                    };
+                    chars as f64 * char_time + gap + response_time
                 })
                 .sum();
             let period = group.period.as_secs_f64();

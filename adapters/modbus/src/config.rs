@@ -17,6 +17,8 @@ pub enum TransportKind {
     Tcp,
     Rtu,
     RtuOverTcp,
+    Ascii,
+    AsciiOverTcp,
 }
 
 /// One serial line or TCP endpoint.
@@ -25,9 +27,10 @@ pub enum TransportKind {
 pub struct ConnectionConfig {
     pub name: String,
     pub transport: TransportKind,
-    /// `host:port` for `tcp` and `rtu-over-tcp` (port 502 if omitted).
+    /// `host:port` for `tcp`, `rtu-over-tcp` and `ascii-over-tcp` (port
+    /// 502 if omitted).
     pub address: Option<String>,
-    /// Serial device path for `rtu`.
+    /// Serial device path for `rtu` and `ascii`.
     pub port: Option<String>,
     pub baud: Option<u32>,
     pub parity: Option<Parity>,

@@ -1,7 +1,9 @@
-//! Application data units: the MBAP header of Modbus TCP and the RTU frame
-//! (unit, PDU, CRC-16) used on serial lines and RTU-over-TCP. Pure: bytes
-//! in, frames out. RTU frames are delimited by their expected length, so
-//! [`rtu_frame_len`] tells the reader how many bytes a frame needs.
+//! Application data units: the MBAP header of Modbus TCP, the RTU frame
+//! (unit, PDU, CRC-16) used on serial lines and RTU-over-TCP, and the
+//! ASCII frame (`:`, hex pairs, LRC, CR LF) of `ascii` and
+//! `ascii-over-tcp`. Pure: bytes in, frames out. RTU frames are delimited
+//! by their expected length, so [`rtu_frame_len`] tells the reader how many
+//! bytes a frame needs; ASCII frames by their LF ([`ascii_frame_end`]).
 
 /// Length of the MBAP header (Modbus Messaging on TCP/IP, section 3.1.3).
 pub const MBAP_LEN: usize = 7;
@@ -99,6 +101,85 @@ pub fn parse_rtu(frame: &[u8]) -> Result<(u8, &[u8]), String> {
     Ok((body[0], &body[1..]))
 }
 
+/// LRC of Modbus ASCII (Modbus over serial line, section 2.5.2.2): the
+/// two's complement of the byte sum of unit and PDU.
+pub fn lrc(bytes: &[u8]) -> u8 {
+    bytes
+        .iter()
+        .fold(0u8, |sum, b| sum.wrapping_add(*b))
+        .wrapping_neg()
+}
+
+/// An ASCII frame for `pdu`: `:`, unit, PDU and LRC as uppercase hex
+/// pairs, CR LF.
+pub fn emit_ascii(unit: u8, pdu: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let lrc = pdu
+        .iter()
+        .fold(unit, |s, b| s.wrapping_add(*b))
+        .wrapping_neg();
+    out.push(b':');
+    for b in std::iter::once(unit)
+        .chain(pdu.iter().copied())
+        .chain([lrc])
+    {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xF)]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where the ASCII frame in `buf` ends (one past its LF), once its LF has
+/// arrived; `None`: read more.
+pub fn ascii_frame_end(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n').map(|i| i + 1)
+}
+
+/// Check one ASCII frame (`:` to LF; bytes before the `:` are line noise
+/// and skipped) and decode it into `out`: returns the unit, `out` holds
+/// the PDU.
+pub fn parse_ascii(frame: &[u8], out: &mut Vec<u8>) -> Result<u8, String> {
+    let start = frame
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or("ASCII frame without its `:`")?;
+    let body = frame[start + 1..]
+        .strip_suffix(b"\r\n")
+        .ok_or("ASCII frame does not end in CR LF")?;
+    if body.len() % 2 != 0 || body.len() < 6 {
+        return Err(format!(
+            "ASCII frame of {} hex characters: expected an even number, at least 6",
+            body.len()
+        ));
+    }
+    let nibble = |c: u8| -> Result<u8, String> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(format!(
+                "`{}` is not a hex digit in an ASCII frame",
+                c.escape_ascii()
+            )),
+        }
+    };
+    out.clear();
+    for pair in body.chunks_exact(2) {
+        out.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+    }
+    let Some(received) = out.pop() else {
+        return Err("empty ASCII frame".into());
+    };
+    let computed = lrc(out);
+    if received != computed {
+        return Err(format!(
+            "LRC mismatch (received {received:02x}, computed {computed:02x})"
+        ));
+    }
+    let unit = out.remove(0);
+    Ok(unit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +226,42 @@ mod tests {
         assert!(parse_mbap(&[0, 1, 0, 0, 0, 1, 1]).is_err());
     }
 
+    #[test]
+    fn ascii_of_a_spec_example() {
+        // Read holding registers 0x006B x3 from unit 0x11 (spec 2.5.2.1):
+        // LRC = -(0x11+0x03+0x6B+0x03) = 0x7E.
+        let mut out = Vec::new();
+        emit_ascii(0x11, &[0x03, 0x00, 0x6B, 0x00, 0x03], &mut out);
+        assert_eq!(out, b":1103006B00037E\r\n");
+        let mut pdu = Vec::new();
+        assert_eq!(ascii_frame_end(&out[..5]), None);
+        assert_eq!(ascii_frame_end(&out), Some(out.len()));
+        assert_eq!(parse_ascii(&out, &mut pdu), Ok(0x11));
+        assert_eq!(pdu, [0x03, 0x00, 0x6B, 0x00, 0x03]);
+        // Lower case and leading noise are read; a wrong LRC, a missing
+        // CR, an odd count and a non-hex character are not.
+        assert_eq!(parse_ascii(b"\0\0:1103006b00037e\r\n", &mut pdu), Ok(0x11));
+        assert!(
+            parse_ascii(b":1103006B00037F\r\n", &mut pdu)
+                .unwrap_err()
+                .contains("LRC")
+        );
+        assert!(parse_ascii(b":1103006B00037E\n", &mut pdu).is_err());
+        assert!(parse_ascii(b":1103006B00037\r\n", &mut pdu).is_err());
+        assert!(parse_ascii(b":11030G6B00037E\r\n", &mut pdu).is_err());
+        assert!(parse_ascii(b"1103006B00037E\r\n", &mut pdu).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn ascii_roundtrip(unit in any::<u8>(), pdu in proptest::collection::vec(any::<u8>(), 1..253)) {
+            let mut frame = Vec::new();
+            emit_ascii(unit, &pdu, &mut frame);
+            let mut out = Vec::new();
+            prop_assert_eq!(parse_ascii(&frame, &mut out), Ok(unit));
+            prop_assert_eq!(out, pdu);
+        }
+
         #[test]
         fn rtu_roundtrip(unit in any::<u8>(), pdu in proptest::collection::vec(any::<u8>(), 1..253)) {
             let mut frame = Vec::new();
@@ -157,6 +273,8 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = rtu_frame_len(&bytes);
             let _ = parse_rtu(&bytes);
+            let _ = ascii_frame_end(&bytes);
+            let _ = parse_ascii(&bytes, &mut Vec::new());
             if bytes.len() >= 7 {
                 let header: [u8; 7] = bytes[..7].try_into().unwrap();
                 let _ = parse_mbap(&header);

@@ -19,7 +19,7 @@ use crate::build::{DeviceSpec, LineSpec};
 use crate::codec::{self, EncodeError};
 use crate::pdu::{Exception, Request, Response};
 use crate::planner::{Planner, ReadRequest};
-use crate::point::{Area, Point};
+use crate::point::{Area, Point, PointType};
 use crate::quality::Quality;
 use crate::scheduler::{LineScheduler, Next, PollSlot, Settings, first_due, phase};
 use crate::transport::{TransactionError, Transport};
@@ -570,6 +570,40 @@ impl ModbusLine {
                     message.push_str(&format!(" (already written: {})", done.join(", ")));
                 }
                 CommandError::new(command_code(e), message)
+            };
+            // A bit of a register: read the register, change the bit, write
+            // the register back (the line runs one command at a time).
+            let wire = match point.ty {
+                PointType::Bit(bit) => {
+                    let limit = remaining(self.spec.timeout, Some(deadline)).ok_or_else(|| {
+                        CommandError::new(
+                            ErrorCode::Timeout,
+                            format!("{name}: the deadline passed"),
+                        )
+                    })?;
+                    let read = Request::Read {
+                        area: point.area,
+                        start: point.address,
+                        count: 1,
+                    };
+                    let current = match self.transact(sched, unit, &read, limit).await {
+                        Ok(Response::Data(d)) if d.len() >= 2 => u16::from_be_bytes([d[0], d[1]]),
+                        Ok(_) => {
+                            return Err(CommandError::new(
+                                ErrorCode::DeviceException,
+                                format!(
+                                    "{name}: reading the register before setting bit {bit} gave no data"
+                                ),
+                            ));
+                        }
+                        Err(e) => return Err(fail(&e, &confirmed)),
+                    };
+                    let mask = 1u16 << bit;
+                    let on = wire.get(1).is_some_and(|b| *b != 0);
+                    let updated = if on { current | mask } else { current & !mask };
+                    updated.to_be_bytes().to_vec()
+                }
+                _ => wire,
             };
             for request in write_requests(&point, &wire, single) {
                 let limit = remaining(self.spec.timeout, Some(deadline)).ok_or_else(|| {

@@ -27,6 +27,19 @@ pub enum Endpoint {
     Tcp { address: String },
     RtuOverTcp { address: String },
     Serial(SerialSettings),
+    AsciiOverTcp { address: String },
+    AsciiSerial(SerialSettings),
+}
+
+/// How requests and answers are framed on an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// MBAP header with transaction ids.
+    Tcp,
+    /// Unit, PDU, CRC-16; delimited by length.
+    Rtu,
+    /// `:`, hex, LRC, CR LF; delimited by the LF.
+    Ascii,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +60,26 @@ pub enum Parity {
 }
 
 impl Endpoint {
-    fn is_rtu(&self) -> bool {
-        !matches!(self, Endpoint::Tcp { .. })
+    pub fn framing(&self) -> Framing {
+        match self {
+            Endpoint::Tcp { .. } => Framing::Tcp,
+            Endpoint::RtuOverTcp { .. } | Endpoint::Serial(_) => Framing::Rtu,
+            Endpoint::AsciiOverTcp { .. } | Endpoint::AsciiSerial(_) => Framing::Ascii,
+        }
+    }
+
+    /// The serial line's settings, for `rtu` and `ascii`.
+    pub fn serial(&self) -> Option<&SerialSettings> {
+        match self {
+            Endpoint::Serial(s) | Endpoint::AsciiSerial(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether answers carry no transaction id (RTU and ASCII framing): a
+    /// late answer is told apart by its unit only.
+    fn is_line(&self) -> bool {
+        self.framing() != Framing::Tcp
     }
 }
 
@@ -112,14 +143,16 @@ impl Transport {
 
     async fn open(&self) -> io::Result<Pin<Box<dyn Stream>>> {
         match &self.endpoint {
-            Endpoint::Tcp { address } | Endpoint::RtuOverTcp { address } => {
+            Endpoint::Tcp { address }
+            | Endpoint::RtuOverTcp { address }
+            | Endpoint::AsciiOverTcp { address } => {
                 let stream = timeout(self.reconnect.connect_timeout, TcpStream::connect(address))
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
                 stream.set_nodelay(true)?;
                 Ok(Box::pin(stream))
             }
-            Endpoint::Serial(s) => {
+            Endpoint::Serial(s) | Endpoint::AsciiSerial(s) => {
                 let port = tokio_serial::new(&s.path, s.baud)
                     .data_bits(match s.data_bits {
                         7 => tokio_serial::DataBits::Seven,
@@ -144,8 +177,10 @@ impl Transport {
 
     fn describe(&self) -> &str {
         match &self.endpoint {
-            Endpoint::Tcp { address } | Endpoint::RtuOverTcp { address } => address,
-            Endpoint::Serial(s) => &s.path,
+            Endpoint::Tcp { address }
+            | Endpoint::RtuOverTcp { address }
+            | Endpoint::AsciiOverTcp { address } => address,
+            Endpoint::Serial(s) | Endpoint::AsciiSerial(s) => &s.path,
         }
     }
 
@@ -212,7 +247,7 @@ impl Transport {
                 self.disconnect(Instant::now());
             }
             // A late answer on TCP would be read as the next one's.
-            Err(TransactionError::Timeout { .. }) if !self.endpoint.is_rtu() => {
+            Err(TransactionError::Timeout { .. }) if !self.endpoint.is_line() => {
                 self.stream = None;
                 self.next_attempt = None;
             }
@@ -227,30 +262,30 @@ impl Transport {
         unit: u8,
         request: &Request,
     ) -> Result<Response, TransactionError> {
-        let rtu = self.endpoint.is_rtu();
+        let framing = self.endpoint.framing();
         self.transaction = self.transaction.wrapping_add(1);
         let transaction = self.transaction;
         self.pdu.clear();
         request.emit(&mut self.pdu);
         self.out.clear();
-        if rtu {
-            frame::emit_rtu(unit, &self.pdu, &mut self.out);
-        } else {
-            frame::emit_tcp(transaction, unit, &self.pdu, &mut self.out);
+        match framing {
+            Framing::Tcp => frame::emit_tcp(transaction, unit, &self.pdu, &mut self.out),
+            Framing::Rtu => frame::emit_rtu(unit, &self.pdu, &mut self.out),
+            Framing::Ascii => frame::emit_ascii(unit, &self.pdu, &mut self.out),
         }
         let Some(stream) = self.stream.as_mut() else {
             return Err(TransactionError::Io("not connected".into()));
         };
         let io_err = |e: io::Error| TransactionError::Io(e.to_string());
-        if rtu {
+        if framing != Framing::Tcp {
             drain(stream, &mut self.buf).await.map_err(io_err)?;
         }
         stream.write_all(&self.out).await.map_err(io_err)?;
         stream.flush().await.map_err(io_err)?;
-        let answer = if rtu {
-            read_rtu(stream, &mut self.buf, unit).await?
-        } else {
-            read_tcp(stream, &mut self.buf, transaction, unit).await?
+        let answer = match framing {
+            Framing::Tcp => read_tcp(stream, &mut self.buf, transaction, unit).await?,
+            Framing::Rtu => read_rtu(stream, &mut self.buf, unit).await?,
+            Framing::Ascii => read_ascii(stream, &mut self.buf, &mut self.pdu, unit).await?,
         };
         pdu::parse_response(request, answer).map_err(|e| match e {
             ResponseError::Exception(x) => TransactionError::Exception(x),
@@ -360,6 +395,36 @@ async fn read_rtu<'b>(
             continue;
         }
         let (_, pdu) = frame::parse_rtu(&buf[..len]).map_err(TransactionError::Malformed)?;
+        return Ok(pdu);
+    }
+}
+
+/// The PDU of the next ASCII frame from `unit`; `pdu` holds the decoded
+/// frame (the request's PDU is no longer needed once it was sent).
+async fn read_ascii<'b>(
+    stream: &mut Pin<Box<dyn Stream>>,
+    buf: &mut Vec<u8>,
+    pdu: &'b mut Vec<u8>,
+    unit: u8,
+) -> Result<&'b [u8], TransactionError> {
+    buf.clear();
+    loop {
+        let Some(end) = frame::ascii_frame_end(buf) else {
+            // An ASCII frame is at most 513 characters (spec 2.5.2.1).
+            if buf.len() > 1024 {
+                return Err(TransactionError::Malformed(
+                    "no end of frame within 1024 characters".into(),
+                ));
+            }
+            read_more(stream, buf).await?;
+            continue;
+        };
+        let from = frame::parse_ascii(&buf[..end], pdu).map_err(TransactionError::Malformed)?;
+        buf.drain(..end);
+        if from != unit {
+            tracing::debug!(from, expected = unit, "discarding a stale reply");
+            continue;
+        }
         return Ok(pdu);
     }
 }

@@ -343,3 +343,17 @@ fn report_by_exception_mistakes_are_named() {
         37
     );
 }
+
+#[test]
+fn ascii_connections_are_checked_like_the_others() {
+    let toml = "[[modbus.connection]]\nname = \"a\"\ntransport = \"ascii\"\naddress = \"10.0.0.1:502\"\n\n\
+        [[modbus.connection]]\nname = \"b\"\ntransport = \"ascii-over-tcp\"\nbaud = 9600\n";
+    let issues = issues(toml, &[]);
+    assert_eq!(line(find(&issues, "needs `port`, the serial device")), 3);
+    assert_eq!(line(find(&issues, "`address` is for TCP")), 4);
+    assert_eq!(
+        line(find(&issues, "`baud` applies only to a serial line")),
+        9
+    );
+    assert_eq!(line(find(&issues, "a TCP connection needs `address")), 8);
+}

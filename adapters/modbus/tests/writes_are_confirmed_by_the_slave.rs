@@ -200,3 +200,42 @@ async fn writes_change_the_slave_and_bad_writes_are_refused() {
     running.stop().await;
     slave.stop().await;
 }
+
+/// A bit of a holding register is writable: the register is read, the
+/// bit changed, the register written back; the other 15 bits keep what
+/// the device had, and read-back confirms it.
+#[tokio::test]
+async fn a_register_bit_is_written_without_touching_its_neighbours() {
+    let mut slave = Slave::start(json!({"tcp": 0, "units": {"1": {"hr": [0xA001]}}})).await;
+    let toml = format!(
+        "[[modbus.connection]]\nname = \"plc\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\ntimeout = \"300ms\"\n\n\
+         [[modbus.device]]\nname = \"ctl\"\nconnection = \"plc\"\nunit = 1\npoll = \"1h\"\nverify_writes = true\n\
+         [[modbus.device.point]]\nname = \"run\"\naddress = 0\ntype = \"bool\"\nbit = 4\nwritable = true\n\
+         [[modbus.device.point]]\nname = \"ready\"\naddress = 0\ntype = \"bool\"\nbit = 0\nwritable = true\n",
+        slave.port
+    );
+    let running = start(&toml);
+    let outcome = running
+        .command("ctl", write("run", Value::Bool(true)))
+        .await;
+    assert_eq!(
+        outcome,
+        Ok(BTreeMap::from([("run".into(), Value::Bool(true))]))
+    );
+    assert_eq!(slave.get(1, 3, 0, 1).await, [0xA011]);
+    // The device changes another bit meanwhile: the next write keeps it.
+    slave.set(1, 3, 0, &[0xA013]).await;
+    let outcome = running
+        .command("ctl", write("ready", Value::Bool(false)))
+        .await;
+    assert_eq!(
+        outcome,
+        Ok(BTreeMap::from([("ready".into(), Value::Bool(false))]))
+    );
+    assert_eq!(slave.get(1, 3, 0, 1).await, [0xA012]);
+    let refused = running.command("ctl", write("run", Value::UInt(7))).await;
+    assert_eq!(refused.unwrap_err().code, ErrorCode::InvalidValue);
+    assert_eq!(slave.get(1, 3, 0, 1).await, [0xA012]);
+    running.stop().await;
+    slave.stop().await;
+}

@@ -14,7 +14,7 @@ use crate::command::CommandRequest;
 use crate::config::{BuildContext, ConfigIssue, Pos, Section};
 use crate::model::Uplink;
 use crate::refusals::Refusals;
-use crate::stage::{Policies, Reporting};
+use crate::stage::{CommandTransforms, Policies, Reporting};
 
 /// A boxed future, so the trait stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -144,18 +144,33 @@ impl UplinkSender {
 #[derive(Debug, Clone)]
 pub struct CommandInbox {
     rx: Arc<Mutex<mpsc::Receiver<CommandRequest>>>,
+    /// The devices' value transforms, when they have any.
+    transforms: Option<CommandTransforms>,
 }
 
 impl CommandInbox {
     pub fn new(rx: mpsc::Receiver<CommandRequest>) -> Self {
         CommandInbox {
             rx: Arc::new(Mutex::new(rx)),
+            transforms: None,
         }
     }
 
     /// The next command, or `None` once the runtime stopped routing.
+    /// A write's values arrive inverted through the device's transforms (a
+    /// value they refuse is answered without reaching the adapter).
     pub async fn recv(&self) -> Option<CommandRequest> {
-        self.rx.lock().await.recv().await
+        loop {
+            let request = self.rx.lock().await.recv().await?;
+            match &self.transforms {
+                None => return Some(request),
+                Some(t) => {
+                    if let Some(request) = t.prepare(request) {
+                        return Some(request);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -251,6 +266,7 @@ impl AdapterContext {
         let wakes = reporting
             .clone()
             .run_wakes(self.uplink.clone(), self.shutdown.clone());
+        self.commands.transforms = Some(reporting.commands());
         self.uplink.reporting = Some(reporting);
         (self, Some(wakes))
     }

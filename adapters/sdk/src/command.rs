@@ -144,6 +144,18 @@ pub struct CommandRequest {
     /// allocated up front (32 at a time), one channel per Modbus line.
     pub command: Box<Command>,
     reply: oneshot::Sender<Outcome>,
+    /// What the outcome goes through before it is sent (the device's
+    /// value transforms).
+    map: Option<OutcomeMap>,
+}
+
+/// A function applied to a command's outcome.
+pub struct OutcomeMap(Box<dyn FnOnce(Outcome) -> Outcome + Send + Sync>);
+
+impl fmt::Debug for OutcomeMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OutcomeMap")
+    }
 }
 
 impl CommandRequest {
@@ -155,6 +167,7 @@ impl CommandRequest {
             CommandRequest {
                 command: Box::new(command),
                 reply,
+                map: None,
             },
             rx,
         )
@@ -163,7 +176,24 @@ impl CommandRequest {
     /// Answer the command. The runtime may have given up on it already
     /// (deadline passed); then the answer is discarded.
     pub fn respond(self, outcome: Outcome) {
+        let outcome = match self.map {
+            Some(OutcomeMap(map)) => map(outcome),
+            None => outcome,
+        };
         let _ = self.reply.send(outcome);
+    }
+
+    /// The same request, its outcome passed through `map` when answered
+    /// (after any map already set).
+    pub fn map_outcome(
+        mut self,
+        map: impl FnOnce(Outcome) -> Outcome + Send + Sync + 'static,
+    ) -> Self {
+        self.map = Some(OutcomeMap(match self.map.take() {
+            Some(OutcomeMap(first)) => Box::new(move |o| map(first(o))),
+            None => Box::new(map),
+        }));
+        self
     }
 
     /// Whether nobody is waiting for the answer any more.

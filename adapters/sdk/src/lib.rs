@@ -8,7 +8,9 @@
 //! - [`refusals`]: counts of network input an adapter refused, by reason.
 //! - [`backoff`]: the one exponential backoff for every retry.
 //! - [`report`] and [`stage`]: report by exception (deadbands, intervals,
-//!   heartbeats), applied to every adapter's uplinks in one place.
+//!   heartbeats), applied to every adapter's uplinks in one place, with
+//!   the value [`transform`]s (scale, offset, units, clamp; inverted for
+//!   writes).
 //! - [`time`]: deadlines from durations that must not overflow the clock.
 //! - [`config`]: span-keeping access to an adapter's TOML section, so
 //!   validation errors point at `file:line:col`.
@@ -26,6 +28,7 @@ pub mod report;
 pub mod stage;
 pub mod testing;
 pub mod time;
+pub mod transform;
 
 pub use adapter::{
     Adapter, AdapterContext, AdapterError, AdapterKind, BoxFuture, BuiltAdapter, CommandInbox,

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{PointError, Reading, Value};
 use crate::time::saturating_add;
+use crate::transform::Transform;
 
 /// How far a number must move from the last published value to be
 /// published again. The edge itself is not a change: a move of exactly
@@ -195,11 +196,13 @@ pub struct PointReport {
     pub max_interval: Option<Duration>,
 }
 
-/// A device's reporting: its policy, and the points that differ from it.
+/// A device's reporting: its policy, the points that differ from it, and
+/// the points whose values are transformed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DevicePolicy {
     pub report: ReportPolicy,
     pub points: BTreeMap<String, PointReport>,
+    pub transforms: BTreeMap<String, Transform>,
 }
 
 impl DevicePolicy {
@@ -218,12 +221,17 @@ impl DevicePolicy {
     }
 
     /// Whether no point of the device can be held back or repeated.
-    pub fn is_passthrough(&self) -> bool {
+    pub fn reports_everything(&self) -> bool {
         self.report.is_passthrough()
             && self
                 .points
                 .keys()
                 .all(|name| self.point(name).is_passthrough())
+    }
+
+    /// Whether the stage has nothing to do for the device.
+    pub fn is_passthrough(&self) -> bool {
+        self.reports_everything() && self.transforms.values().all(Transform::is_identity)
     }
 }
 
@@ -406,7 +414,7 @@ mod tests {
             Point {
                 reporter: Reporter::new(DevicePolicy {
                     report,
-                    points: BTreeMap::new(),
+                    ..DevicePolicy::default()
                 }),
                 name: Arc::from("level"),
                 t0: Instant::now(),
@@ -638,6 +646,7 @@ mod tests {
     fn points_keep_their_own_settings() {
         let mut reporter = Reporter::new(DevicePolicy {
             report: on_change(Deadband::Absolute(5.0)),
+            transforms: BTreeMap::new(),
             points: [(
                 "mode".to_string(),
                 PointReport {

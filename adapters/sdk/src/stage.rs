@@ -1,7 +1,10 @@
 //! The report-by-exception stage of one adapter instance: every uplink an
 //! adapter sends passes it, in the sender's task, before the runtime sees
-//! it. Telemetry of devices with a [`DevicePolicy`] goes through their
-//! [`Reporter`]; everything else passes untouched. Sans-IO like the
+//! it. Telemetry of devices with a [`DevicePolicy`] is transformed
+//! ([`Transform`](crate::transform::Transform)) and goes through their [`Reporter`]; their meta says
+//! what the transforms make of each point; commands to them have their
+//! written values inverted and their results transformed
+//! ([`CommandTransforms`]); everything else passes untouched. Sans-IO like the
 //! reporter: [`Stage::uplink`] and [`Stage::wake`] take `now`, and
 //! [`Stage::next_wake`] says when the next held value or heartbeat is due.
 //! [`Reporting`] is the shared handle the sender and the wake task hold.
@@ -14,7 +17,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::UplinkSender;
-use crate::model::{Telemetry, Timestamp, Uplink};
+use crate::command::{CommandRequest, Operation, Outcome};
+use crate::model::{DeviceMeta, PointMeta, Telemetry, Timestamp, Uplink, Value};
 use crate::report::{DevicePolicy, Reporter};
 
 /// The reporting of each device of an adapter, by device name. Devices not
@@ -43,12 +47,28 @@ impl Stage {
 
     /// What of `uplink` goes on north now (`None`: nothing of it).
     pub fn uplink(&mut self, uplink: Uplink, now: Instant) -> Option<Uplink> {
-        let Uplink::Telemetry(t) = uplink else {
-            return Some(uplink);
+        let mut t = match uplink {
+            Uplink::Telemetry(t) => t,
+            Uplink::Meta(meta) => return Some(Uplink::Meta(self.meta(meta))),
+            other => return Some(other),
         };
         let Some(policy) = self.policies.get(&t.device) else {
             return Some(Uplink::Telemetry(t));
         };
+        if !policy.transforms.is_empty() {
+            for reading in &mut t.readings {
+                let Some(transform) = policy.transforms.get(&*reading.point) else {
+                    continue;
+                };
+                if let Ok(value) = &mut reading.value {
+                    let raw = std::mem::replace(value, Value::Bool(false));
+                    reading.value = transform.forward(raw);
+                }
+            }
+        }
+        if policy.reports_everything() {
+            return Some(Uplink::Telemetry(t));
+        }
         let reporter = match self.reporters.get_mut(&t.device) {
             Some(r) => r,
             None => self
@@ -64,6 +84,26 @@ impl Stage {
             ts: t.ts,
             readings,
         }))
+    }
+
+    /// The device's meta as its transforms make it.
+    fn meta(&self, mut meta: DeviceMeta) -> DeviceMeta {
+        let Some(policy) = self.policies.get(&meta.device) else {
+            return meta;
+        };
+        if policy.transforms.is_empty() {
+            return meta;
+        }
+        let points: Vec<PointMeta> = meta
+            .points
+            .iter()
+            .map(|p| match policy.transforms.get(&p.name) {
+                Some(t) => t.meta(p),
+                None => p.clone(),
+            })
+            .collect();
+        meta.points = points.into();
+        meta
     }
 
     /// When [`Stage::wake`] has something to publish.
@@ -140,6 +180,11 @@ impl Reporting {
         self.stage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The write and result transforms of the same devices.
+    pub fn commands(&self) -> CommandTransforms {
+        CommandTransforms(self.lock().policies.clone())
+    }
+
     /// Pass `uplink` through the stage at `now`.
     pub fn uplink(&self, uplink: Uplink, now: Instant) -> Option<Uplink> {
         let mut stage = self.lock();
@@ -179,6 +224,62 @@ impl Reporting {
     }
 }
 
+/// The transforms of each device's points, applied to commands: a written
+/// value is inverted before the adapter sees it (refused when it cannot
+/// be), the values of the result are transformed as readings are.
+#[derive(Debug, Clone)]
+pub struct CommandTransforms(Arc<Policies>);
+
+impl CommandTransforms {
+    /// The request with its values inverted and its result mapped, or
+    /// `None` when it was answered here (a value the inverse refuses).
+    pub fn prepare(&self, mut request: CommandRequest) -> Option<CommandRequest> {
+        let Some(policy) = self.0.get(&request.command.device) else {
+            return Some(request);
+        };
+        if policy.transforms.is_empty() {
+            return Some(request);
+        }
+        if let Operation::Write { values } = &mut request.command.op {
+            for (point, value) in values.iter_mut() {
+                let Some(t) = policy.transforms.get(point) else {
+                    continue;
+                };
+                match t.inverse(value) {
+                    Ok(raw) => *value = raw,
+                    Err(mut e) => {
+                        e.message = format!("{point}: {}", e.message);
+                        request.respond(Err(e));
+                        return None;
+                    }
+                }
+            }
+        }
+        let policies = self.0.clone();
+        let device = request.command.device.clone();
+        Some(request.map_outcome(move |outcome| forward(&policies, &device, outcome)))
+    }
+}
+
+/// A command's result values as readings would be published.
+fn forward(policies: &Policies, device: &str, outcome: Outcome) -> Outcome {
+    let Some(policy) = policies.get(device) else {
+        return outcome;
+    };
+    outcome.map(|values| {
+        values
+            .into_iter()
+            .map(|(point, value)| {
+                let value = match policy.transforms.get(&point) {
+                    Some(t) => t.forward(value.clone()).unwrap_or(value),
+                    None => value,
+                };
+                (point, value)
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +303,7 @@ mod tests {
                 max_interval: Some(Duration::from_secs(s)),
                 ..ReportPolicy::default()
             },
-            points: BTreeMap::new(),
+            ..DevicePolicy::default()
         };
         [
             ("a".to_string(), heartbeat(10)),
@@ -245,5 +346,79 @@ mod tests {
         let plain: Policies = [("x".to_string(), DevicePolicy::default())].into();
         assert!(Reporting::new(plain).is_none());
         assert!(Reporting::new(policies()).is_some());
+    }
+
+    #[tokio::test]
+    async fn commands_are_inverted_and_their_results_transformed() {
+        use crate::command::{Command, ErrorCode};
+        use crate::transform::{Conversion, Transform};
+        let transform = Transform {
+            scale: 0.1,
+            convert: Some(Conversion::parse("degC -> K").unwrap()),
+            clamp_max: Some(500.0),
+            ..Transform::default()
+        };
+        let policies: Policies = [(
+            "oven".to_string(),
+            DevicePolicy {
+                transforms: [("temp".to_string(), transform)].into(),
+                ..DevicePolicy::default()
+            },
+        )]
+        .into();
+        let reporting = Reporting::new(policies).expect("a stage");
+        let commands = reporting.commands();
+        let write = |value: f64| Command {
+            id: "w".into(),
+            device: "oven".into(),
+            op: Operation::Write {
+                values: [("temp".to_string(), Value::Float(value))].into(),
+            },
+            deadline: tokio::time::Instant::now() + Duration::from_secs(1),
+        };
+        // 303.15 K = 30 °C = raw 300; the adapter confirms 300, the result says 303.15 K.
+        let (request, answer) = CommandRequest::new(write(303.15));
+        let request = commands.prepare(request).expect("passed on");
+        let Operation::Write { values } = &request.command.op else {
+            unreachable!()
+        };
+        assert_eq!(values["temp"], Value::Int(300));
+        request.respond(Ok([("temp".to_string(), Value::Int(300))].into()));
+        let confirmed = answer.await.unwrap().unwrap()["temp"].as_f64().unwrap();
+        assert!((confirmed - 303.15).abs() < 1e-9);
+        // Above the clamp: answered here, never handed to the adapter.
+        let (request, answer) = CommandRequest::new(write(600.0));
+        assert!(commands.prepare(request).is_none());
+        let error = answer.await.unwrap().unwrap_err();
+        assert_eq!(error.code, ErrorCode::OutOfRange);
+        assert!(error.message.starts_with("temp: "), "{error}");
+        // Telemetry and meta of the same point.
+        let mut stage = reporting.lock();
+        let t = stage
+            .uplink(
+                Uplink::Telemetry(Telemetry {
+                    device: "oven".into(),
+                    ts: Timestamp(0),
+                    readings: vec![Reading::ok("temp", Value::Int(250), Timestamp(0))],
+                }),
+                Instant::now(),
+            )
+            .expect("published");
+        let Uplink::Telemetry(t) = t else {
+            unreachable!()
+        };
+        let kelvin = t.readings[0].value.as_ref().unwrap().as_f64().unwrap();
+        assert!((kelvin - 298.15).abs() < 1e-9);
+        let meta = stage.meta(DeviceMeta {
+            device: "oven".into(),
+            points: vec![PointMeta {
+                name: "temp".into(),
+                unit: Some("degC".into()),
+                ..PointMeta::default()
+            }]
+            .into(),
+            ..DeviceMeta::default()
+        });
+        assert_eq!(meta.points[0].unit.as_deref(), Some("K"));
     }
 }

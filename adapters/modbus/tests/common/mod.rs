@@ -107,6 +107,17 @@ impl Slave {
         assert_eq!(answer, "OK");
     }
 
+    /// Connections the slave accepted and refused (`refuse_second`).
+    pub async fn connections(&mut self) -> (u64, u64) {
+        let answer = self.ask("connections".into()).await;
+        let mut n = answer
+            .strip_prefix("CONNECTIONS")
+            .unwrap_or_else(|| panic!("unexpected: {answer}"))
+            .split_whitespace()
+            .map(|v| v.parse().expect("number"));
+        (n.next().expect("accepted"), n.next().expect("refused"))
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;

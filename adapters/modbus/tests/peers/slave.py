@@ -6,6 +6,8 @@ Usage: slave.py '<json spec>'
 spec = {
   "tcp": 0,                       # listen on 127.0.0.1:<port>, 0 = any free port
   "rtu_over_tcp": false,          # with "tcp": RTU framing over the TCP socket
+  "ascii": false,                 # ASCII framing (`:`, hex, LRC) on the serial line or the TCP socket
+  "refuse_second": false,         # with "tcp": close any connection while one is open
   "serial": "/tmp/ttyX",          # or: an RTU slave on this serial device (a socat pty)
   "units": {"1": {"hr": [..], "ir": [..], "co": [..], "di": [..]}},
   "silent": [3],                  # units that hear requests but never answer
@@ -18,6 +20,7 @@ Prints `READY <port>` once listening. Reads commands on stdin:
   get <unit> <fc> <address> <count>   -> `VALUES v1 v2 ...`
   set <unit> <fc> <address> v1 v2 ... -> `OK`
   silent <unit> 0|1                   -> `OK` (stop or resume answering)
+  connections                         -> `CONNECTIONS <accepted> <refused>`
 Exits when stdin closes, so a test that dies takes its slave with it.
 """
 
@@ -49,6 +52,25 @@ def _send_unless_silent(self, pdu, addr):
 
 ServerRequestHandler.server_send = _send_unless_silent
 
+# A serial-to-Ethernet converter that allows one TCP connection: any
+# connection made while another is open is closed at once, and counted.
+REFUSE_SECOND = False
+CONNECTIONS = {"accepted": 0, "refused": 0}
+_made = ServerRequestHandler.connection_made
+
+
+def _made_unless_busy(self, transport):
+    others = len(self.listener.active_connections) - 1 if self.listener else 0
+    if REFUSE_SECOND and others > 0:
+        CONNECTIONS["refused"] += 1
+        transport.close()
+        return
+    CONNECTIONS["accepted"] += 1
+    _made(self, transport)
+
+
+ServerRequestHandler.connection_made = _made_unless_busy
+
 
 def block(values):
     # pymodbus maps protocol address 0 to block address 1.
@@ -58,6 +80,8 @@ def block(values):
 async def main():
     spec = json.loads(sys.argv[1])
     SILENT.update(spec.get("silent", []))
+    global REFUSE_SECOND
+    REFUSE_SECOND = bool(spec.get("refuse_second"))
     devices = {}
     for unit, areas in spec["units"].items():
         devices[int(unit)] = ModbusDeviceContext(
@@ -70,13 +94,15 @@ async def main():
     if "serial" in spec:
         server = ModbusSerialServer(
             context,
-            framer=FramerType.RTU,
+            framer=FramerType.ASCII if spec.get("ascii") else FramerType.RTU,
             port=spec["serial"],
             baudrate=19200,
             ignore_missing_devices=True,
         )
     else:
         framer = FramerType.RTU if spec.get("rtu_over_tcp") else FramerType.SOCKET
+        if spec.get("ascii"):
+            framer = FramerType.ASCII
         server = ModbusTcpServer(
             context,
             framer=framer,
@@ -103,6 +129,12 @@ async def main():
         if not parts:
             continue
         try:
+            if parts[0] == "connections":
+                print(
+                    f"CONNECTIONS {CONNECTIONS['accepted']} {CONNECTIONS['refused']}",
+                    flush=True,
+                )
+                continue
             if parts[0] == "silent":
                 unit = int(parts[1])
                 (SILENT.add if parts[2] == "1" else SILENT.discard)(unit)
