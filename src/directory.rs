@@ -16,10 +16,10 @@ use tokio::sync::{broadcast, watch};
 #[derive(Debug, Clone)]
 pub struct DeviceEntry {
     pub adapter: String,
-    /// The device's points and allowed operations as last announced. Its
-    /// `attributes` are not kept (they are published north as they come,
-    /// and nothing here reads them): an LwM2M client's object list alone
-    /// costs kilobytes per device.
+    /// The device's points and allowed operations as last announced. Of
+    /// its `attributes` only `security` (a word, for `lwm2m clients`) is
+    /// kept: the rest are published north as they come, and an LwM2M
+    /// client's object list alone costs kilobytes per device.
     pub meta: Option<DeviceMeta>,
     pub state: Option<DeviceState>,
     pub reason: Option<String>,
@@ -202,7 +202,12 @@ impl Directory {
                     device: meta.device.clone(),
                     points: meta.points.clone(),
                     operations: meta.operations.clone(),
-                    attributes: BTreeMap::new(),
+                    attributes: meta
+                        .attributes
+                        .get_key_value("security")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .into_iter()
+                        .collect(),
                 });
             }
             Uplink::Status(status) => {
@@ -299,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn meta_keeps_points_and_operations_but_not_attributes() {
+    fn meta_keeps_points_operations_and_security_but_no_other_attributes() {
         let dir = Directory::default();
         let points: Arc<[PointMeta]> = Arc::from(vec![PointMeta {
             name: "t".into(),
@@ -309,14 +314,20 @@ mod tests {
             device: "d".into(),
             points: points.clone(),
             operations: Some(vec!["read".into()]),
-            attributes: BTreeMap::from([("objects".to_string(), "[..]".into())]),
+            attributes: BTreeMap::from([
+                ("objects".to_string(), "[..]".into()),
+                ("security".to_string(), "psk".into()),
+            ]),
         })));
         let entry = dir.get("d").unwrap();
         assert_eq!(entry.adapter, "lwm2m");
         let meta = entry.meta.unwrap();
         assert!(Arc::ptr_eq(&meta.points, &points));
         assert_eq!(meta.operations, Some(vec!["read".to_string()]));
-        assert!(meta.attributes.is_empty());
+        assert_eq!(
+            meta.attributes,
+            BTreeMap::from([("security".to_string(), "psk".into())])
+        );
     }
 
     #[test]

@@ -201,17 +201,19 @@ enum ModbusCommand {
 
 #[derive(Debug, Subcommand)]
 enum CoapCommand {
-    /// GET a resource: `coap://host[:port]/path[?query]`.
+    /// GET a resource: `coap[s]://host[:port]/path[?query]`.
     Get {
-        /// `coap://host[:port]/path[?query]`.
+        /// `coap://host[:port]/path[?query]`, or `coaps://` (DTLS 1.2 PSK).
         uri: String,
         /// Give up after this long.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        #[command(flatten)]
+        psk: PskArgs,
     },
     /// Observe a resource and print every notification.
     Observe {
-        /// `coap://host[:port]/path[?query]`.
+        /// `coap://host[:port]/path[?query]`, or `coaps://` (DTLS 1.2 PSK).
         uri: String,
         /// Give up when no notification arrives for this long.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -219,7 +221,33 @@ enum CoapCommand {
         /// Exit after this many notifications.
         #[arg(long)]
         count: Option<u64>,
+        #[command(flatten)]
+        psk: PskArgs,
     },
+}
+
+/// The pre-shared key of a `coaps://` URI.
+#[derive(Debug, clap::Args)]
+struct PskArgs {
+    /// PSK identity to present (coaps://).
+    #[arg(long, requires = "psk_key")]
+    psk_identity: Option<String>,
+    /// The pre-shared key, in hex (coaps://).
+    #[arg(long, requires = "psk_identity", value_parser = parse_psk_key)]
+    psk_key: Option<ferrogate_dtls::PskKey>,
+}
+
+impl PskArgs {
+    fn into_psk(self) -> Option<ferrogate::cli::coap::Psk> {
+        Some(ferrogate::cli::coap::Psk {
+            identity: self.psk_identity?,
+            key: self.psk_key?,
+        })
+    }
+}
+
+fn parse_psk_key(s: &str) -> Result<ferrogate_dtls::PskKey, String> {
+    ferrogate_dtls::credentials::parse_hex_key(s)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -327,12 +355,13 @@ fn main() -> ExitCode {
                 },
         } => modbus::scan_command(&link, &units.0, address, cli.json),
         Command::Coap {
-            command: CoapCommand::Get { uri, timeout },
+            command: CoapCommand::Get { uri, timeout, psk },
         } => ferrogate::cli::coap::get(
             &uri,
             ferrogate::cli::coap::Options {
                 json: cli.json,
                 timeout,
+                psk: psk.into_psk(),
             },
         ),
         Command::Coap {
@@ -341,12 +370,14 @@ fn main() -> ExitCode {
                     uri,
                     timeout,
                     count,
+                    psk,
                 },
         } => ferrogate::cli::coap::observe(
             &uri,
             ferrogate::cli::coap::Options {
                 json: cli.json,
                 timeout,
+                psk: psk.into_psk(),
             },
             count,
         ),

@@ -103,7 +103,24 @@ fn coap_get_and_observe_a_libcoap_server() {
 fn coap_errors_are_clear() {
     let out = ferrogate(&["coap", "get", "http://x/"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only coap://"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("coap:// or coaps://"));
+    let out = ferrogate(&["coap", "get", "coaps://127.0.0.1/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --psk-identity and --psk-key"));
+    let out = ferrogate(&[
+        "coap",
+        "get",
+        "coaps://127.0.0.1/x",
+        "--psk-identity",
+        "a",
+        "--psk-key",
+        "xyz",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hex"),
+        "{out:?}"
+    );
     // Nobody listens: a timeout, said as such.
     let port = common::free_port();
     let out = ferrogate(&[

@@ -339,4 +339,19 @@ async fn psk_clients_are_bound_to_their_endpoint() {
     assert_eq!(regs.len(), 1, "{regs:?}");
     assert!(gw.registrations("wk-c").is_empty());
     assert!(gw.registrations("wk-x").is_empty());
+
+    // `ferrogate lwm2m clients` says how the client is secured
+    let out = Command::new(daemon::binary())
+        .arg("--socket")
+        .arg(gw.config.path().join("control.sock"))
+        .args(["lwm2m", "clients"])
+        .output()
+        .expect("ferrogate lwm2m clients");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("SECURITY"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("wk-a"))
+        .unwrap_or_default();
+    assert!(row.contains("psk") && row.contains("online"), "{table}");
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ferrogate_coap::driver::{self, CoapHandle};
+use ferrogate_coap::secure::DtlsSocket;
 use ferrogate_coap::{EndpointConfig, Request, Response, payload};
+use ferrogate_dtls::PskKey;
 use ferrogate_sdk::Timestamp;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
@@ -14,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 use super::EXIT_FAILED;
 use super::output::Table;
 
-/// A parsed `coap://host[:port]/path[?query]`.
+/// A parsed `coap[s]://host[:port]/path[?query]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoapUri {
+    /// `coaps://`: over DTLS.
+    pub secure: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -25,9 +29,15 @@ pub struct CoapUri {
 
 impl CoapUri {
     pub fn parse(uri: &str) -> Result<CoapUri, String> {
-        let rest = uri.strip_prefix("coap://").ok_or_else(|| {
-            format!("`{uri}`: only coap:// URIs are supported (coaps needs DTLS)")
-        })?;
+        let (secure, rest) = match (uri.strip_prefix("coap://"), uri.strip_prefix("coaps://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => {
+                return Err(format!(
+                    "`{uri}`: a CoAP URI starts with coap:// or coaps://"
+                ));
+            }
+        };
         let (authority, path_query) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, "/"),
@@ -60,9 +70,12 @@ impl CoapUri {
             Some(p) => p
                 .parse()
                 .map_err(|_| format!("`{uri}`: invalid port `{p}`"))?,
+            // RFC 7252 §6.1, §6.2
+            None if secure => 5684,
             None => 5683,
         };
         Ok(CoapUri {
+            secure,
             host: host.to_string(),
             port,
             path: path.to_string(),
@@ -77,14 +90,22 @@ impl CoapUri {
     }
 }
 
-/// How the command prints.
+/// How the command prints, and the PSK for `coaps://`.
 pub struct Options {
     pub json: bool,
     pub timeout: Duration,
+    pub psk: Option<Psk>,
+}
+
+/// `--psk-identity` and `--psk-key` (hex).
+pub struct Psk {
+    pub identity: String,
+    pub key: PskKey,
 }
 
 async fn connect(
     uri: &CoapUri,
+    psk: Option<&Psk>,
     stop: CancellationToken,
 ) -> Result<(CoapHandle, SocketAddr), String> {
     let peer = tokio::net::lookup_host((uri.host.as_str(), uri.port))
@@ -102,7 +123,19 @@ async fn connect(
     let socket = tokio::net::UdpSocket::bind(bind)
         .await
         .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    let (handle, _incoming) = driver::spawn(socket, EndpointConfig::default(), stop);
+    let (handle, _incoming) = match (uri.secure, psk) {
+        (false, _) => driver::spawn(socket, EndpointConfig::default(), stop),
+        (true, Some(psk)) => driver::spawn(
+            DtlsSocket::client(socket, peer, psk.identity.as_bytes(), psk.key.clone()),
+            EndpointConfig::default(),
+            stop,
+        ),
+        (true, None) => {
+            return Err(
+                "coaps:// needs --psk-identity and --psk-key (DTLS with a pre-shared key)".into(),
+            );
+        }
+    };
     Ok((handle, peer))
 }
 
@@ -131,7 +164,7 @@ pub fn get(uri: &str, opts: Options) -> ExitCode {
         rt.block_on(async {
             let uri = CoapUri::parse(uri)?;
             let stop = CancellationToken::new();
-            let (handle, peer) = connect(&uri, stop.clone()).await?;
+            let (handle, peer) = connect(&uri, opts.psk.as_ref(), stop.clone()).await?;
             let response = tokio::time::timeout(opts.timeout, handle.request(peer, uri.request()))
                 .await
                 .map_err(|_| format!("no response from {peer} within {:?}", opts.timeout))?
@@ -160,7 +193,7 @@ pub fn observe(uri: &str, opts: Options, count: Option<u64>) -> ExitCode {
         rt.block_on(async {
             let uri = CoapUri::parse(uri)?;
             let stop = CancellationToken::new();
-            let (handle, peer) = connect(&uri, stop.clone()).await?;
+            let (handle, peer) = connect(&uri, opts.psk.as_ref(), stop.clone()).await?;
             let mut observation =
                 tokio::time::timeout(opts.timeout, handle.observe(peer, uri.request()))
                     .await

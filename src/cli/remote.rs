@@ -314,8 +314,27 @@ impl Remote<'_> {
         })
     }
 
+    /// The LwM2M server's clients with their security mode (`psk`,
+    /// `nosec`).
     pub fn lwm2m_clients(&self) -> ExitCode {
-        self.devices(Some("lwm2m"))
+        self.call("devices", json!({"adapter": "lwm2m"}), |list, style| {
+            let mut t = Table::new(&["DEVICE", "SECURITY", "STATE", "LAST SEEN", "LAST ERROR"]);
+            for d in list.as_array().into_iter().flatten() {
+                t.row(vec![
+                    d["name"].as_str().unwrap_or("?").to_string(),
+                    d["security"].as_str().unwrap_or("-").to_string(),
+                    style.state(d["state"].as_str().unwrap_or("unknown")),
+                    ago(d["last_seen"].as_u64()),
+                    match d["state"].as_str() {
+                        Some("offline") => d["reason"].as_str().or(d["last_error"].as_str()),
+                        _ => d["last_error"].as_str(),
+                    }
+                    .unwrap_or("-")
+                    .to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        })
     }
 
     /// Stream live readings, status changes and events until interrupted.

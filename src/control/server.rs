@@ -347,6 +347,7 @@ fn devices(state: &ControlState, adapter: Option<&str>) -> Json {
                 "reason": d.reason,
                 "last_seen": d.last_seen.map(|t| t.0),
                 "last_error": d.last_error,
+                "security": d.meta.as_ref().and_then(|m| m.attributes.get("security")),
             })
         })
         .collect();

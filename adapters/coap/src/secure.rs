@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ferrogate_dtls::{CredentialStore, PskCredential, SessionEvent, SessionLimits, SessionTable};
+use ferrogate_dtls::{
+    CredentialStore, Credentials, PskCredential, PskKey, SessionEvent, SessionLimits, SessionTable,
+};
 use tokio::net::UdpSocket;
 
 use crate::driver::Transport;
@@ -53,6 +55,32 @@ impl DtlsSocket {
                 plaintext: VecDeque::new(),
             }),
         })
+    }
+
+    /// The client role: one session with `server`, as `identity` with
+    /// `key` (`coaps://` URIs). The handshake starts at once; requests
+    /// sent before it completes wait for it.
+    pub fn client(
+        socket: UdpSocket,
+        server: SocketAddr,
+        identity: &[u8],
+        key: PskKey,
+    ) -> Arc<DtlsSocket> {
+        let mut sessions =
+            SessionTable::new(SessionLimits::default(), Arc::new(Credentials::default()));
+        sessions.connect(Instant::now(), server, identity, key);
+        let dtls = Arc::new(DtlsSocket {
+            socket,
+            state: Mutex::new(State {
+                sessions,
+                plaintext: VecDeque::new(),
+            }),
+        });
+        {
+            let mut state = dtls.state();
+            dtls.pump(&mut state);
+        }
+        dtls
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -1346,6 +1346,7 @@ impl Lwm2mServer {
             ("binding".to_string(), reg.binding.to_string().into()),
             ("lifetime_s".to_string(), reg.lifetime.as_secs().into()),
             ("objects".to_string(), objects.into()),
+            ("security".to_string(), reg.security.mode().into()),
         ]);
         self.outputs
             .push_back(Output::Uplink(Uplink::Meta(DeviceMeta {
