@@ -11,10 +11,10 @@ use ferrogate_sdk::PointMeta;
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
 use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportKeys, ReportPolicy};
 
-use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
+use crate::config::{ConnectionConfig, DeviceConfig, DialInFraming, PointConfig, TransportKind};
 use crate::planner::{Limits, Planner, ReadRequest};
 use crate::point::{Area, Order, Point, PointType, TypeName, resolve_modicon};
-use crate::transport::{Endpoint, Framing, Parity, Reconnect, SerialSettings};
+use crate::transport::{DialIn, Endpoint, Framing, Identity, Parity, Reconnect, SerialSettings};
 
 /// A validated connection with its devices: what one line task runs.
 #[derive(Debug, Clone)]
@@ -275,7 +275,102 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
         );
     }
     let serial_only = ["baud", "parity", "data_bits", "stop_bits"];
+    let dial_in_only = [
+        ("listen", conn.listen.is_some()),
+        ("registration", conn.registration.is_some()),
+        ("peer", conn.peer.is_some()),
+        ("framing", conn.framing.is_some()),
+    ];
+    if conn.transport != TransportKind::DialIn {
+        for (field, given) in dial_in_only {
+            if given {
+                issues.push(conn.origin.issue(
+                    field,
+                    format!("`{field}` applies only to `transport = \"dial-in\"`"),
+                ));
+            }
+        }
+    }
     let endpoint = match conn.transport {
+        TransportKind::DialIn => {
+            for (field, given) in [
+                ("address", conn.address.is_some()),
+                ("port", conn.port.is_some()),
+                ("baud", conn.baud.is_some()),
+                ("parity", conn.parity.is_some()),
+                ("data_bits", conn.data_bits.is_some()),
+                ("stop_bits", conn.stop_bits.is_some()),
+            ] {
+                if given {
+                    issues.push(
+                        conn.origin
+                            .issue(
+                                field,
+                                format!("`{field}` does not apply to a dial-in connection"),
+                            )
+                            .with_hint("the device connects to `listen`"),
+                    );
+                }
+            }
+            let listen = match conn
+                .listen
+                .as_deref()
+                .map(str::parse::<std::net::SocketAddr>)
+            {
+                Some(Ok(a)) => a.to_string(),
+                Some(Err(_)) => {
+                    issues.push(
+                        conn.origin
+                            .issue("listen", "`listen` must be an IP address and port")
+                            .with_hint("e.g. listen = \"0.0.0.0:9001\""),
+                    );
+                    String::new()
+                }
+                None => {
+                    issues.push(conn.origin.issue(
+                        "transport",
+                        "a dial-in connection needs `listen = \"ip:port\"`",
+                    ));
+                    String::new()
+                }
+            };
+            let identity = match (&conn.registration, &conn.peer) {
+                (Some(r), None) if !r.is_empty() => Identity::Registration(r.as_bytes().to_vec()),
+                (None, Some(p)) => match p.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Identity::Peer(ip),
+                    Err(_) => {
+                        issues.push(
+                            conn.origin
+                                .issue("peer", format!("`{p}` is not an IP address")),
+                        );
+                        Identity::Registration(Vec::new())
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    issues.push(conn.origin.issue(
+                        "peer",
+                        "set `registration` or `peer`, not both: the device is known by one",
+                    ));
+                    Identity::Registration(Vec::new())
+                }
+                _ => {
+                    issues.push(
+                        conn.origin
+                            .issue("transport", "a dial-in connection needs `registration` (what the device sends first) or `peer` (its source address)")
+                            .with_hint("e.g. registration = \"860000000000001\" (the modem's IMEI)"),
+                    );
+                    Identity::Registration(Vec::new())
+                }
+            };
+            Endpoint::DialIn(DialIn {
+                listen,
+                identity,
+                framing: match conn.framing {
+                    Some(DialInFraming::Tcp) => Framing::Tcp,
+                    _ => Framing::Rtu,
+                },
+            })
+        }
         TransportKind::Tcp | TransportKind::RtuOverTcp | TransportKind::AsciiOverTcp => {
             if conn.port.is_some() {
                 issues.push(

@@ -165,6 +165,20 @@ fn transport(endpoint: &Endpoint) -> String {
         Endpoint::AsciiOverTcp { address } => format!("ascii-over-tcp {address}"),
         Endpoint::Serial(s) => serial("rtu", s),
         Endpoint::AsciiSerial(s) => serial("ascii", s),
+        Endpoint::DialIn(d) => format!(
+            "dial-in on {}, {} framing, known by {}",
+            d.listen,
+            if d.framing == crate::transport::Framing::Tcp {
+                "tcp"
+            } else {
+                "rtu"
+            },
+            match &d.identity {
+                crate::transport::Identity::Registration(r) =>
+                    format!("registration `{}`", String::from_utf8_lossy(r)),
+                crate::transport::Identity::Peer(ip) => format!("source address {ip}"),
+            }
+        ),
     }
 }
 
