@@ -210,15 +210,7 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
         _ => None,
     };
 
-    let mut ctx = BuildContext::default();
-    for (file, doc) in profile_files.iter().zip(&profile_docs) {
-        if let (Some(doc), Some(stem)) = (doc, file.path().file_stem()) {
-            // The first directory on the search path that has it wins.
-            ctx.profiles
-                .entry(stem.to_string_lossy().into_owned())
-                .or_insert_with(|| Node::new(file, doc));
-        }
-    }
+    let mut ctx = profile_context(&profile_files, &profile_docs);
     if let Some(g) = &gateway {
         ctx.state_dir = Some(g.state_dir.as_path());
     }
@@ -294,6 +286,59 @@ pub fn load(dir: &Path, kinds: &[Box<dyn AdapterKind>]) -> Result<LoadedConfig, 
             Err(issues)
         }
     }
+}
+
+/// Run `f` on the `key` section of `dir`'s `conf.d/` with the profiles in
+/// reach, as [`load`] hands it to an adapter kind (for diagnostics that
+/// need more than the built adapters, such as `ferrogate modbus plan`).
+/// Files that cannot be read or parsed are errors.
+pub fn with_section<T>(
+    dir: &Path,
+    key: &'static str,
+    f: impl FnOnce(&Section<'_>, &BuildContext<'_>) -> T,
+) -> Result<T, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let conf_files = read_dir_files(&dir.join("conf.d"), &mut issues);
+    let profile_files: Vec<SourceFile> = profile_dirs(dir)
+        .iter()
+        .flat_map(|d| read_dir_files(d, &mut issues))
+        .collect();
+    let conf_docs: Vec<_> = conf_files
+        .iter()
+        .map(|f| keep_ok(f.parse(), &mut issues))
+        .collect();
+    let profile_docs: Vec<_> = profile_files
+        .iter()
+        .map(|f| keep_ok(f.parse(), &mut issues))
+        .collect();
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let ctx = profile_context(&profile_files, &profile_docs);
+    let parts: Vec<Node<'_>> = conf_files
+        .iter()
+        .zip(&conf_docs)
+        .filter_map(|(f, d)| d.as_ref().map(|d| Node::new(f, d)))
+        .filter_map(|root| root.get(key))
+        .collect();
+    Ok(f(&Section::new(key, parts), &ctx))
+}
+
+/// A build context holding the profiles by file stem: the first
+/// directory on the search path that has one wins.
+fn profile_context<'a>(
+    files: &'a [SourceFile],
+    docs: &'a [Option<toml::Spanned<toml::de::DeValue<'a>>>],
+) -> BuildContext<'a> {
+    let mut ctx = BuildContext::default();
+    for (file, doc) in files.iter().zip(docs) {
+        if let (Some(doc), Some(stem)) = (doc, file.path().file_stem()) {
+            ctx.profiles
+                .entry(stem.to_string_lossy().into_owned())
+                .or_insert_with(|| Node::new(file, doc));
+        }
+    }
+    ctx
 }
 
 /// Where profiles are found, in order (the first file with a name wins):

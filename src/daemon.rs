@@ -476,6 +476,9 @@ async fn reload(
     {
         restart_needed.push("mqtt/outbox");
     }
+    if loaded.gateway.sparkplug != running.sparkplug {
+        restart_needed.push("sparkplug");
+    }
     let summary = core.reload(loaded.adapters).await;
     release_free_memory();
     let c = &summary.changes;

@@ -17,7 +17,6 @@ pub mod logging;
 pub mod metrics;
 pub mod north;
 pub mod router;
-pub mod simulator;
 pub mod sparkplug;
 pub mod state_lock;
 pub mod supervisor;

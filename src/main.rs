@@ -197,6 +197,15 @@ enum ModbusCommand {
         #[arg(long, default_value_t = 0)]
         address: u16,
     },
+    /// The requests each poll cycle sends, from the configuration: function,
+    /// unit, start, count, points served, bridged gaps, line time.
+    Plan {
+        /// The configuration directory.
+        #[arg(long, short, default_value = "/etc/ferrogate")]
+        config: PathBuf,
+        /// Only this device.
+        device: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +363,9 @@ fn main() -> ExitCode {
                     address,
                 },
         } => modbus::scan_command(&link, &units.0, address, cli.json),
+        Command::Modbus {
+            command: ModbusCommand::Plan { config, device },
+        } => modbus::plan_command(&config, device.as_deref(), cli.json),
         Command::Coap {
             command: CoapCommand::Get { uri, timeout, psk },
         } => ferrogate::cli::coap::get(

@@ -80,6 +80,18 @@ struct Wakaama {
 
 impl Wakaama {
     fn start(bin: &Path, dir: &Path, name: &str, server_port: u16, lifetime: u32) -> Wakaama {
+        Self::start_with(bin, dir, name, server_port, lifetime, &[])
+    }
+
+    /// `start` with more flags, e.g. `-b` (the server is a bootstrap server).
+    fn start_with(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        server_port: u16,
+        lifetime: u32,
+        extra: &[&str],
+    ) -> Wakaama {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("client log");
         let err = out.try_clone().expect("client log");
@@ -88,6 +100,7 @@ impl Wakaama {
             .args(["-p", &server_port.to_string()])
             .args(["-l", &udp_port().to_string()])
             .args(["-t", &lifetime.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
@@ -126,9 +139,12 @@ struct Gateway {
     lwm2m_port: u16,
 }
 
+/// `extra` is appended to the `[lwm2m]` configuration, with `{dm_port}`
+/// replaced by the LwM2M server's port.
 async fn gateway(id: &str, extra: &str) -> Gateway {
     let broker = Mosquitto::start();
     let lwm2m_port = udp_port();
+    let extra = extra.replace("{dm_port}", &lwm2m_port.to_string());
     let devices = format!("[lwm2m.server]\nbind = \"127.0.0.1:{lwm2m_port}\"\n{extra}\n");
     let config = ConfigDir::new(id, broker.port, "5", &devices);
     let sub = Subscriber::start(broker.port, "#").await;
@@ -437,5 +453,65 @@ async fn hostile_registers_leave_the_gateway_serving() {
     assert!(
         gw.sub.all().iter().all(|m| !m.topic.contains("x\u{1}y")),
         "the refused name never became a topic"
+    );
+}
+
+/// Wakaama in bootstrap mode (`-b`, the address it is given is a bootstrap
+/// server) against the gateway's bootstrap server: it is given an account
+/// for the gateway's LwM2M server, registers there, and reads back the
+/// lifetime and short server id it was given; an endpoint with no account
+/// is refused and never registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wakaama_client_bootstraps_then_registers_where_it_was_sent() {
+    let Some(bin) = lwm2mclient() else {
+        return;
+    };
+    let bs_port = udp_port();
+    let gw = gateway(
+        "gw-bs",
+        &format!(
+            "[lwm2m.bootstrap]\nbind = \"127.0.0.1:{bs_port}\"\n\
+             [[lwm2m.bootstrap.endpoint]]\nname = \"bs-client\"\n\
+             server_uri = \"coap://127.0.0.1:{{dm_port}}\"\n\
+             short_server_id = 5\nlifetime = \"77s\"\n"
+        ),
+    )
+    .await;
+    let dir = gw.config.path().to_path_buf();
+    let _stranger = Wakaama::start_with(&bin, &dir, "stranger", bs_port, 60, &["-b"]);
+    let _client = Wakaama::start_with(&bin, &dir, "bs-client", bs_port, 60, &["-b"]);
+
+    gw.status("bs-client", "online", WAIT).await;
+    let values = gw
+        .ok(
+            "bs-client",
+            json!({"id": "b1", "op": "read", "path": "/1/0"}),
+        )
+        .await;
+    assert_eq!(values["lwm2m_server.lifetime"], 77, "{values}");
+    assert_eq!(values["lwm2m_server.short_server_id"], 5, "{values}");
+
+    // the stranger asked too (it starts first) and was refused, counted
+    let socket = dir.join("control.sock");
+    common::wait_for("the refusal counted", WAIT, || {
+        let out = Command::new(daemon::binary())
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--json", "status"])
+            .output()
+            .expect("ferrogate status");
+        let reply: Json = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        reply["result"]["adapters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| {
+                a["name"] == "lwm2m/bootstrap"
+                    && a["refused"]["unknown_endpoint"].as_u64() >= Some(1)
+            })
+    });
+    assert!(
+        gw.sub.on(&gw.topic("stranger", "status")).is_empty(),
+        "an endpoint without an account never reaches the server"
     );
 }

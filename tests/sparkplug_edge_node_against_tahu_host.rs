@@ -204,14 +204,18 @@ fn sparkplug_status(config: &ConfigDir) -> Json {
     json["result"]["sparkplug"].clone()
 }
 
-/// Waits until the status's `field` is at least `n`.
-fn wait_status(config: &ConfigDir, field: &str, n: u64) -> Json {
+/// Waits until the Sparkplug status satisfies `pred`; returns it.
+fn wait_status(config: &ConfigDir, what: &str, pred: impl Fn(&Json) -> bool) -> Json {
     let mut last = Json::Null;
-    common::wait_for(&format!("sparkplug {field} >= {n}"), WAIT, || {
+    common::wait_for(what, WAIT, || {
         last = sparkplug_status(config);
-        last[field].as_u64().is_some_and(|v| v >= n)
+        pred(&last)
     });
     last
+}
+
+fn held(status: &Json) -> u64 {
+    status["held"].as_u64().unwrap_or(0)
 }
 
 /// Node-scope messages (everything but NDEATH and STATE) carry seq
@@ -359,7 +363,9 @@ fn births_data_commands_death_and_historical_replay_as_tahu_decodes_them() {
         .as_millis() as u64;
     let before = host.count();
     // Polls while the broker is down are held.
-    let status = wait_status(&config, "held", 3);
+    let status = wait_status(&config, "3 polls held during the outage", |s| {
+        s["connected"] == false && held(s) >= 3
+    });
     assert_eq!(status["connected"], false, "{status:#}");
     broker.restart();
     let (at, nbirth) = host.wait("NBIRTH after the outage", before, is("NBIRTH", NODE));
@@ -395,11 +401,13 @@ fn with_a_primary_host_the_node_publishes_only_while_it_is_online() {
     );
     let mut gw = Daemon::start(config.path());
 
-    // Nothing before the host's STATE says online: the node is connected
-    // and holds the polls.
-    let status = wait_status(&config, "held", 3);
+    // Nothing before the host's STATE says online: once connected, the
+    // node holds three more polls and publishes nothing.
+    let connected = wait_status(&config, "the Sparkplug session", |s| s["connected"] == true);
+    let status = wait_status(&config, "3 polls held after connecting", |s| {
+        held(s) >= held(&connected) + 3
+    });
     assert_eq!(status["primary_host"], "unknown", "{status:#}");
-    assert_eq!(status["connected"], true, "{status:#}");
     assert!(
         host.since(0).iter().all(|m| m["type"] == "STATE"),
         "published before the primary host was online: {:#?}",
@@ -423,13 +431,17 @@ fn with_a_primary_host_the_node_publishes_only_while_it_is_online() {
     // Host offline: the node holds; back online: rebirth, then held data
     // as historical.
     host.send("state scada false 2000");
-    // Once the node saw it, it holds what it reads.
-    common::wait_for("the node to see the host offline", WAIT, || {
-        sparkplug_status(&config)["primary_host"] == "offline"
+    // Once the node saw it, it holds what it reads: a poll held marks
+    // the end of what it published before, three more publish nothing.
+    let offline = wait_status(&config, "the node to see the host offline", |s| {
+        s["primary_host"] == "offline"
     });
+    wait_status(&config, "a poll held", |s| held(s) > held(&offline));
     let settled = host.count();
-    let held = wait_status(&config, "held", 3);
-    assert_eq!(held["primary_host"], "offline", "{held:#}");
+    let status = wait_status(&config, "3 more polls held", |s| {
+        held(s) >= held(&offline) + 4
+    });
+    assert_eq!(status["primary_host"], "offline", "{status:#}");
     assert!(
         host.since(settled).iter().all(|m| m["type"] == "STATE"),
         "published while the primary host was offline: {:#?}",

@@ -947,6 +947,133 @@ pub fn write_command(link: &Link, target: &WriteTarget, as_json: bool) -> ExitCo
     ExitCode::SUCCESS
 }
 
+/// `ferrogate modbus plan --config DIR [DEVICE]`: the requests each poll
+/// cycle sends, from the configuration, as the adapter would run it. An
+/// invalid configuration is reported as `config check` does.
+pub fn plan_command(dir: &std::path::Path, device: Option<&str>, as_json: bool) -> ExitCode {
+    use ferrogate_modbus::plan;
+    let plans = match crate::config::with_section(dir, "modbus", plan::plan) {
+        Ok(Ok(plans)) => plans,
+        Ok(Err(_)) | Err(_) => {
+            return super::config_check(dir, super::CheckOptions::default(), as_json);
+        }
+    };
+    let plans: Vec<plan::LinePlan> = plans
+        .into_iter()
+        .map(|mut line| {
+            line.devices
+                .retain(|d| device.is_none_or(|name| d.device == name));
+            line
+        })
+        .filter(|line| !line.devices.is_empty())
+        .collect();
+    if let Some(name) = device
+        && plans.is_empty()
+    {
+        return fail(
+            as_json,
+            "unknown_device",
+            &format!("no Modbus device `{name}` in {}", dir.display()),
+        );
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if as_json {
+        let lines: Vec<Json> = plans
+            .iter()
+            .map(|line| {
+                json!({
+                    "connection": line.connection,
+                    "transport": line.transport,
+                    "load": line.load,
+                    "devices": line.devices.iter().map(|d| json!({
+                        "device": d.device,
+                        "unit": d.unit,
+                        "groups": d.groups.iter().map(|g| json!({
+                            "period_ms": ms(g.period),
+                            "line_time_ms": g.line_time.map(ms),
+                            "requests": g.requests.iter().map(|r| json!({
+                                "function": r.function,
+                                "area": r.area,
+                                "unit": d.unit,
+                                "start": r.start,
+                                "count": r.count,
+                                "points": r.points,
+                                "bridged": r.bridged.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", json!({"ok": true, "result": {"connections": lines}}));
+        return ExitCode::SUCCESS;
+    }
+    for line in &plans {
+        match line.load {
+            Some(load) => println!(
+                "connection {} ({}): polls take {:.1} % of the line",
+                line.connection,
+                line.transport,
+                load * 100.0
+            ),
+            None => println!("connection {} ({})", line.connection, line.transport),
+        }
+        let mut t = Table::new(&[
+            "DEVICE",
+            "UNIT",
+            "EVERY",
+            "FC",
+            "START",
+            "COUNT",
+            "POINTS",
+            "BRIDGED",
+            "LINE TIME",
+        ]);
+        for d in &line.devices {
+            for g in &d.groups {
+                for (i, r) in g.requests.iter().enumerate() {
+                    let bridged: Vec<String> = r
+                        .bridged
+                        .iter()
+                        .map(|(a, b)| {
+                            if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
+                        .collect();
+                    let line_time = match (i, g.line_time) {
+                        (0, Some(lt)) => format!("{:.1} ms of {:?}", ms(lt), g.period),
+                        _ => String::new(),
+                    };
+                    t.row(vec![
+                        d.device.clone(),
+                        d.unit.to_string(),
+                        format!("{:?}", g.period),
+                        format!("{:02} {}", r.function, r.area),
+                        r.start.to_string(),
+                        r.count.to_string(),
+                        r.points.join(", "),
+                        if bridged.is_empty() {
+                            "-".into()
+                        } else {
+                            bridged.join(", ")
+                        },
+                        line_time,
+                    ]);
+                }
+            }
+        }
+        print!("{}", t.render());
+        println!();
+    }
+    println!(
+        "Addresses a device refuses (exception 2) are learned while it is polled: this is the first cycle's plan."
+    );
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

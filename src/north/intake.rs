@@ -138,7 +138,9 @@ impl Intake {
 
 /// Gives a command to the router's queue; when the queue is full the
 /// command's `busy` answer is returned instead (and the command
-/// acknowledged): dropping it would leave it unanswered. When the queue is
+/// acknowledged once that answer is stored in the outbox, so a crash
+/// before has the broker deliver it again): dropping it would leave it
+/// unanswered. When the queue is
 /// closed (the gateway is stopping) and the broker keeps our session
 /// (`persistent`), the command is left unacknowledged: the broker delivers
 /// it again after the restart and it runs then.
@@ -164,16 +166,21 @@ pub(crate) fn hand_over(
         Ok(r) => r.id.clone(),
         Err(r) => r.id.clone().unwrap_or_default(),
     };
-    // Answered: the broker may forget it.
+    // Answered once the answer is stored: the broker may forget it then.
+    let (tell, stored) = tokio::sync::oneshot::channel();
     if let Some(ack) = cmd.ack {
-        tokio::spawn(ack.send());
+        tokio::spawn(async move {
+            if stored.await.is_ok() {
+                ack.send().await;
+            }
+        });
     }
     Some(CommandResultMsg {
         device: cmd.device,
         id,
         outcome: Err(CommandError::new(ErrorCode::Busy, why)),
         reply_to: cmd.reply_to,
-        stored: None,
+        stored: Some(tell),
     })
 }
 

@@ -605,3 +605,28 @@ async fn publish(client: &rumqttc::AsyncClient, p: Publish) -> Result<(), String
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bd_seq_survives_in_its_file_and_a_damaged_file_starts_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(BD_SEQ_FILE);
+        assert_eq!(read_bd_seq(&path), 0, "first start");
+        write_bd_seq(&path, 42).unwrap();
+        assert_eq!(read_bd_seq(&path), 42);
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "the temporary file was renamed"
+        );
+        std::fs::write(&path, "not a number").unwrap();
+        assert_eq!(read_bd_seq(&path), 0);
+        let gone = dir.path().join("no-such-dir").join(BD_SEQ_FILE);
+        assert!(
+            write_bd_seq(&gone, 1).is_err(),
+            "an unwritable state dir is an error, not a panic"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use tokio::net::UdpSocket;
 
 use ferrogate_dtls::{SessionEvent, SessionTable};
 
+use crate::bootstrap;
 use crate::config::{Settings, settings};
 use crate::registration::Security;
 use crate::server::{Job, Lwm2mServer, Output, ServerConfig};
@@ -36,8 +37,20 @@ impl AdapterKind for Lwm2mKind {
         section: &Section<'_>,
         _ctx: &BuildContext<'_>,
     ) -> Result<Vec<BuiltAdapter>, Vec<ConfigIssue>> {
-        let Some(settings) = settings(section)? else {
-            return Ok(Vec::new());
+        let (server, bootstrap) = match (settings(section), bootstrap_settings(section)) {
+            (Ok(server), Ok(bootstrap)) => (server, bootstrap),
+            (Err(mut a), Err(b)) => {
+                a.extend(b);
+                return Err(a);
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let mut built: Vec<BuiltAdapter> = bootstrap
+            .into_iter()
+            .map(bootstrap::adapter::built)
+            .collect();
+        let Some(settings) = server else {
+            return Ok(built);
         };
         let mut notes = Vec::new();
         if let Some(bind) = settings.bind {
@@ -83,16 +96,31 @@ impl AdapterKind for Lwm2mKind {
                 paths.join(", ")
             ));
         }
-        Ok(vec![BuiltAdapter {
-            name: "lwm2m".to_string(),
-            devices: Vec::new(),
-            notes,
-            fingerprint: ferrogate_sdk::fingerprint(&settings),
-            policies: Default::default(),
-            adapter: Box::new(Lwm2mAdapter {
-                settings: Arc::new(settings),
-            }),
-        }])
+        built.insert(
+            0,
+            BuiltAdapter {
+                name: "lwm2m".to_string(),
+                devices: Vec::new(),
+                notes,
+                fingerprint: ferrogate_sdk::fingerprint(&settings),
+                policies: Default::default(),
+                adapter: Box::new(Lwm2mAdapter {
+                    settings: Arc::new(settings),
+                }),
+            },
+        );
+        Ok(built)
+    }
+}
+
+/// `[lwm2m.bootstrap]`, when present.
+fn bootstrap_settings(
+    section: &Section<'_>,
+) -> Result<Option<bootstrap::config::BootstrapSettings>, Vec<ConfigIssue>> {
+    match section.single("bootstrap") {
+        Ok(Some(node)) => bootstrap::config::settings(&node).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(vec![e]),
     }
 }
 

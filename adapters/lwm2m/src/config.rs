@@ -129,14 +129,18 @@ pub fn settings(section: &Section<'_>) -> Result<Option<Settings>, Vec<ConfigIss
     if section.is_empty() {
         return Ok(None);
     }
-    let mut issues = section.unknown_keys(&["server"]);
+    let mut issues = section.unknown_keys(&["server", "bootstrap"]);
     let node = match section.single("server") {
         Ok(Some(node)) => node,
+        // a bootstrap server alone (crate::bootstrap::config)
+        Ok(None) if issues.is_empty() && matches!(section.single("bootstrap"), Ok(Some(_))) => {
+            return Ok(None);
+        }
         Ok(None) => {
             issues.push(ConfigIssue {
                 pos: None,
                 message: "`[lwm2m]` has no `[lwm2m.server]` table".into(),
-                hint: Some("add `[lwm2m.server]` with at least `bind = \"127.0.0.1:5683\"`".into()),
+                hint: Some("add `[lwm2m.server]` with at least `bind = \"127.0.0.1:5683\"` (or `[lwm2m.bootstrap]` for a bootstrap server)".into()),
             });
             return Err(issues);
         }

@@ -21,6 +21,7 @@
 //! moving datagrams between a UDP socket and the core.
 
 mod adapter;
+pub mod bootstrap;
 mod builtin;
 pub mod cbor;
 pub mod config;

@@ -141,6 +141,62 @@ fn object_xml_directory_is_loaded_and_its_errors_reported() {
 }
 
 #[test]
+fn a_bootstrap_server_builds_an_instance_of_its_own() {
+    let built = build(
+        &Lwm2mKind,
+        "[lwm2m.server]\nbind = \"127.0.0.1:5683\"\n\
+         [lwm2m.bootstrap]\nbind = \"127.0.0.1:5783\"\n\
+         [lwm2m.bootstrap.default]\nserver_uri = \"coap://127.0.0.1:5683\"\n\
+         [[lwm2m.bootstrap.endpoint]]\nname = \"meter-1\"\nserver_uri = \"coaps://127.0.0.1:5684\"\n\
+         security = \"psk\"\npsk_identity = \"meter-1\"\npsk_key = \"00112233\"\n",
+        &[],
+    )
+    .expect("valid");
+    let names: Vec<&str> = built.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["lwm2m", "lwm2m/bootstrap"]);
+    assert!(
+        built[1].notes[0].contains("1 endpoint account(s) and a default"),
+        "{:?}",
+        built[1].notes
+    );
+    // a bootstrap server alone is a configuration too
+    let alone = build(
+        &Lwm2mKind,
+        "[lwm2m.bootstrap]\nbind = \"127.0.0.1:5783\"\n[lwm2m.bootstrap.default]\nserver_uri = \"coap://10.0.0.1:5683\"\n",
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(alone.len(), 1);
+}
+
+#[test]
+fn bootstrap_account_mistakes_are_each_reported_with_a_position() {
+    let found = issues(
+        "[lwm2m.bootstrap]\nbind = \"127.0.0.1:5783\"\n\
+         [[lwm2m.bootstrap.endpoint]]\nname = \"a\"\nserver_uri = \"coaps://h:5684\"\n\
+         [[lwm2m.bootstrap.endpoint]]\nname = \"b\"\nserver_uri = \"coap://h:5683\"\nsecurity = \"psk\"\npsk_key = \"xyz\"\n\
+         [[lwm2m.bootstrap.endpoint]]\nname = \"a\"\nserver_uri = \"http://h\"\nbinding = \"W\"\n",
+    );
+    let has = |pos: &str, text: &str| {
+        assert!(
+            found.iter().any(|f| f.contains(pos) && f.contains(text)),
+            "no {pos} {text} in {found:?}"
+        )
+    };
+    has(":5:14", "needs `security = \"psk\"`");
+    has(":8:14", "PSK security needs a coaps:// URI");
+    has(":6:1", "needs `psk_identity`");
+    has(":10:11", "`psk_key` as hexadecimal");
+    has(":13:14", "coap:// or coaps://");
+    has(":14:11", "not an LwM2M binding");
+    assert_eq!(found.len(), 6, "{found:?}");
+    let empty = issues("[lwm2m.bootstrap]\nbind = \"127.0.0.1:5783\"\n");
+    assert!(empty[0].contains("no account to hand out"), "{empty:?}");
+    let unknown = issues("[lwm2m.bootstrap]\nbind = \"127.0.0.1:5783\"\nport = 1\n");
+    assert!(unknown[0].contains("unknown field `port`"), "{unknown:?}");
+}
+
+#[test]
 fn dtls_needs_credentials_and_their_mistakes_point_into_their_file() {
     let alone = issues("[lwm2m.server]\ndtls_bind = \"127.0.0.1:5684\"\n");
     assert!(

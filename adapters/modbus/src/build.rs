@@ -11,10 +11,10 @@ use ferrogate_sdk::PointMeta;
 use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
 use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportKeys, ReportPolicy};
 
-use crate::config::{ConnectionConfig, DeviceConfig, PointConfig, TransportKind};
+use crate::config::{ConnectionConfig, DeviceConfig, DialInFraming, PointConfig, TransportKind};
 use crate::planner::{Limits, Planner, ReadRequest};
 use crate::point::{Area, Order, Point, PointType, TypeName, resolve_modicon};
-use crate::transport::{Endpoint, Framing, Parity, Reconnect, SerialSettings};
+use crate::transport::{DialIn, Endpoint, Framing, Identity, Parity, Reconnect, SerialSettings};
 
 /// A validated connection with its devices: what one line task runs.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct LineSpec {
     pub endpoint: Endpoint,
     pub timeout: Duration,
     pub gap: Duration,
+    /// Typical device turnaround, for the line time estimate.
+    pub response_time: Duration,
     pub reconnect: Reconnect,
     pub backoff_after: u32,
     pub backoff_max: Duration,
@@ -273,7 +275,102 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
         );
     }
     let serial_only = ["baud", "parity", "data_bits", "stop_bits"];
+    let dial_in_only = [
+        ("listen", conn.listen.is_some()),
+        ("registration", conn.registration.is_some()),
+        ("peer", conn.peer.is_some()),
+        ("framing", conn.framing.is_some()),
+    ];
+    if conn.transport != TransportKind::DialIn {
+        for (field, given) in dial_in_only {
+            if given {
+                issues.push(conn.origin.issue(
+                    field,
+                    format!("`{field}` applies only to `transport = \"dial-in\"`"),
+                ));
+            }
+        }
+    }
     let endpoint = match conn.transport {
+        TransportKind::DialIn => {
+            for (field, given) in [
+                ("address", conn.address.is_some()),
+                ("port", conn.port.is_some()),
+                ("baud", conn.baud.is_some()),
+                ("parity", conn.parity.is_some()),
+                ("data_bits", conn.data_bits.is_some()),
+                ("stop_bits", conn.stop_bits.is_some()),
+            ] {
+                if given {
+                    issues.push(
+                        conn.origin
+                            .issue(
+                                field,
+                                format!("`{field}` does not apply to a dial-in connection"),
+                            )
+                            .with_hint("the device connects to `listen`"),
+                    );
+                }
+            }
+            let listen = match conn
+                .listen
+                .as_deref()
+                .map(str::parse::<std::net::SocketAddr>)
+            {
+                Some(Ok(a)) => a.to_string(),
+                Some(Err(_)) => {
+                    issues.push(
+                        conn.origin
+                            .issue("listen", "`listen` must be an IP address and port")
+                            .with_hint("e.g. listen = \"0.0.0.0:9001\""),
+                    );
+                    String::new()
+                }
+                None => {
+                    issues.push(conn.origin.issue(
+                        "transport",
+                        "a dial-in connection needs `listen = \"ip:port\"`",
+                    ));
+                    String::new()
+                }
+            };
+            let identity = match (&conn.registration, &conn.peer) {
+                (Some(r), None) if !r.is_empty() => Identity::Registration(r.as_bytes().to_vec()),
+                (None, Some(p)) => match p.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Identity::Peer(ip),
+                    Err(_) => {
+                        issues.push(
+                            conn.origin
+                                .issue("peer", format!("`{p}` is not an IP address")),
+                        );
+                        Identity::Registration(Vec::new())
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    issues.push(conn.origin.issue(
+                        "peer",
+                        "set `registration` or `peer`, not both: the device is known by one",
+                    ));
+                    Identity::Registration(Vec::new())
+                }
+                _ => {
+                    issues.push(
+                        conn.origin
+                            .issue("transport", "a dial-in connection needs `registration` (what the device sends first) or `peer` (its source address)")
+                            .with_hint("e.g. registration = \"860000000000001\" (the modem's IMEI)"),
+                    );
+                    Identity::Registration(Vec::new())
+                }
+            };
+            Endpoint::DialIn(DialIn {
+                listen,
+                identity,
+                framing: match conn.framing {
+                    Some(DialInFraming::Tcp) => Framing::Tcp,
+                    _ => Framing::Rtu,
+                },
+            })
+        }
         TransportKind::Tcp | TransportKind::RtuOverTcp | TransportKind::AsciiOverTcp => {
             if conn.port.is_some() {
                 issues.push(
@@ -395,6 +492,9 @@ fn line_spec(conn: &Located<ConnectionConfig>, issues: &mut Vec<ConfigIssue>) ->
         endpoint,
         timeout: conn.timeout.map_or(Duration::from_secs(1), |d| d.0),
         gap,
+        response_time: conn
+            .response_time
+            .map_or(Duration::from_millis(10), |d| d.0),
         reconnect: Reconnect {
             connect_timeout: conn.connect_timeout.map_or(Duration::from_secs(3), |d| d.0),
             min: conn
@@ -1054,6 +1154,25 @@ fn check_overlaps(
     }
 }
 
+/// How long one read takes on a serial line: its request and answer at
+/// the baud rate, the frame gap and the device's response time.
+pub fn request_time(spec: &LineSpec, serial: &SerialSettings, r: &ReadRequest) -> Duration {
+    let char_time = f64::from(char_bits(serial)) / f64::from(serial.baud);
+    let data = if r.area.is_bits() {
+        usize::from(r.count).div_ceil(8)
+    } else {
+        usize::from(r.count) * 2
+    };
+    // Request: unit, 5 bytes of PDU, check; answer: unit, function, count,
+    // data, check. ASCII sends each byte as two characters, with `:` and
+    // CR LF around a frame.
+    let chars = match spec.endpoint.framing() {
+        Framing::Ascii => (7 * 2 + 3) + ((4 + data) * 2 + 3),
+        _ => 8 + 5 + data,
+    };
+    Duration::from_secs_f64(chars as f64 * char_time) + spec.gap + spec.response_time
+}
+
 /// Estimate a serial line's busy time per second from its baud rate,
 /// frame sizes, inter-frame gap and device response time. Err: the poll
 /// periods the line cannot meet.
@@ -1062,9 +1181,7 @@ fn line_load(
     spec: &LineSpec,
     serial: &SerialSettings,
 ) -> Result<String, Vec<ConfigIssue>> {
-    let char_time = f64::from(char_bits(serial)) / f64::from(serial.baud);
-    let response_time = conn.response_time.map_or(0.010, |d| d.as_secs_f64());
-    let gap = spec.gap.as_secs_f64();
+    let response_time = spec.response_time.as_secs_f64();
     let mut issues = Vec::new();
     let mut load = 0.0;
     let mut requests_total = 0usize;
@@ -1074,21 +1191,7 @@ fn line_load(
             requests_total += requests.len();
             let cycle: f64 = requests
                 .iter()
-                .map(|r| {
-                    let data = if r.area.is_bits() {
-                        usize::from(r.count).div_ceil(8)
-                    } else {
-                        usize::from(r.count) * 2
-                    };
-                    // Request: unit, 5 bytes of PDU, check; answer: unit,
-                    // function, count, data, check. ASCII sends each byte
-                    // as two characters, with `:` and CR LF around a frame.
-                    let chars = match spec.endpoint.framing() {
-                        Framing::Ascii => (7 * 2 + 3) + ((4 + data) * 2 + 3),
-                        _ => 8 + 5 + data,
-                    };
-                    chars as f64 * char_time + gap + response_time
-                })
+                .map(|r| request_time(spec, serial, r).as_secs_f64())
                 .sum();
             let period = group.period.as_secs_f64();
             load += cycle / period;

@@ -19,6 +19,16 @@ pub enum TransportKind {
     RtuOverTcp,
     Ascii,
     AsciiOverTcp,
+    /// The device (a 4G/NB modem, a DTU) connects to the gateway.
+    DialIn,
+}
+
+/// How requests are framed on a dial-in connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DialInFraming {
+    Rtu,
+    Tcp,
 }
 
 /// One serial line or TCP endpoint.
@@ -30,6 +40,14 @@ pub struct ConnectionConfig {
     /// `host:port` for `tcp`, `rtu-over-tcp` and `ascii-over-tcp` (port
     /// 502 if omitted).
     pub address: Option<String>,
+    /// `dial-in`: where the gateway listens for the device.
+    pub listen: Option<String>,
+    /// `dial-in`: the registration packet the device sends first (text).
+    pub registration: Option<String>,
+    /// `dial-in`: or the device is known by its source address.
+    pub peer: Option<String>,
+    /// `dial-in`: RTU frames (default) or Modbus TCP over the connection.
+    pub framing: Option<DialInFraming>,
     /// Serial device path for `rtu` and `ascii`.
     pub port: Option<String>,
     pub baud: Option<u32>,

@@ -8,6 +8,7 @@
 //! Public for diagnostics such as `ferrogate modbus read|probe`:
 //! - [`point`], [`codec`]: point maps and register ⇄ value conversion.
 //! - [`pdu`], [`frame`]: the wire format (sans-IO).
+//! - [`plan`]: the requests each poll cycle sends (`ferrogate modbus plan`).
 //!
 //! Internal: `config` and `build` (the TOML shape and its validation),
 //! `planner` (merging points into requests, splitting after refusals),
@@ -19,6 +20,7 @@
 pub mod codec;
 pub mod frame;
 pub mod pdu;
+pub mod plan;
 pub mod point;
 
 mod build;

@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_serial::SerialPortBuilderExt;
 
 use crate::frame;
@@ -24,11 +24,36 @@ use crate::pdu::{self, Request, Response, ResponseError};
 /// Where a line is and how its bytes are framed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Endpoint {
-    Tcp { address: String },
-    RtuOverTcp { address: String },
+    Tcp {
+        address: String,
+    },
+    RtuOverTcp {
+        address: String,
+    },
     Serial(SerialSettings),
-    AsciiOverTcp { address: String },
+    AsciiOverTcp {
+        address: String,
+    },
     AsciiSerial(SerialSettings),
+    /// The device connects to `listen` and is polled over that connection.
+    DialIn(DialIn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialIn {
+    pub listen: String,
+    pub identity: Identity,
+    /// `Rtu` or `Tcp`.
+    pub framing: Framing,
+}
+
+/// How a dialled-in connection is known to be the configured device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The bytes the device sends first (its IMEI, a configured string).
+    Registration(Vec<u8>),
+    /// Its source address.
+    Peer(std::net::IpAddr),
 }
 
 /// How requests and answers are framed on an endpoint.
@@ -65,6 +90,7 @@ impl Endpoint {
             Endpoint::Tcp { .. } => Framing::Tcp,
             Endpoint::RtuOverTcp { .. } | Endpoint::Serial(_) => Framing::Rtu,
             Endpoint::AsciiOverTcp { .. } | Endpoint::AsciiSerial(_) => Framing::Ascii,
+            Endpoint::DialIn(d) => d.framing,
         }
     }
 
@@ -112,6 +138,8 @@ pub struct Transport {
     endpoint: Endpoint,
     reconnect: Reconnect,
     stream: Option<Pin<Box<dyn Stream>>>,
+    /// `dial-in`: bound at the first connection, kept across reconnects.
+    listener: Option<TcpListener>,
     next_attempt: Option<Instant>,
     backoff: Duration,
     transaction: u16,
@@ -128,6 +156,7 @@ impl Transport {
             endpoint,
             reconnect,
             stream: None,
+            listener: None,
             next_attempt: None,
             backoff: Duration::ZERO,
             transaction: 0,
@@ -141,8 +170,17 @@ impl Transport {
         self.stream.is_some()
     }
 
-    async fn open(&self) -> io::Result<Pin<Box<dyn Stream>>> {
+    async fn open(&mut self) -> io::Result<Pin<Box<dyn Stream>>> {
         match &self.endpoint {
+            Endpoint::DialIn(d) => {
+                if self.listener.is_none() {
+                    self.listener = Some(TcpListener::bind(&d.listen).await?);
+                }
+                let Some(listener) = &self.listener else {
+                    return Err(io::Error::other("no listener"));
+                };
+                accept_device(listener, d, self.reconnect.connect_timeout).await
+            }
             Endpoint::Tcp { address }
             | Endpoint::RtuOverTcp { address }
             | Endpoint::AsciiOverTcp { address } => {
@@ -181,6 +219,7 @@ impl Transport {
             | Endpoint::RtuOverTcp { address }
             | Endpoint::AsciiOverTcp { address } => address,
             Endpoint::Serial(s) | Endpoint::AsciiSerial(s) => &s.path,
+            Endpoint::DialIn(d) => &d.listen,
         }
     }
 
@@ -426,5 +465,38 @@ async fn read_ascii<'b>(
             continue;
         }
         return Ok(pdu);
+    }
+}
+
+/// Wait up to `wait` for the configured device to dial in: a connection
+/// from another address, or whose first bytes are not the registration,
+/// is closed and the next one awaited.
+async fn accept_device(
+    listener: &TcpListener,
+    d: &DialIn,
+    wait: Duration,
+) -> io::Result<Pin<Box<dyn Stream>>> {
+    let deadline = Instant::now() + wait;
+    let silent = || io::Error::new(io::ErrorKind::TimedOut, "the device has not dialled in");
+    loop {
+        let (mut stream, from) = timeout_at(deadline, listener.accept())
+            .await
+            .map_err(|_| silent())??;
+        let known = match &d.identity {
+            Identity::Peer(ip) => from.ip() == *ip,
+            Identity::Registration(expected) => {
+                let mut got = vec![0u8; expected.len()];
+                matches!(
+                    timeout_at(deadline, stream.read_exact(&mut got)).await,
+                    Ok(Ok(_)) if got == *expected
+                )
+            }
+        };
+        if known {
+            stream.set_nodelay(true)?;
+            tracing::info!(listen = %d.listen, %from, "modbus device dialled in");
+            return Ok(Box::pin(stream));
+        }
+        tracing::warn!(listen = %d.listen, %from, "a connection that is not the configured device was closed");
     }
 }

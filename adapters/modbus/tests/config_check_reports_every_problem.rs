@@ -357,3 +357,19 @@ fn ascii_connections_are_checked_like_the_others() {
     );
     assert_eq!(line(find(&issues, "a TCP connection needs `address")), 8);
 }
+
+#[test]
+fn dial_in_connections_need_a_listener_and_an_identity() {
+    let toml = "[[modbus.connection]]\nname = \"a\"\ntransport = \"dial-in\"\nlisten = \"9001\"\nbaud = 9600\n\n\
+        [[modbus.connection]]\nname = \"b\"\ntransport = \"dial-in\"\nlisten = \"0.0.0.0:9002\"\nregistration = \"X\"\npeer = \"10.0.0.1\"\n\n\
+        [[modbus.connection]]\nname = \"c\"\ntransport = \"tcp\"\naddress = \"10.0.0.1\"\nregistration = \"X\"\n";
+    let issues = issues(toml, &[]);
+    assert_eq!(
+        line(find(&issues, "`listen` must be an IP address and port")),
+        4
+    );
+    assert_eq!(line(find(&issues, "`baud` does not apply to a dial-in")), 5);
+    assert_eq!(line(find(&issues, "needs `registration`")), 3);
+    assert_eq!(line(find(&issues, "not both")), 12);
+    assert_eq!(line(find(&issues, "`registration` applies only to")), 18);
+}
