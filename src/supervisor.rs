@@ -190,9 +190,6 @@ impl Supervisor {
         };
         // Report by exception: one stage per instance, kept across restarts.
         let (ctx, wakes) = ctx.with_reporting(std::mem::take(&mut built.policies));
-        if let Some(wakes) = wakes {
-            tokio::spawn(wakes);
-        }
         lock(&self.states).insert(
             built.name.clone(),
             AdapterState {
@@ -205,7 +202,15 @@ impl Supervisor {
         );
         let name = built.name.clone();
         let fingerprint = built.fingerprint;
-        let task = tokio::spawn(supervise(built, ctx, self.backoff, self.states.clone()));
+        let supervised = supervise(built, ctx, self.backoff, self.states.clone());
+        // The wake task ends with the instance, after sending what it held:
+        // stopping or reloading waits for both.
+        let task = match wakes {
+            Some(wakes) => tokio::spawn(async move {
+                tokio::join!(supervised, wakes);
+            }),
+            None => tokio::spawn(supervised),
+        };
         self.running.insert(
             name,
             Running {

@@ -346,6 +346,17 @@ impl Reporter {
         self.points.iter().filter_map(PointState::due).min()
     }
 
+    /// Every value held for `min_interval`, published now (the gateway
+    /// stops: what was read is not kept back).
+    pub fn flush(&mut self, now: Instant) -> Vec<Reading> {
+        let mut out = Vec::new();
+        for state in self.points.iter_mut().filter(|s| s.held) {
+            let latest = state.latest.clone();
+            out.push(state.publish(latest, now));
+        }
+        out
+    }
+
     /// The held values and heartbeats due at `now`.
     pub fn wake(&mut self, now: Instant) -> Vec<Reading> {
         let mut out = Vec::new();
@@ -586,6 +597,22 @@ mod tests {
         assert!(p.wake(10_000).is_empty());
         // After the interval a change is published at once.
         assert_eq!(p.float(10_001, 5.0), Some(Value::Float(5.0)));
+    }
+
+    #[test]
+    fn a_flush_publishes_what_is_held_and_nothing_else() {
+        let mut p = Point::new(ReportPolicy {
+            min_interval: secs(60),
+            max_interval: Some(secs(600)),
+            ..on_change(Deadband::Any)
+        });
+        assert!(p.float(0, 1.0).is_some());
+        assert!(p.reporter.flush(p.at(1)).is_empty(), "nothing held");
+        assert_eq!(p.float(2, 2.0), None);
+        let flushed = p.reporter.flush(p.at(3));
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].value, Ok(Value::Float(2.0)));
+        assert!(p.reporter.flush(p.at(4)).is_empty());
     }
 
     #[test]

@@ -137,6 +137,28 @@ impl Stage {
         out
     }
 
+    /// Every held value, one telemetry message per device.
+    pub fn flush(&mut self, now: Instant) -> Vec<Uplink> {
+        let mut out = Vec::new();
+        let devices: Vec<String> = self.reporters.keys().cloned().collect();
+        for device in devices {
+            let Some(reporter) = self.reporters.get_mut(&device) else {
+                continue;
+            };
+            let readings = reporter.flush(now);
+            let next = reporter.next_wake();
+            self.reschedule(&device, next);
+            if !readings.is_empty() {
+                out.push(Uplink::Telemetry(Telemetry {
+                    device,
+                    ts: Timestamp::now(),
+                    readings,
+                }));
+            }
+        }
+        out
+    }
+
     fn reschedule(&mut self, device: &str, next: Option<Instant>) {
         if self.due.get(device) == next.as_ref() {
             return;
@@ -199,8 +221,19 @@ impl Reporting {
     }
 
     /// Send held values and heartbeats into `uplink` (a sender without
-    /// this stage) as they fall due, until `stop`.
+    /// this stage) as they fall due, until `stop`; then the values still
+    /// held, so that stopping keeps nothing back.
     pub async fn run_wakes(self, uplink: UplinkSender, stop: CancellationToken) {
+        self.wakes(&uplink, &stop).await;
+        let held = self.lock().flush(Instant::now());
+        for message in held {
+            if uplink.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn wakes(&self, uplink: &UplinkSender, stop: &CancellationToken) {
         loop {
             let next = self.lock().next_wake();
             let sleep = async {
@@ -339,6 +372,40 @@ mod tests {
         let devices: Vec<&str> = woken.iter().map(Uplink::device).collect();
         assert_eq!(devices, ["b", "a"], "b was due at 8 s, a at 10 s");
         assert_eq!(stage.next_wake(), Some(t0 + Duration::from_secs(14)));
+    }
+
+    #[tokio::test]
+    async fn stopping_sends_what_is_held() {
+        let policies: Policies = [(
+            "a".to_string(),
+            DevicePolicy {
+                report: ReportPolicy {
+                    on_change: true,
+                    min_interval: Duration::from_secs(3600),
+                    ..ReportPolicy::default()
+                },
+                ..DevicePolicy::default()
+            },
+        )]
+        .into();
+        let reporting = Reporting::new(policies).expect("a stage");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(
+            reporting
+                .clone()
+                .run_wakes(UplinkSender::new("t", tx), stop.clone()),
+        );
+        let now = Instant::now();
+        assert!(reporting.uplink(telemetry("a", 1.0), now).is_some());
+        assert!(reporting.uplink(telemetry("a", 2.0), now).is_none(), "held");
+        stop.cancel();
+        task.await.unwrap();
+        let sent = rx.recv().await.expect("the held value on stop");
+        let Uplink::Telemetry(t) = sent.uplink else {
+            unreachable!()
+        };
+        assert_eq!(t.readings[0].value, Ok(Value::Float(2.0)));
     }
 
     #[test]
