@@ -323,7 +323,16 @@ impl Transport {
         stream.flush().await.map_err(io_err)?;
         let answer = match framing {
             Framing::Tcp => read_tcp(stream, &mut self.buf, transaction, unit).await?,
-            Framing::Rtu => read_rtu(stream, &mut self.buf, unit).await?,
+            Framing::Rtu => {
+                let heartbeat = match &self.endpoint {
+                    Endpoint::DialIn(DialIn {
+                        identity: Identity::Registration(r),
+                        ..
+                    }) => Some(r.as_slice()),
+                    _ => None,
+                };
+                read_rtu(stream, &mut self.buf, unit, heartbeat).await?
+            }
             Framing::Ascii => read_ascii(stream, &mut self.buf, &mut self.pdu, unit).await?,
         };
         pdu::parse_response(request, answer).map_err(|e| match e {
@@ -410,13 +419,27 @@ async fn read_more(
     }
 }
 
+/// The PDU of the next RTU frame from `unit`. `heartbeat`: bytes a
+/// dial-in modem repeats between frames (its registration), dropped.
 async fn read_rtu<'b>(
     stream: &mut Pin<Box<dyn Stream>>,
     buf: &'b mut Vec<u8>,
     unit: u8,
+    heartbeat: Option<&[u8]>,
 ) -> Result<&'b [u8], TransactionError> {
     buf.clear();
     loop {
+        if let Some(beat) = heartbeat.filter(|b| !b.is_empty()) {
+            if buf.starts_with(beat) {
+                buf.drain(..beat.len());
+                continue;
+            }
+            if !buf.is_empty() && beat.starts_with(buf) {
+                // Perhaps a heartbeat still arriving.
+                read_more(stream, buf).await?;
+                continue;
+            }
+        }
         let len = match frame::rtu_frame_len(buf) {
             Ok(Some(len)) if buf.len() >= len => len,
             Ok(_) => {

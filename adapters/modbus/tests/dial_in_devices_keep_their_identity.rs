@@ -23,13 +23,14 @@ struct Dtu {
 }
 
 impl Dtu {
-    fn start(port: u16, registration: &str, units: serde_json::Value) -> Dtu {
+    fn start(port: u16, registration: &str, units: serde_json::Value, heartbeat: bool) -> Dtu {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dtu.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(port.to_string())
             .arg(registration)
             .arg(units.to_string())
+            .args(heartbeat.then_some("heartbeat"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -78,7 +79,12 @@ async fn a_dial_in_device_is_polled_and_keeps_its_identity_across_reconnects() {
     );
     let mut running = start(&toml);
     // Someone else dials in first: closed, never polled.
-    let mut impostor = Dtu::start(port, "IMEI999", serde_json::json!({"7": {"hr": [666]}}));
+    let mut impostor = Dtu::start(
+        port,
+        "IMEI999",
+        serde_json::json!({"7": {"hr": [666]}}),
+        false,
+    );
     assert_eq!(impostor.line().await, "CONNECTED");
     assert_eq!(impostor.line().await, "CLOSED");
 
@@ -86,6 +92,7 @@ async fn a_dial_in_device_is_polled_and_keeps_its_identity_across_reconnects() {
         port,
         "IMEI860000000000042",
         serde_json::json!({"7": {"hr": [42]}}),
+        false,
     );
     assert_eq!(dtu.line().await, "CONNECTED");
     let t = running.good_telemetry("well-7").await;
@@ -107,5 +114,31 @@ async fn a_dial_in_device_is_polled_and_keeps_its_identity_across_reconnects() {
             _ => None,
         })
         .await;
+    running.stop().await;
+}
+
+/// A modem that repeats its registration as a heartbeat, here just before
+/// every answer: the repeats are dropped, the answers read.
+#[tokio::test]
+async fn a_repeated_registration_between_frames_is_a_heartbeat() {
+    let port = free_port();
+    let toml = format!(
+        "[[modbus.connection]]\nname = \"dtu\"\ntransport = \"dial-in\"\nlisten = \"127.0.0.1:{port}\"\n\
+         registration = \"HB-860000000000042\"\ntimeout = \"500ms\"\n\n\
+         [[modbus.device]]\nname = \"well-8\"\nconnection = \"dtu\"\nunit = 8\npoll = \"100ms\"\n\
+         [[modbus.device.point]]\nname = \"level\"\naddress = 0\n"
+    );
+    let mut running = start(&toml);
+    let mut dtu = Dtu::start(
+        port,
+        "HB-860000000000042",
+        serde_json::json!({"8": {"hr": [8]}}),
+        true,
+    );
+    assert_eq!(dtu.line().await, "CONNECTED");
+    for _ in 0..3 {
+        let t = running.good_telemetry("well-8").await;
+        assert_eq!(value(&t, "level"), Value::UInt(8));
+    }
     running.stop().await;
 }

@@ -4,7 +4,9 @@ ferrogate-modbus tests: it connects out to the gateway, sends its
 registration packet, then answers Modbus RTU requests arriving on that
 socket with pymodbus' RTU framer and datastore.
 
-Usage: dtu.py <port> <registration> '<units json>'   (units as in slave.py)
+Usage: dtu.py <port> <registration> '<units json>' [heartbeat]
+(units as in slave.py; with `heartbeat`, the registration is sent again
+before every answer, as modems repeat it as their heartbeat)
 
 Prints `CONNECTED` once registered, `CLOSED` when the gateway closes the
 connection. Reads commands on stdin:
@@ -34,7 +36,7 @@ def block(values):
     return ModbusSequentialDataBlock(1, list(values) if values else [0])
 
 
-async def serve(port, registration, context, stop):
+async def serve(port, registration, context, stop, heartbeat):
     while True:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -65,6 +67,9 @@ async def serve(port, registration, context, stop):
             continue
         response = await pdu.datastore_update(context, pdu.dev_id)
         response.dev_id = pdu.dev_id
+        if heartbeat:
+            writer.write(registration.encode())
+            await writer.drain()
         writer.write(framer.buildFrame(response))
         await writer.drain()
     writer.close()
@@ -72,6 +77,7 @@ async def serve(port, registration, context, stop):
 
 async def main():
     port, registration, units = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    heartbeat = sys.argv[4:] == ["heartbeat"]
     devices = {
         int(unit): ModbusDeviceContext(hr=block(areas.get("hr")), ir=block(areas.get("ir")))
         for unit, areas in units.items()
@@ -79,7 +85,7 @@ async def main():
     # As pymodbus' own server does with a device context.
     context = SimCore(ModbusServerContext(devices=devices, single=False).simdevices)
     stop = asyncio.Event()
-    task = asyncio.ensure_future(serve(port, registration, context, stop))
+    task = asyncio.ensure_future(serve(port, registration, context, stop, heartbeat))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -92,7 +98,7 @@ async def main():
             stop.set()
             await task
             stop = asyncio.Event()
-            task = asyncio.ensure_future(serve(port, registration, context, stop))
+            task = asyncio.ensure_future(serve(port, registration, context, stop, heartbeat))
         elif parts and parts[0] == "set":
             unit, fc, address = int(parts[1]), int(parts[2]), int(parts[3])
             await context.async_setValues(unit, fc, address, [int(v) for v in parts[4:]])
