@@ -52,10 +52,22 @@ struct Gateway {
     root: String,
     _broker: Mosquitto,
     config: ConfigDir,
-    _daemon: Daemon,
+    daemon: Daemon,
     sub: Subscriber,
     plain: u16,
     dtls: u16,
+}
+
+fn credentials(entries: &[(&str, &str, &str)]) -> String {
+    entries
+        .iter()
+        .map(|(device, identity, key)| {
+            format!(
+                "[[psk]]\nendpoint = \"{device}\"\nidentity = \"{identity}\"\nkey_hex = \"{}\"\n",
+                hex(key)
+            )
+        })
+        .collect()
 }
 
 impl Gateway {
@@ -68,10 +80,7 @@ impl Gateway {
         let config = ConfigDir::new(id, broker.port, "5", &devices);
         std::fs::write(
             config.path().join("psk.toml"),
-            format!(
-                "[[psk]]\nendpoint = \"meter-1\"\nidentity = \"meter-1-id\"\nkey_hex = \"{}\"\n",
-                hex(KEY_TEXT)
-            ),
+            credentials(&[("meter-1", "meter-1-id", KEY_TEXT)]),
         )
         .expect("credentials");
         let sub = Subscriber::start(broker.port, "#").await;
@@ -84,7 +93,7 @@ impl Gateway {
             root: format!("ferrogate/{id}"),
             _broker: broker,
             config,
-            _daemon: daemon,
+            daemon,
             sub,
             plain,
             dtls,
@@ -206,4 +215,60 @@ async fn devices_publish_only_with_their_own_key() {
         .collect();
     assert_eq!(seen, [21.5, 22.5, 23.5], "{seen:?}");
     assert!(gw.telemetry("lab-2").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_reload_adds_and_revokes_devices() {
+    let gw = Gateway::start("gw-coaps-reload").await;
+    let secure = format!("coaps://127.0.0.1:{}", gw.dtls);
+    let meter = format!("{}/devices/meter-1/telemetry", gw.root);
+    post(
+        "coap-client-gnutls",
+        &format!("{secure}/meter-1/temp"),
+        "1",
+        Some(("meter-1-id", KEY_TEXT)),
+    );
+    gw.sub
+        .wait_for(&meter, WAIT, |m| m.json()["values"]["temp"] == 1)
+        .await;
+
+    // meter-1's key revoked, lab-2's added; SIGHUP
+    std::fs::write(
+        gw.config.path().join("psk.toml"),
+        credentials(&[("lab-2", "lab-2-id", "lab-2-secret-key")]),
+    )
+    .expect("credentials");
+    gw.daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + WAIT;
+    while gw.telemetry("lab-2").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lab-2 never published with its new key"
+        );
+        post(
+            "coap-client-gnutls",
+            &format!("{secure}/lab-2/temp"),
+            "2",
+            Some(("lab-2-id", "lab-2-secret-key")),
+        );
+    }
+
+    // the revoked key no longer gets a session
+    let before = gw.refused("dtls_*");
+    post(
+        "coap-client-gnutls",
+        &format!("{secure}/meter-1/temp"),
+        "3",
+        Some(("meter-1-id", KEY_TEXT)),
+    );
+    common::wait_until("the revoked key refused", WAIT, || {
+        gw.refused("dtls_*") > before
+    })
+    .await;
+    let seen: Vec<Json> = gw
+        .telemetry("meter-1")
+        .iter()
+        .map(|v| v["temp"].clone())
+        .collect();
+    assert_eq!(seen, [1], "{seen:?}");
 }

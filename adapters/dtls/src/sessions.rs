@@ -203,11 +203,6 @@ impl SessionTable {
         }
     }
 
-    /// Whether `peer` has a session or a handshake under way.
-    pub fn knows(&self, peer: SocketAddr) -> bool {
-        self.peers.contains_key(&peer)
-    }
-
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
         self.transmits.pop_front()
     }
@@ -439,7 +434,8 @@ impl SessionTable {
                     self.remove(peer, "close_notify");
                     return;
                 }
-                Output::PeerCert(_) | Output::KeyingMaterial(..) => {}
+                // certificates and SRTP keys: not in a PSK session;
+                // Output is non-exhaustive
                 _ => {}
             }
             if established {
