@@ -151,7 +151,7 @@ impl Gateway {
         let plain_port = udp_port();
         let dtls_port = udp_port();
         let devices = format!(
-            "[lwm2m.server]\nbind = \"127.0.0.1:{plain_port}\"\ndtls_bind = \"127.0.0.1:{dtls_port}\"\ncredentials = \"../psk.toml\"\n"
+            "[lwm2m.server]\nbind = \"127.0.0.1:{plain_port}\"\ndtls_bind = \"127.0.0.1:{dtls_port}\"\ncredentials = \"../psk.toml\"\nmax_dtls_handshakes = 8\n"
         );
         let config = ConfigDir::new(id, broker.port, "5", &devices);
         let psk = config.path().join("psk.toml");
@@ -339,6 +339,44 @@ async fn psk_clients_are_bound_to_their_endpoint() {
     assert_eq!(regs.len(), 1, "{regs:?}");
     assert!(gw.registrations("wk-c").is_empty());
     assert!(gw.registrations("wk-x").is_empty());
+
+    // a flood of ClientHellos from 200 loopback addresses: handshakes are
+    // evicted (8 at most), the established session is not
+    let hello = {
+        let mut client = ferrogate_dtls::SessionTable::new(
+            ferrogate_dtls::SessionLimits::default(),
+            std::sync::Arc::new(ferrogate_dtls::Credentials::default()),
+        );
+        let server = std::net::SocketAddr::from(([127, 0, 0, 1], gw.dtls_port));
+        client.connect(
+            std::time::Instant::now(),
+            server,
+            b"flood",
+            ferrogate_dtls::PskKey::new(vec![0; 16]),
+        );
+        client.poll_transmit().expect("a ClientHello").bytes
+    };
+    let flooders: Vec<std::net::UdpSocket> = (2..202u8)
+        .map(|i| {
+            std::net::UdpSocket::bind(("127.0.0.".to_string() + &i.to_string(), 0)).expect("bind")
+        })
+        .collect();
+    for s in &flooders {
+        s.send_to(&hello, ("127.0.0.1", gw.dtls_port))
+            .expect("send");
+    }
+    common::wait_until("the flood evicted handshakes", WAIT, || {
+        gw.refused()["dtls_handshake_evicted"].as_u64().unwrap_or(0) >= 150
+    })
+    .await;
+    let values = gw
+        .ok("wk-a", json!({"id": "r5", "op": "read", "path": "/3/0/0"}))
+        .await;
+    assert_eq!(
+        values,
+        json!({"device.manufacturer": "Open Mobile Alliance"})
+    );
+    assert_eq!(gw.refused()["dtls_session_evicted"], Json::Null);
 
     // `ferrogate lwm2m clients` says how the client is secured
     let out = Command::new(daemon::binary())

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_sdk::PointMeta;
-use ferrogate_sdk::config::{BuildContext, ConfigIssue, Located, Node, Pos, Section};
+use ferrogate_sdk::config::{
+    BuildContext, ConfigDuration, ConfigIssue, Located, Node, Pos, Section,
+};
 use ferrogate_sdk::report::{DevicePolicy, PointReport, ReportKeys, ReportPolicy};
 
-use crate::config::{ConnectionConfig, DeviceConfig, DialInFraming, PointConfig, TransportKind};
+use crate::config::{
+    ConnectionConfig, DeviceConfig, DialInFraming, PointConfig, ProfileConfig, TransportKind,
+};
 use crate::planner::{Limits, Planner, ReadRequest};
 use crate::point::{Area, Order, Point, PointType, TypeName, resolve_modicon};
 use crate::transport::{DialIn, Endpoint, Framing, Identity, Parity, Reconnect, SerialSettings};
@@ -585,7 +589,6 @@ fn device_spec(
             }
         }
     }
-    let report = device_report(dev, issues, notes);
     if dev.offline_after == Some(0) {
         issues.push(
             dev.origin
@@ -609,19 +612,15 @@ fn device_spec(
 
     // Points: the profile's first, then the device's own.
     let mut point_nodes: Vec<Node<'_>> = Vec::new();
+    let mut profile_keys: Option<Located<ProfileConfig>> = None;
     if let Some(profile) = &dev.profile {
         match ctx.profile(profile) {
             Some(root) => {
-                for (key, pos) in root.keys() {
-                    if key != "point" && key != "description" {
-                        issues.push(
-                            ConfigIssue::at(
-                                pos,
-                                format!("unknown key `{key}` in a Modbus profile"),
-                            )
-                            .with_hint("a profile has `description` and [[point]] entries"),
-                        );
-                    }
+                match root.parse::<ProfileConfig>() {
+                    Ok(p) => profile_keys = Some(p),
+                    Err(e) => issues.push(e.with_hint(
+                        "a profile has `description`, report keys (`report_on_change`, `deadband`, ...) and [[point]] entries",
+                    )),
                 }
                 match root.get("point") {
                     Some(points) => point_nodes.extend(points.elements()),
@@ -662,6 +661,7 @@ fn device_spec(
         );
     }
 
+    let report = device_report(dev, profile_keys.as_ref(), issues, notes);
     let inline = node.get("point").is_some();
     let mut shared_key = None;
     let PointMap { points, meta } = match (&dev.profile, inline) {
@@ -728,19 +728,34 @@ fn device_spec(
 /// adapter's are.
 fn device_report(
     dev: &Located<DeviceConfig>,
+    profile: Option<&Located<ProfileConfig>>,
     issues: &mut Vec<ConfigIssue>,
     notes: &mut Vec<String>,
 ) -> ReportPolicy {
-    let on_change = dev.report_on_change.unwrap_or(false);
+    let p = |f: fn(&ProfileConfig) -> Option<f64>| profile.and_then(|p| f(p));
+    let d = |f: fn(&ProfileConfig) -> Option<ConfigDuration>| profile.and_then(|p| f(p));
+    let on_change = dev
+        .report_on_change
+        .or(profile.and_then(|p| p.report_on_change))
+        .unwrap_or(false);
+    // The device's deadband, else the profile's (one kind of it, not a mix).
+    let (deadband, deadband_percent, span) =
+        if dev.deadband.is_some() || dev.deadband_percent.is_some() || dev.span.is_some() {
+            (dev.deadband, dev.deadband_percent, dev.span)
+        } else {
+            (p(|p| p.deadband), p(|p| p.deadband_percent), p(|p| p.span))
+        };
     let keys = ReportKeys {
-        deadband: dev.deadband,
-        deadband_percent: dev.deadband_percent,
-        span: dev.span,
-        min_interval: dev.min_interval.map(|d| d.0),
-        max_interval: dev.max_interval.map(|d| d.0),
+        deadband,
+        deadband_percent,
+        span,
+        min_interval: dev.min_interval.or(d(|p| p.min_interval)).map(|d| d.0),
+        max_interval: dev.max_interval.or(d(|p| p.max_interval)).map(|d| d.0),
     };
     if !on_change
-        && (dev.deadband.is_some() || dev.deadband_percent.is_some() || dev.max_interval.is_some())
+        && (keys.deadband.is_some()
+            || keys.deadband_percent.is_some()
+            || keys.max_interval.is_some())
     {
         notes.push(format!(
             "{}: `deadband` and `max_interval` apply only with `report_on_change = true`: every poll is sent",

@@ -104,6 +104,25 @@ pub struct DeviceConfig {
     pub _points: IgnoredAny,
 }
 
+/// A profile's own keys besides its `[[point]]`s: a description and the
+/// report-by-exception defaults of the devices that use it (a device's
+/// own keys win).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// For the reader of the file: checked to be text, published nowhere.
+    #[serde(rename = "description")]
+    pub _description: Option<String>,
+    pub report_on_change: Option<bool>,
+    pub deadband: Option<f64>,
+    pub deadband_percent: Option<f64>,
+    pub span: Option<f64>,
+    pub min_interval: Option<ConfigDuration>,
+    pub max_interval: Option<ConfigDuration>,
+    #[serde(default, rename = "point")]
+    pub _points: IgnoredAny,
+}
+
 /// One point, inline or in a profile.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

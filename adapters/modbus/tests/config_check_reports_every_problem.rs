@@ -373,3 +373,37 @@ fn dial_in_connections_need_a_listener_and_an_identity() {
     assert_eq!(line(find(&issues, "not both")), 12);
     assert_eq!(line(find(&issues, "`registration` applies only to")), 18);
 }
+
+#[test]
+fn a_profile_gives_its_devices_report_defaults() {
+    let profile = "description = \"tank\"\nreport_on_change = true\ndeadband_percent = 5.0\nmax_interval = \"10m\"\n\n\
+        [[point]]\nname = \"level\"\naddress = 0\n";
+    let toml = "[[modbus.connection]]\nname = \"plc\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n\n\
+        [[modbus.device]]\nname = \"a\"\nconnection = \"plc\"\nunit = 1\nprofile = \"tank\"\n\n\
+        [[modbus.device]]\nname = \"b\"\nconnection = \"plc\"\nunit = 2\nprofile = \"tank\"\ndeadband = 1.0\nmax_interval = \"1m\"\n";
+    let built =
+        build(&ModbusKind, toml, &[("tank", profile)]).unwrap_or_else(|i| panic!("{}", render(&i)));
+    let policies = &built[0].policies;
+    use ferrogate_sdk::report::Deadband;
+    use std::time::Duration;
+    let a = &policies["a"].report;
+    assert!(a.on_change);
+    assert_eq!(a.deadband, Deadband::Percent(5.0));
+    assert_eq!(a.max_interval, Some(Duration::from_secs(600)));
+    let b = &policies["b"].report;
+    assert!(b.on_change, "from the profile");
+    assert_eq!(b.deadband, Deadband::Absolute(1.0), "the device's own wins");
+    assert_eq!(b.max_interval, Some(Duration::from_secs(60)));
+
+    let bad = "deadbnd = 1.0\n[[point]]\nname = \"level\"\naddress = 0\n";
+    let issues = issues(toml, &[("tank", bad)]);
+    let issue = find(&issues, "unknown field `deadbnd`");
+    assert_eq!(
+        issue
+            .pos
+            .as_ref()
+            .map(|p| p.file.display().to_string())
+            .as_deref(),
+        Some("profiles/tank.toml")
+    );
+}
