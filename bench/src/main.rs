@@ -79,6 +79,10 @@ enum Cmd {
         poll: String,
         #[arg(long, default_value_t = 21000)]
         base_port: u16,
+        /// Also run the gateway as a Sparkplug B edge node (aliases on),
+        /// next to JSON; prints bytes on the wire per value of each.
+        #[arg(long)]
+        sparkplug: bool,
     },
     /// ferrogate and the ThingsBoard IoT Gateway on the same Modbus slaves.
     VsThingsboard {
@@ -202,6 +206,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             registers,
             poll,
             base_port,
+            sparkplug,
         } => {
             let p = scenario_modbus::Params {
                 devices,
@@ -211,6 +216,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
                 secs: cli.secs,
                 runs: cli.runs,
                 warmup: cli.warmup,
+                sparkplug,
             };
             scenario_modbus::run(&cli.gateway, &cli.work.join("modbus"), &p)
                 .await
@@ -232,6 +238,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
                 secs: cli.secs,
                 runs: cli.runs,
                 warmup: cli.warmup,
+                sparkplug: false,
             };
             let peer = thingsboard::Peer {
                 bin: tb_bin,

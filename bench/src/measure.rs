@@ -26,6 +26,12 @@ pub struct Window {
     pub per_value: PerUnit,
     /// Mean telemetry payload, bytes.
     pub payload_bytes: f64,
+    /// JSON telemetry on the wire (topic + payload) per value.
+    pub json_bytes_per_value: f64,
+    /// Sparkplug B DDATA per second and on the wire per value, when the
+    /// gateway is also a Sparkplug edge node.
+    pub spb_values_per_s: f64,
+    pub spb_bytes_per_value: Option<f64>,
 }
 
 impl Window {
@@ -52,6 +58,14 @@ impl Window {
             self.load,
             self.per_value
         );
+        if let Some(spb) = self.spb_bytes_per_value {
+            println!(
+                "{label}: wire bytes per value: JSON {:.1}, Sparkplug B {spb:.1} ({:.2}x JSON) at {:.0} Sparkplug values/s",
+                self.json_bytes_per_value,
+                spb / self.json_bytes_per_value.max(f64::MIN_POSITIVE),
+                self.spb_values_per_s
+            );
+        }
     }
 }
 
@@ -98,6 +112,10 @@ pub async fn windows(
             load: (load + loadavg()) / 2.0,
             per_value: counts.per(t.values as f64),
             payload_bytes: t.bytes as f64 / (t.messages.max(1) as f64),
+            json_bytes_per_value: (t.bytes + t.topic_bytes) as f64 / (t.values.max(1) as f64),
+            spb_values_per_s: t.spb_values as f64 / s,
+            spb_bytes_per_value: (t.spb_values > 0)
+                .then(|| t.spb_bytes as f64 / t.spb_values as f64),
         };
         w.print(&format!("{label} run {run}/{runs}"));
         out.push(w);
@@ -131,6 +149,9 @@ pub fn medians(ws: &[Window]) -> Window {
             instructions: median_of(ws.iter().map(|w| w.per_value.instructions)),
         },
         payload_bytes: m(&|w| w.payload_bytes),
+        json_bytes_per_value: m(&|w| w.json_bytes_per_value),
+        spb_values_per_s: m(&|w| w.spb_values_per_s),
+        spb_bytes_per_value: median_of(ws.iter().map(|w| w.spb_bytes_per_value)),
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn run(
         secs,
         runs,
         warmup,
+        sparkplug: false,
     };
     let broker = Broker::start(work)?;
     let _slave = Helper::spawn(&slave_args(&p))?;

@@ -25,6 +25,8 @@ pub struct Params {
     pub secs: u64,
     pub runs: usize,
     pub warmup: u64,
+    /// Also a Sparkplug B edge node (with aliases), next to JSON.
+    pub sparkplug: bool,
 }
 
 /// The stamp register names (`r{R-4}`..`r{R-1}`), as both gateways name them.
@@ -90,20 +92,24 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<Window, BenchErr
     let broker = Broker::start(work)?;
     let _slaves = Helper::spawn(&slave_args(p))?;
     let (profile, conf) = ferrogate_config(p);
+    let sparkplug = if p.sparkplug {
+        "\n[sparkplug]\nenabled = true\naliases = true\n"
+    } else {
+        ""
+    };
     let gw = Gateway::start(
         bin,
         &work.join("gw"),
         broker.port,
-        "",
+        sparkplug,
         &conf,
         &[("bench", profile)],
     )?;
-    let sink = Sink::start(
-        broker.port,
-        &["ferrogate/bench/devices/+/telemetry"],
-        stamp_keys(p.registers),
-    )
-    .await;
+    let mut filters = vec!["ferrogate/bench/devices/+/telemetry"];
+    if p.sparkplug {
+        filters.push("spBv1.0/+/DDATA/#");
+    }
+    let sink = Sink::start(broker.port, &filters, stamp_keys(p.registers)).await;
     let want = f64::from(p.devices);
     measure::wait_for(Duration::from_secs(120), "every device online", || {
         gw.scrape()
@@ -113,7 +119,13 @@ pub async fn run(bin: &Path, work: &Path, p: &Params) -> Result<Window, BenchErr
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(p.warmup)).await;
-    let label = format!("modbus {}x{} @{}", p.devices, p.registers, p.poll);
+    let label = format!(
+        "modbus {}x{} @{}{}",
+        p.devices,
+        p.registers,
+        p.poll,
+        if p.sparkplug { " +sparkplug" } else { "" }
+    );
     let ws = measure::windows(gw.pid(), Some(broker.pid()), &sink, p.secs, p.runs, &label).await?;
     let m = measure::medians(&ws);
     m.print(&format!("{label} MEDIAN"));

@@ -23,6 +23,13 @@ pub struct Tally {
     pub values: u64,
     /// Payload bytes of the telemetry messages counted.
     pub bytes: u64,
+    /// Topic bytes of the telemetry messages counted.
+    pub topic_bytes: u64,
+    /// Sparkplug B DDATA messages, the metrics they carried and their
+    /// bytes on the wire (topic + payload).
+    pub spb_messages: u64,
+    pub spb_values: u64,
+    pub spb_bytes: u64,
     pub latency: Latencies,
     pub rpc_answered: u64,
 }
@@ -92,6 +99,16 @@ impl Sink {
                             }
                             continue;
                         }
+                        if topic.starts_with("spBv1.0/") {
+                            if topic.contains("/DDATA/") {
+                                if let Ok(mut t) = tally.lock() {
+                                    t.spb_messages += 1;
+                                    t.spb_values += sparkplug_metrics(&p.payload);
+                                    t.spb_bytes += (topic.len() + p.payload.len()) as u64;
+                                }
+                            }
+                            continue;
+                        }
                         let Ok(json) = serde_json::from_slice::<Json>(&p.payload) else {
                             continue;
                         };
@@ -100,6 +117,7 @@ impl Sink {
                             count(&mut t, &topic, &json, arrived, &stamp);
                             if t.messages > before {
                                 t.bytes += p.payload.len() as u64;
+                                t.topic_bytes += topic.len() as u64;
                             }
                         }
                     }
@@ -119,6 +137,46 @@ impl Sink {
             .map(|mut t| std::mem::take(&mut *t))
             .unwrap_or_default()
     }
+}
+
+/// The metrics in a Sparkplug B payload: occurrences of field 2 at its top
+/// level (Tahu's `Payload.metrics`), found by walking the protobuf wire
+/// format without decoding the metrics themselves. 0 for a malformed one.
+fn sparkplug_metrics(payload: &[u8]) -> u64 {
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*i)?;
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut i = 0;
+    let mut metrics = 0;
+    while i < payload.len() {
+        let Some(key) = varint(payload, &mut i) else {
+            return 0;
+        };
+        let skip = match key & 7 {
+            0 => varint(payload, &mut i).map(|_| 0),
+            1 => Some(8),
+            2 => varint(payload, &mut i),
+            5 => Some(4),
+            _ => None,
+        };
+        let Some(skip) = skip else {
+            return 0;
+        };
+        if key >> 3 == 2 && key & 7 == 2 {
+            metrics += 1;
+        }
+        i += skip as usize;
+    }
+    if i == payload.len() { metrics } else { 0 }
 }
 
 /// One telemetry object: `{"values": {...}, "ts": ms}` (both gateways).
@@ -177,6 +235,17 @@ mod tests {
         );
         assert_eq!((t.messages, t.values), (1, 5));
         assert_eq!(t.latency.percentile_ms(50.0), 1.5);
+    }
+
+    #[test]
+    fn sparkplug_metrics_are_counted_from_the_wire_format() {
+        // timestamp (1: varint), two metrics (2: length-delimited), seq (3)
+        let payload = [
+            0x08, 0x96, 0x01, 0x12, 0x02, 0x18, 0x01, 0x12, 0x00, 0x18, 0x05,
+        ];
+        assert_eq!(sparkplug_metrics(&payload), 2);
+        assert_eq!(sparkplug_metrics(&payload[..5]), 0, "truncated");
+        assert_eq!(sparkplug_metrics(&[]), 0);
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl ResourceValue {
                 _ => Err(mismatch()),
             },
             (ResourceType::Opaque, Value::Bytes(b)) => Ok(ResourceValue::Opaque(b.clone())),
-            (ResourceType::Opaque, Value::String(s)) => decode_hex(s)
+            (ResourceType::Opaque, Value::String(s)) => ferrogate_sdk::hex::decode(s)
                 .map(ResourceValue::Opaque)
                 .ok_or_else(|| "opaque values are written as a hex string".to_string()),
             (ResourceType::Objlnk, Value::String(s)) => parse_objlnk(s)
@@ -191,19 +191,6 @@ pub fn parse_objlnk(text: &str) -> Option<ResourceValue> {
         o.trim().parse().ok()?,
         i.trim().parse().ok()?,
     ))
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -49,9 +49,11 @@ async fn a_late_reply_is_not_taken_for_the_next_answer() {
         PointErrorKind::Timeout
     );
 
-    // Now the late reply (value 111) lands on the line.
+    // Now the late reply (value 111) lands on the line, and is waiting
+    // at the adapter's end before it is asked again.
     line.write_all(&reply(111)).await.unwrap();
     line.flush().await.unwrap();
+    pty.wait_for_input_at_master(reply(111).len()).await;
 
     // A fresh read: the adapter must drain 111 and take 222, the real answer.
     let answer = async {

@@ -21,6 +21,7 @@ pub mod adapter;
 pub mod backoff;
 pub mod command;
 pub mod config;
+pub mod hex;
 pub mod model;
 pub mod name;
 pub mod refusals;

@@ -225,7 +225,10 @@ fn account(
             if identity.is_empty() {
                 issues.push(origin.issue("psk_identity", "PSK security needs `psk_identity`"));
             }
-            let key = raw.psk_key.as_deref().map(decode_hex);
+            let key = raw
+                .psk_key
+                .as_deref()
+                .map(|k| ferrogate_sdk::hex::decode(k.trim()));
             let key = match key {
                 Some(Some(k)) if !k.is_empty() => k,
                 _ => {
@@ -264,28 +267,4 @@ fn account(
             binding: raw.binding,
         },
     ))
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_keys_decode_and_garbage_does_not() {
-        assert_eq!(decode_hex("0aFF"), Some(vec![0x0a, 0xff]));
-        assert_eq!(decode_hex("0a F"), None);
-        assert_eq!(decode_hex("abc"), None);
-        assert_eq!(decode_hex("zz"), None);
-    }
 }

@@ -2,6 +2,7 @@
 //! pseudo-terminal pair, and a running adapter with the test's handles.
 #![allow(dead_code)]
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -161,6 +162,36 @@ impl PtyPair {
             _dir: dir,
             master,
             slave,
+        }
+    }
+}
+
+impl PtyPair {
+    /// Waits until at least `bytes` are waiting to be read at the master
+    /// end (socat copies them across in its own time; under load that can
+    /// be after the adapter's next read): FIONREAD of the terminal, which
+    /// counts its input queue whoever has it open.
+    pub async fn wait_for_input_at_master(&self, bytes: usize) {
+        use std::os::fd::AsRawFd;
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&self.master)
+            .expect("open the master end to look at its input queue");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one c_int through the pointer given.
+            let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::FIONREAD, &mut queued) };
+            assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+            if queued as usize >= bytes {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{bytes} bytes never reached the master end"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
