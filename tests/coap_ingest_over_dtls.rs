@@ -14,7 +14,7 @@ mod daemon;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Mosquitto, Subscriber};
+use common::{Mosquitto, Subscriber, free_udp_port_below_ephemeral as udp_port};
 use daemon::{ConfigDir, Daemon};
 use serde_json::Value as Json;
 
@@ -23,18 +23,6 @@ const KEY_TEXT: &str = "meter-1-secret!!";
 
 fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn udp_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 24_000 + (std::process::id() % 2_000) as u16 * 2;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 5_000;
-        if std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 /// One POST with a libcoap client; its `-v` output names the answer.

@@ -9,125 +9,23 @@
 
 mod common;
 mod daemon;
+mod wakaama;
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Mosquitto, Subscriber};
+use common::{Mosquitto, Subscriber, free_udp_port_below_ephemeral as udp_port};
 use daemon::{ConfigDir, Daemon};
 use serde_json::{Value as Json, json};
+use wakaama::Wakaama;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A free UDP port below the kernel's ephemeral range for a socket a child
-/// process binds later; distinct for every call in this process, so two
-/// tests running side by side never pick the same one.
-fn udp_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * 2;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 5_000;
-        if std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
 /// The Wakaama client binary: `FERROGATE_LWM2MCLIENT`, or
-/// `target/peers/lwm2mclient`, built there when the build script is found.
+/// `target/peers/lwm2mclient`.
 fn lwm2mclient() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FERROGATE_LWM2MCLIENT") {
-        return Some(PathBuf::from(p));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("target/peers");
-    let bin = out.join("lwm2mclient");
-    if bin.is_file() {
-        return Some(bin);
-    }
-    let script = [
-        root.join("../shared/peers/build-wakaama"),
-        root.join("../../shared/peers/build-wakaama"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file());
-    let why = match script {
-        None => "the Wakaama build script shared/peers/build-wakaama was not found".to_string(),
-        Some(script) => match Command::new("bash").arg(&script).arg(&out).status() {
-            Ok(s) if s.success() && bin.is_file() => return Some(bin),
-            Ok(s) => format!("{} failed ({s})", script.display()),
-            Err(e) => format!("cannot run {}: {e}", script.display()),
-        },
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the live Wakaama tests cannot run in CI: {why}");
-    }
-    eprintln!("skipping: {why} (set FERROGATE_LWM2MCLIENT to a built lwm2mclient)");
-    None
-}
-
-/// A running `lwm2mclient`, fed commands on stdin; its output goes to a
-/// file (shown when a test fails) so a full pipe never blocks it.
-struct Wakaama {
-    child: Child,
-    stdin: ChildStdin,
-    log: PathBuf,
-}
-
-impl Wakaama {
-    fn start(bin: &Path, dir: &Path, name: &str, server_port: u16, lifetime: u32) -> Wakaama {
-        Self::start_with(bin, dir, name, server_port, lifetime, &[])
-    }
-
-    /// `start` with more flags, e.g. `-b` (the server is a bootstrap server).
-    fn start_with(
-        bin: &Path,
-        dir: &Path,
-        name: &str,
-        server_port: u16,
-        lifetime: u32,
-        extra: &[&str],
-    ) -> Wakaama {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("client log");
-        let err = out.try_clone().expect("client log");
-        let mut child = Command::new(bin)
-            .args(["-4", "-n", name, "-h", "127.0.0.1"])
-            .args(["-p", &server_port.to_string()])
-            .args(["-l", &udp_port().to_string()])
-            .args(["-t", &lifetime.to_string()])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn lwm2mclient");
-        let stdin = child.stdin.take().expect("stdin");
-        Wakaama { child, stdin, log }
-    }
-
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("client stdin");
-        self.stdin.flush().expect("client stdin");
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Wakaama {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- lwm2mclient output ---\n{}", self.output());
-        }
-    }
+    wakaama::peer("lwm2mclient", "FERROGATE_LWM2MCLIENT")
 }
 
 struct Gateway {
@@ -227,7 +125,7 @@ async fn every_operation_against_a_live_wakaama_client() {
     };
     let gw = gateway("gw-wk", "").await;
     let ep = "wakaama-live";
-    let mut client = Wakaama::start(&bin, gw.config.path(), ep, gw.lwm2m_port, 300);
+    let mut client = Wakaama::start(&bin, gw.config.path(), ep, gw.lwm2m_port, &["-t", "300"]);
 
     // register -> online + meta with the object list
     gw.status(ep, "online", WAIT).await;
@@ -373,10 +271,10 @@ async fn a_killed_wakaama_client_goes_offline_when_its_lifetime_runs_out_and_is_
     };
     let gw = gateway("gw-wk-kill", "forget_after = \"2s\"").await;
     let ep = "wakaama-killed";
-    let mut client = Wakaama::start(&bin, gw.config.path(), ep, gw.lwm2m_port, 5);
+    let mut client = Wakaama::start(&bin, gw.config.path(), ep, gw.lwm2m_port, &["-t", "5"]);
     gw.status(ep, "online", WAIT).await;
     let killed = Instant::now();
-    client.child.kill().expect("SIGKILL");
+    client.kill();
     let status = gw.status(ep, "offline", WAIT).await;
     assert_eq!(status["reason"], "lifetime expired", "{status}");
     assert!(
@@ -448,7 +346,7 @@ async fn hostile_registers_leave_the_gateway_serving() {
     }
     // the gateway is alive and its MQTT line flows: a real client registers
     let ep = "wakaama-after";
-    let _client = Wakaama::start(&bin, gw.config.path(), ep, port, 300);
+    let _client = Wakaama::start(&bin, gw.config.path(), ep, port, &["-t", "300"]);
     gw.status(ep, "online", WAIT).await;
     assert!(
         gw.sub.all().iter().all(|m| !m.topic.contains("x\u{1}y")),
@@ -478,8 +376,8 @@ async fn a_wakaama_client_bootstraps_then_registers_where_it_was_sent() {
     )
     .await;
     let dir = gw.config.path().to_path_buf();
-    let _stranger = Wakaama::start_with(&bin, &dir, "stranger", bs_port, 60, &["-b"]);
-    let _client = Wakaama::start_with(&bin, &dir, "bs-client", bs_port, 60, &["-b"]);
+    let _stranger = Wakaama::start(&bin, &dir, "stranger", bs_port, &["-b"]);
+    let _client = Wakaama::start(&bin, &dir, "bs-client", bs_port, &["-b"]);
 
     gw.status("bs-client", "online", WAIT).await;
     let values = gw

@@ -11,129 +11,19 @@
 
 mod common;
 mod daemon;
+mod wakaama;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Mosquitto, Subscriber};
+use common::{Mosquitto, Subscriber, free_udp_port_below_ephemeral as udp_port};
 use daemon::{ConfigDir, Daemon};
 use serde_json::{Value as Json, json};
+use wakaama::{Wakaama, peer};
 
 const WAIT: Duration = Duration::from_secs(20);
 const KEY_A: &str = "000102030405060708090a0b0c0d0e0f";
 const KEY_C: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
-
-/// A free UDP port below the ephemeral range, distinct for every call.
-fn udp_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 21_000 + (std::process::id() % 2_000) as u16 * 2;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 5_000;
-        if std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// `target/peers/<name>`, built there by the Wakaama build script when
-/// missing; `None` (skip) outside CI when it cannot be built.
-fn peer(name: &str, env: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("target/peers");
-    let bin = out.join(name);
-    if bin.is_file() {
-        return Some(bin);
-    }
-    let script = [
-        root.join("../shared/peers/build-wakaama"),
-        root.join("../../shared/peers/build-wakaama"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file());
-    let why = match script {
-        None => "the Wakaama build script shared/peers/build-wakaama was not found".to_string(),
-        Some(script) => match Command::new("bash").arg(&script).arg(&out).status() {
-            Ok(s) if s.success() && bin.is_file() => return Some(bin),
-            Ok(s) => format!("{} failed ({s})", script.display()),
-            Err(e) => format!("cannot run {}: {e}", script.display()),
-        },
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the live Wakaama DTLS test cannot run in CI: {why}");
-    }
-    eprintln!("skipping: {why} (set {env})");
-    None
-}
-
-/// A running Wakaama client; its output goes to a file shown on failure.
-struct Wakaama {
-    child: Child,
-    _stdin: ChildStdin,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Wakaama {
-    fn start(
-        bin: &Path,
-        dir: &Path,
-        name: &str,
-        server_port: u16,
-        psk: Option<(&str, &str)>,
-    ) -> Wakaama {
-        let port = udp_port();
-        let log = dir.join(format!("{name}-{port}.log"));
-        let out = File::create(&log).expect("client log");
-        let err = out.try_clone().expect("client log");
-        let mut cmd = Command::new(bin);
-        cmd.args(["-4", "-n", name, "-h", "127.0.0.1"])
-            .args(["-p", &server_port.to_string()])
-            .args(["-l", &port.to_string()])
-            .args(["-t", "300"]);
-        if let Some((identity, key)) = psk {
-            cmd.args(["-i", identity, "-s", key]);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn lwm2mclient");
-        let stdin = child.stdin.take().expect("stdin");
-        Wakaama {
-            child,
-            _stdin: stdin,
-            log,
-            port,
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        use std::io::Write;
-        writeln!(self._stdin, "{line}").expect("client stdin");
-        self._stdin.flush().expect("client stdin");
-    }
-}
-
-impl Drop for Wakaama {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} ---\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
 
 struct Gateway {
     root: String,
@@ -258,7 +148,13 @@ async fn psk_clients_are_bound_to_their_endpoint() {
     let dir = gw.config.path().to_path_buf();
 
     // the right key: registered over DTLS, read, written, observed
-    let mut a = Wakaama::start(&secure, &dir, "wk-a", gw.dtls_port, Some(("id-a", KEY_A)));
+    let mut a = Wakaama::start(
+        &secure,
+        &dir,
+        "wk-a",
+        gw.dtls_port,
+        &["-t", "300", "-i", "id-a", "-s", KEY_A],
+    );
     let event = gw
         .sub
         .wait_for(&gw.topic("wk-a", "event"), WAIT, |m| {
@@ -298,7 +194,7 @@ async fn psk_clients_are_bound_to_their_endpoint() {
 
     // a plain client claiming the protected endpoint: 4.03, and the DTLS
     // registration stays
-    let _claim = Wakaama::start(&plain, &dir, "wk-a", gw.plain_port, None);
+    let _claim = Wakaama::start(&plain, &dir, "wk-a", gw.plain_port, &["-t", "300"]);
     common::wait_until("the plain claim refused", WAIT, || {
         gw.refused()["needs_dtls"].as_u64().unwrap_or(0) >= 1
     })
@@ -313,14 +209,26 @@ async fn psk_clients_are_bound_to_their_endpoint() {
 
     // a wrong key: the handshake fails, counted
     let before = gw.dtls_failures();
-    let _wrong = Wakaama::start(&secure, &dir, "wk-c", gw.dtls_port, Some(("id-c", KEY_A)));
+    let _wrong = Wakaama::start(
+        &secure,
+        &dir,
+        "wk-c",
+        gw.dtls_port,
+        &["-t", "300", "-i", "id-c", "-s", KEY_A],
+    );
     common::wait_until("the wrong key refused", WAIT, || {
         gw.dtls_failures() > before
     })
     .await;
 
     // the right key for another endpoint name: 4.03
-    let _other = Wakaama::start(&secure, &dir, "wk-x", gw.dtls_port, Some(("id-c", KEY_C)));
+    let _other = Wakaama::start(
+        &secure,
+        &dir,
+        "wk-x",
+        gw.dtls_port,
+        &["-t", "300", "-i", "id-c", "-s", KEY_C],
+    );
     common::wait_until("the other name refused", WAIT, || {
         gw.refused()["credential_mismatch"].as_u64().unwrap_or(0) >= 1
     })

@@ -250,7 +250,7 @@ fn print_response(response: &Response, as_json: bool) {
         });
         match text {
             Some(t) => out["payload"] = t.into(),
-            None => out["payload_hex"] = hex(&response.payload).into(),
+            None => out["payload_hex"] = ferrogate_sdk::hex::encode(&response.payload).into(),
         }
         if let Some(values) = values {
             out["values"] = Json::Object(values.into_iter().collect());
@@ -286,14 +286,9 @@ fn print_response(response: &Response, as_json: bool) {
             print!("{}", t.render());
         }
         (_, Some(text)) if !text.is_empty() => println!("{text}"),
-        (_, None) => println!("{}", hex(&response.payload)),
+        (_, None) => println!("{}", ferrogate_sdk::hex::encode(&response.payload)),
         _ => {}
     }
-}
-
-/// Lowercase hex, as the message model writes bytes values.
-fn hex(bytes: &[u8]) -> String {
-    ferrogate_sdk::Value::Bytes(bytes.to_vec()).to_string()
 }
 
 #[cfg(test)]

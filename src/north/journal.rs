@@ -124,20 +124,6 @@ impl Journal {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn pending_line(p: &Pending) -> Json {
     json!({
         "k": "p",
@@ -145,7 +131,7 @@ fn pending_line(p: &Pending) -> Json {
         "id": p.id,
         "body": String::from_utf8_lossy(&p.payload),
         "received_ms": p.received_ms,
-        "reply_to": p.reply_to.as_ref().map(|(t, c)| json!([t, hex(c)])),
+        "reply_to": p.reply_to.as_ref().map(|(t, c)| json!([t, ferrogate_sdk::hex::encode(c)])),
     })
 }
 
@@ -172,7 +158,10 @@ fn done_line(d: &Done) -> Json {
 fn parse_pending(j: &Json) -> Option<Pending> {
     let reply_to = match j.get("reply_to") {
         None | Some(Json::Null) => None,
-        Some(r) => Some((r.get(0)?.as_str()?.to_string(), unhex(r.get(1)?.as_str()?)?)),
+        Some(r) => Some((
+            r.get(0)?.as_str()?.to_string(),
+            ferrogate_sdk::hex::decode(r.get(1)?.as_str()?)?,
+        )),
     };
     Some(Pending {
         device: j.get("device")?.as_str()?.to_string(),
@@ -392,8 +381,11 @@ mod tests {
 
     #[test]
     fn hex_roundtrip() {
-        assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
-        assert_eq!(unhex("abc"), None);
-        assert_eq!(unhex("zz"), None);
+        assert_eq!(
+            ferrogate_sdk::hex::decode(&ferrogate_sdk::hex::encode(&[0, 1, 254, 255])),
+            Some(vec![0, 1, 254, 255])
+        );
+        assert_eq!(ferrogate_sdk::hex::decode("abc"), None);
+        assert_eq!(ferrogate_sdk::hex::decode("zz"), None);
     }
 }

@@ -53,11 +53,15 @@ pub fn free_port() -> u16 {
 
 /// A free UDP port below the kernel's ephemeral range (32768 and up), for a
 /// peer that binds it later: no port-0 socket of a parallel test can take it
-/// in between.
+/// in between, and no two calls in one process return the same port.
 pub fn free_udp_port_below_ephemeral() -> u16 {
-    (20_000 + (std::process::id() % 5_000) as u16..30_000)
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 2_000) as u16 * 2;
+    (0..5_000)
+        .map(|_| base + NEXT.fetch_add(1, Ordering::Relaxed) % 5_000)
         .find(|p| std::net::UdpSocket::bind(("0.0.0.0", *p)).is_ok())
-        .unwrap_or_else(|| panic!("no free UDP port between 20000 and 30000"))
+        .unwrap_or_else(|| panic!("no free UDP port between {base} and {}", base + 5_000))
 }
 
 /// Polls `cond` until it holds or `timeout` passes; panics with `what`.

@@ -90,7 +90,7 @@ impl PskCredential {
     pub fn identity_text(&self) -> String {
         match std::str::from_utf8(&self.identity) {
             Ok(s) if s.chars().all(|c| !c.is_control()) => s.to_string(),
-            _ => hex(&self.identity),
+            _ => ferrogate_sdk::hex::encode(&self.identity),
         }
     }
 }
@@ -305,22 +305,11 @@ fn parse(file: &SourceFile) -> Result<Credentials, Vec<ConfigIssue>> {
 }
 
 fn unhex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !matches!(b, b' ' | b':')).collect();
+    let digits: String = text.chars().filter(|c| !matches!(c, ' ' | ':')).collect();
     if !digits.len().is_multiple_of(2) {
         return Err("an odd number of hex digits".into());
     }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
-            u8::from_str_radix(s, 16).map_err(|_| format!("`{s}` is not a hex byte"))
-        })
-        .collect()
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ferrogate_sdk::hex::decode(&digits).ok_or_else(|| "not hex".to_string())
 }
 
 /// Parse a key given as hex (the CLI's `--psk-key`).

@@ -144,13 +144,12 @@ pub fn encode(point: &Point, value: &Value) -> Result<Vec<u8>, EncodeError> {
             let mut bytes = match (point.ty, value) {
                 (PointType::String(_), Value::String(s)) => s.as_bytes().to_vec(),
                 (PointType::Bytes(_), Value::Bytes(b)) => b.clone(),
-                (PointType::Bytes(_), Value::String(s)) => {
-                    parse_hex(s).ok_or_else(|| EncodeError::Range {
+                (PointType::Bytes(_), Value::String(s)) => ferrogate_sdk::hex::decode(s.trim())
+                    .ok_or_else(|| EncodeError::Range {
                         ty,
                         value: format!("{s:?}"),
                         hint: " (bytes are written as a hex string)".into(),
-                    })?
-                }
+                    })?,
                 _ => return Err(type_error()),
             };
             let capacity = usize::from(n) * 2;
@@ -250,17 +249,6 @@ fn encode_integer(point: &Point, raw: i128) -> Option<Vec<u8>> {
         _ => return None,
     };
     Some(disarrange(&be, point.order))
-}
-
-fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ impl Value {
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => s.clone().into(),
-            Value::Bytes(b) => hex(b).into(),
+            Value::Bytes(b) => crate::hex::encode(b).into(),
         }
     }
 
@@ -117,18 +117,9 @@ impl fmt::Display for Value {
             Value::UInt(u) => write!(f, "{u}"),
             Value::Float(x) => write!(f, "{x}"),
             Value::String(s) => write!(f, "{s}"),
-            Value::Bytes(b) => write!(f, "{}", hex(b)),
+            Value::Bytes(b) => write!(f, "{}", crate::hex::encode(b)),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 /// Why a point has no value in this reading.
