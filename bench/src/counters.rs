@@ -92,7 +92,7 @@ pub struct PerUnit {
 
 impl std::fmt::Display for PerUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+        let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
         write!(
             f,
             "syscalls={} instructions={}",
@@ -128,7 +128,7 @@ mod tests {
             syscalls: Some(25),
             instructions: None,
         };
-        assert_eq!(c.per(10.0).to_string(), "syscalls=2.50 instructions=n/a");
+        assert_eq!(c.per(10.0).to_string(), "syscalls=2.5000 instructions=n/a");
         assert_eq!(c.per(0.0).syscalls, None);
     }
 }
