@@ -157,8 +157,23 @@ struct MetricState {
     /// The datatype in the last DBIRTH (or the one the next will use).
     datatype: DataType,
     alias: u64,
-    meta: Option<PointMeta>,
+    meta: Option<SharedMeta>,
     last: Option<(Result<Value, PointErrorKind>, Timestamp)>,
+}
+
+/// A point's metadata as the meta message gave it: a place in the list
+/// the devices of one profile share, not a copy per device (1000 Modbus
+/// devices of 100 points held 100k copies, about 30 MB).
+#[derive(Debug, Clone)]
+struct SharedMeta {
+    list: Arc<[PointMeta]>,
+    index: usize,
+}
+
+impl SharedMeta {
+    fn get(&self) -> Option<&PointMeta> {
+        self.list.get(self.index)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -754,10 +769,10 @@ fn new_metric(declared: Option<DataType>, next_alias: &mut u64) -> MetricState {
 
 /// Take the device's points from its meta; whether anything a DBIRTH
 /// says changed.
-fn learn_points(device: &mut Device, points: &[PointMeta], next_alias: &mut u64) -> bool {
+fn learn_points(device: &mut Device, points: &Arc<[PointMeta]>, next_alias: &mut u64) -> bool {
     let mut changed = false;
     let mut order: Vec<Arc<str>> = Vec::with_capacity(points.len());
-    for point in points {
+    for (index, point) in points.iter().enumerate() {
         let declared = DataType::for_point(&point.data_type);
         let key: Arc<str> = match device.metrics.get_key_value(point.name.as_str()) {
             Some((key, _)) => key.clone(),
@@ -767,14 +782,17 @@ fn learn_points(device: &mut Device, points: &[PointMeta], next_alias: &mut u64)
             .metrics
             .entry(key.clone())
             .or_insert_with(|| new_metric(declared, next_alias));
-        if state.meta.as_ref() != Some(point) {
+        if state.meta.as_ref().and_then(SharedMeta::get) != Some(point) {
             changed = true;
             state.declared = declared;
             state.datatype = match &state.last {
                 Some((Ok(v), _)) => DataType::for_value(v, declared),
                 _ => declared.unwrap_or(state.datatype),
             };
-            state.meta = Some(point.clone());
+            state.meta = Some(SharedMeta {
+                list: points.clone(),
+                index,
+            });
         }
         order.push(key);
     }
@@ -813,7 +831,7 @@ fn birth_metric(point: &str, state: &MetricState, aliases: bool, now: Timestamp)
             value: Some(value),
         });
     };
-    if let Some(meta) = &state.meta {
+    if let Some(meta) = state.meta.as_ref().and_then(SharedMeta::get) {
         if let Some(unit) = &meta.unit {
             property(
                 "engUnit",
