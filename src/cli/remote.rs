@@ -145,22 +145,7 @@ impl Remote<'_> {
 
     pub fn devices(&self, adapter: Option<&str>) -> ExitCode {
         self.call("devices", json!({"adapter": adapter}), |list, style| {
-            let mut t = Table::new(&["DEVICE", "ADAPTER", "STATE", "LAST SEEN", "LAST ERROR"]);
-            for d in list.as_array().into_iter().flatten() {
-                t.row(vec![
-                    d["name"].as_str().unwrap_or("?").to_string(),
-                    d["adapter"].as_str().unwrap_or("?").to_string(),
-                    style.state(d["state"].as_str().unwrap_or("unknown")),
-                    ago(d["last_seen"].as_u64()),
-                    match d["state"].as_str() {
-                        Some("offline") => d["reason"].as_str().or(d["last_error"].as_str()),
-                        _ => d["last_error"].as_str(),
-                    }
-                    .unwrap_or("-")
-                    .to_string(),
-                ]);
-            }
-            print!("{}", t.render());
+            device_table(list, style, ("ADAPTER", "adapter", "?"));
         })
     }
 
@@ -318,22 +303,7 @@ impl Remote<'_> {
     /// `nosec`).
     pub fn lwm2m_clients(&self) -> ExitCode {
         self.call("devices", json!({"adapter": "lwm2m"}), |list, style| {
-            let mut t = Table::new(&["DEVICE", "SECURITY", "STATE", "LAST SEEN", "LAST ERROR"]);
-            for d in list.as_array().into_iter().flatten() {
-                t.row(vec![
-                    d["name"].as_str().unwrap_or("?").to_string(),
-                    d["security"].as_str().unwrap_or("-").to_string(),
-                    style.state(d["state"].as_str().unwrap_or("unknown")),
-                    ago(d["last_seen"].as_u64()),
-                    match d["state"].as_str() {
-                        Some("offline") => d["reason"].as_str().or(d["last_error"].as_str()),
-                        _ => d["last_error"].as_str(),
-                    }
-                    .unwrap_or("-")
-                    .to_string(),
-                ]);
-            }
-            print!("{}", t.render());
+            device_table(list, style, ("SECURITY", "security", "-"));
         })
     }
 
@@ -453,4 +423,27 @@ fn tail_text(event: &Json, point: Option<&str>, style: Style) -> String {
         )),
         other => format!("{device}  {other} {}", style.dim(&p.to_string())),
     }
+}
+
+/// The devices reply as a table: name, one column of the caller's choice
+/// (heading, reply key, what to show when it is absent), state, last seen
+/// and the last error (an offline device's reason first).
+fn device_table(list: &Json, style: Style, second: (&str, &str, &str)) {
+    let (heading, key, absent) = second;
+    let mut t = Table::new(&["DEVICE", heading, "STATE", "LAST SEEN", "LAST ERROR"]);
+    for d in list.as_array().into_iter().flatten() {
+        t.row(vec![
+            d["name"].as_str().unwrap_or("?").to_string(),
+            d[key].as_str().unwrap_or(absent).to_string(),
+            style.state(d["state"].as_str().unwrap_or("unknown")),
+            ago(d["last_seen"].as_u64()),
+            match d["state"].as_str() {
+                Some("offline") => d["reason"].as_str().or(d["last_error"].as_str()),
+                _ => d["last_error"].as_str(),
+            }
+            .unwrap_or("-")
+            .to_string(),
+        ]);
+    }
+    print!("{}", t.render());
 }
